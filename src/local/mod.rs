@@ -1,0 +1,1 @@
+//! A local Bedrock Runtime + STS server for offline tests.
