@@ -1,7 +1,59 @@
 //! A pooled Amazon Bedrock client factory.
+//!
+//! Services that call Bedrock after sitting idle wait a whole read timeout on their first
+//! request: the pooled connection died silently behind a NAT or load balancer. This crate
+//! builds ONE shared Bedrock Runtime client on a tuned pool (50 connections per host, TCP
+//! keepalive, idle eviction below middlebox timeouts, 5 s connect / 60 s read timeouts,
+//! adaptive retry with 3 attempts), hands out cheap cached [`Model`] handles, and reports
+//! pool, request and cache statistics.
+//!
+//! ```no_run
+//! # async fn run() -> bedrock_pool::Result<()> {
+//! let factory = bedrock_pool::LlmFactory::from_env().await?;
+//! let reply = factory
+//!     .model("anthropic.claude-3-haiku-20240307-v1:0")
+//!     .converse()
+//!     .user("hi")
+//!     .send()
+//!     .await?;
+//! println!("{}", reply.text());
+//! # Ok(()) }
+//! ```
+//!
+//! With the `local` feature, [`local`] is a Bedrock-compatible server for offline tests.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod error;
+mod factory;
+mod model;
+mod stats;
+mod stream;
+mod transport;
 
 #[cfg(feature = "local")]
-#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub mod local;
+
+pub use config::{
+    DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings, TimeoutSettings,
+};
+pub use error::{Error, ErrorKind, Result, TimeoutKind};
+pub use factory::{LlmFactory, LlmFactoryBuilder, RegionStats};
+pub use model::{ConverseRequest, Model, Reply, Streaming, Unary};
+pub use stats::{
+    CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
+    RequestStats,
+};
+pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+
+/// The SDK types used in this crate's API, re-exported for convenience.
+pub mod types {
+    pub use aws_sdk_bedrockruntime::types::{
+        ContentBlock, ConversationRole, Message, StopReason, SystemContentBlock, TokenUsage, Tool,
+        ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
+        ToolSpecification, ToolUseBlock,
+    };
+    pub use aws_smithy_types::Document;
+}

@@ -1,0 +1,132 @@
+//! Plain configuration values of the factory, each with its default.
+
+use std::time::Duration;
+
+/// Retry strategy of the SDK clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryMode {
+    /// Exponential backoff with jitter, plus a client-side rate limiter that slows down after
+    /// throttling (shared per service and region in the process). Default.
+    #[default]
+    Adaptive,
+    /// Exponential backoff with jitter and a retry token bucket.
+    Standard,
+}
+
+/// Connection pool settings, shared by every client of one factory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Hard cap of connections per host (origin); extra requests queue. Default is 50.
+    pub max_connections_per_host: usize,
+    /// Idle time after which a pooled connection is closed by the client, before a middlebox
+    /// can kill it silently; `None` keeps idle connections forever. Default is 50 s (below a
+    /// 60 s load-balancer idle close and a 350 s NAT idle drop).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time (`TCP_KEEPIDLE`); `None` disables keepalive. Default is 30 s.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections_per_host: 50,
+            idle_timeout: Some(Duration::from_secs(50)),
+            tcp_keepalive: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Timeouts applied to every request attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeoutSettings {
+    /// Time allowed to establish a connection (DNS, TCP, TLS). Default is 5 s.
+    pub connect: Duration,
+    /// Time allowed from sending a request (including waiting for a pooled connection) to the
+    /// response headers. Unary Converse sends its headers only after the whole generation, so
+    /// this also caps a generation's length. Default is 60 s.
+    pub read: Duration,
+    /// Longest gap allowed between two events of a response stream. Default is 60 s.
+    pub stream_stall: Duration,
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        TimeoutSettings {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            stream_stall: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Retry settings of the SDK clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetrySettings {
+    /// Retry strategy. Default is [`RetryMode::Adaptive`].
+    pub mode: RetryMode,
+    /// Attempts per call, the first included. Default is 3.
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            mode: RetryMode::Adaptive,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Default region when neither the builder nor the AWS environment names one.
+pub const DEFAULT_REGION: &str = "us-west-2";
+
+/// Everything the factory builder can set, apart from credentials and an existing `SdkConfig`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FactoryConfig {
+    /// Regions, primary first. Default is empty: the region of the AWS environment, else
+    /// [`DEFAULT_REGION`].
+    pub regions: Vec<String>,
+    /// Bedrock Runtime endpoint URL override. Default is none: the SDK's endpoint resolution
+    /// (which honours `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` and `AWS_ENDPOINT_URL` with `from_env`).
+    pub bedrock_endpoint_url: Option<String>,
+    /// STS endpoint URL override. Default is none.
+    pub sts_endpoint_url: Option<String>,
+    /// Extra trusted CA certificates (PEM), added to the platform's roots. Default is none.
+    pub extra_ca_pem: Vec<String>,
+    /// Allows plain `http://` endpoints on non-loopback hosts, where signed requests and
+    /// session tokens would travel in the clear. Default is false.
+    pub allow_insecure_http: bool,
+    /// Connection pool settings.
+    pub pool: PoolConfig,
+    /// Request timeouts.
+    pub timeouts: TimeoutSettings,
+    /// Retry settings.
+    pub retry: RetrySettings,
+    /// A request that comes after at least this long with no traffic counts as a wake-up in
+    /// the request statistics. Default is 30 s.
+    pub wakeup_threshold: Duration,
+    /// How long a region that failed stays out of rotation (multi-region). Default is 30 s.
+    pub failover_cooldown: Duration,
+}
+
+impl Default for FactoryConfig {
+    fn default() -> Self {
+        FactoryConfig {
+            regions: Vec::new(),
+            bedrock_endpoint_url: None,
+            sts_endpoint_url: None,
+            extra_ca_pem: Vec::new(),
+            allow_insecure_http: false,
+            pool: PoolConfig::default(),
+            timeouts: TimeoutSettings::default(),
+            retry: RetrySettings::default(),
+            wakeup_threshold: Duration::from_secs(30),
+            failover_cooldown: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! ConverseStream through model handles: typed events, a stall timeout on every receive, and
+//! a stream that ends without `messageStop` reported as the error it is.
+
+use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
+use crate::model::{ConverseRequest, Reply, Streaming, with_failover};
+use crate::stats::{CallGuard, Outcome};
+use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseMetrics,
+    ConverseStreamOutput as Event, Message, StopReason, TokenUsage, ToolUseBlock,
+};
+use futures_core::Stream;
+use std::fmt;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
+pub type ConverseStreamRequest = ConverseRequest<Streaming>;
+
+/// One event of a response stream.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// The assistant message starts.
+    MessageStart,
+    /// A piece of text of block `index`.
+    TextDelta {
+        /// Content block index.
+        index: i32,
+        /// The text piece.
+        text: String,
+    },
+    /// A tool-use block starts.
+    ToolUseStart {
+        /// Content block index.
+        index: i32,
+        /// Id to answer with a tool result.
+        tool_use_id: String,
+        /// Tool name.
+        name: String,
+    },
+    /// A piece of a tool call's JSON input.
+    ToolUseDelta {
+        /// Content block index.
+        index: i32,
+        /// The JSON fragment.
+        input: String,
+    },
+    /// Block `index` is complete.
+    BlockStop {
+        /// Content block index.
+        index: i32,
+    },
+    /// The message is complete.
+    MessageStop {
+        /// Why the model stopped.
+        stop_reason: StopReason,
+    },
+    /// Token counts and the service's latency.
+    Metadata {
+        /// Token counts.
+        usage: Option<TokenUsage>,
+        /// The latency the service reported.
+        latency: Option<Duration>,
+    },
+    /// An event of a kind this crate does not model (reasoning, citations, ...), kept raw.
+    Other(Box<Event>),
+}
+
+impl ConverseRequest<Streaming> {
+    /// Sets the longest gap allowed between two events of this stream. Default is the
+    /// factory's `stream_stall_timeout` (60 s).
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
+    /// Sends the call and returns the stream once the response headers arrived.
+    ///
+    /// # Errors
+    /// As [`ConverseRequest::send`]; failover to the next region happens only here, before the
+    /// first event.
+    pub async fn send(self) -> Result<ReplyStream> {
+        let model = self.model.clone();
+        let m = model.inner();
+        let stall = self
+            .stall_timeout
+            .unwrap_or(m.shared.config.timeouts.stream_stall);
+        let span = tracing::debug_span!(
+            "bedrock.converse_stream",
+            model_id = %m.id,
+            region = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        let mut guard = CallGuard::start(
+            vec![m.shared.overall.clone(), m.counters.clone()],
+            m.shared.activity.clone(),
+        );
+        let result = async {
+            let v = self.validate()?;
+            with_failover(&model, &mut guard, |region| {
+                let mut call = region
+                    .client
+                    .converse_stream()
+                    .model_id(&m.id)
+                    .set_messages(Some(v.messages.clone()))
+                    .set_system(v.system.clone())
+                    .set_inference_config(v.inference.clone())
+                    .set_tool_config(v.tools.clone())
+                    .customize();
+                if let Some(t) = &v.timeouts {
+                    call = call.config_override(
+                        aws_sdk_bedrockruntime::config::Builder::default()
+                            .timeout_config(t.clone()),
+                    );
+                }
+                async move {
+                    call.send()
+                        .await
+                        .map_err(|e| from_sdk("converse_stream", e))
+                }
+            })
+            .await
+        }
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok((output, attempts, region)) => {
+                span.record("attempts", attempts);
+                span.record("region", region.as_str());
+                Ok(ReplyStream {
+                    receiver: output.stream,
+                    guard: Some(guard),
+                    stall,
+                    acc: Accumulator::default(),
+                    saw_event: false,
+                    done: false,
+                    region,
+                    attempts,
+                    span,
+                })
+            }
+            Err(e) => {
+                guard.finish(Outcome::Failure(e.kind()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Content gathered from the events, for [`ReplyStream::collect`].
+#[derive(Default)]
+struct Accumulator {
+    blocks: Vec<(i32, Block)>,
+    stop_reason: Option<StopReason>,
+    usage: Option<TokenUsage>,
+    latency_ms: Option<i64>,
+}
+
+enum Block {
+    Text(String),
+    Tool {
+        id: String,
+        name: String,
+        input: String,
+    },
+}
+
+impl Accumulator {
+    fn block(&mut self, index: i32, make: impl FnOnce() -> Block) -> &mut Block {
+        let pos = match self.blocks.iter().position(|(i, _)| *i == index) {
+            Some(p) => p,
+            None => {
+                self.blocks.push((index, make()));
+                self.blocks.len() - 1
+            }
+        };
+        &mut self.blocks[pos].1
+    }
+
+    fn add(&mut self, ev: &StreamEvent) {
+        match ev {
+            StreamEvent::TextDelta { index, text } => {
+                if let Block::Text(t) = self.block(*index, || Block::Text(String::new())) {
+                    t.push_str(text);
+                }
+            }
+            StreamEvent::ToolUseStart {
+                index,
+                tool_use_id,
+                name,
+            } => {
+                *self.block(*index, || Block::Text(String::new())) = Block::Tool {
+                    id: tool_use_id.clone(),
+                    name: name.clone(),
+                    input: String::new(),
+                };
+            }
+            StreamEvent::ToolUseDelta { index, input } => {
+                if let Block::Tool { input: i, .. } = self.block(*index, || Block::Tool {
+                    id: String::new(),
+                    name: String::new(),
+                    input: String::new(),
+                }) {
+                    i.push_str(input);
+                }
+            }
+            StreamEvent::MessageStop { stop_reason } => {
+                self.stop_reason = Some(stop_reason.clone())
+            }
+            StreamEvent::Metadata { usage, latency } => {
+                self.usage = usage.clone();
+                self.latency_ms = latency.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            }
+            _ => {}
+        }
+    }
+
+    fn into_output(mut self) -> Result<ConverseOutput> {
+        self.blocks.sort_by_key(|(i, _)| *i);
+        let mut content = Vec::new();
+        for (_, b) in self.blocks {
+            content.push(match b {
+                Block::Text(t) => ContentBlock::Text(t),
+                Block::Tool { id, name, input } => {
+                    let doc = json_to_document(&input).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Other,
+                            format!("tool {name}: the streamed input is not valid JSON: {e}"),
+                        )
+                    })?;
+                    ContentBlock::ToolUse(
+                        ToolUseBlock::builder()
+                            .tool_use_id(id)
+                            .name(name)
+                            .input(doc)
+                            .build()
+                            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?,
+                    )
+                }
+            });
+        }
+        let message = Message::builder()
+            .role(ConversationRole::Assistant)
+            .set_content(Some(content))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
+        let mut b = ConverseOutput::builder()
+            .output(aws_sdk_bedrockruntime::types::ConverseOutput::Message(
+                message,
+            ))
+            .set_stop_reason(self.stop_reason)
+            .set_usage(self.usage);
+        if let Some(ms) = self.latency_ms {
+            b = b.metrics(
+                ConverseMetrics::builder()
+                    .latency_ms(ms)
+                    .build()
+                    .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?,
+            );
+        }
+        b.build()
+            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))
+    }
+}
+
+/// Parses streamed tool input JSON into the SDK's `Document`.
+fn json_to_document(s: &str) -> std::result::Result<aws_smithy_types::Document, String> {
+    if s.trim().is_empty() {
+        return Ok(aws_smithy_types::Document::Object(Default::default()));
+    }
+    let mut tokens = aws_smithy_json::deserialize::json_token_iter(s.as_bytes()).peekable();
+    let doc = aws_smithy_json::deserialize::token::expect_document(&mut tokens)
+        .map_err(|e| e.to_string())?;
+    match tokens.next() {
+        None => Ok(doc),
+        Some(_) => Err("trailing data after the JSON value".to_owned()),
+    }
+}
+
+/// The answer of a ConverseStream call: typed events, each receive bounded by the stall timeout.
+///
+/// Read it with [`next`](Self::next), turn it into a [`Stream`] with
+/// [`into_stream`](Self::into_stream), or gather it with [`collect`](Self::collect). Dropping
+/// it early cancels the call (counted as cancelled in the statistics).
+pub struct ReplyStream {
+    receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+        Event,
+        ConverseStreamOutputError,
+    >,
+    guard: Option<CallGuard>,
+    stall: Duration,
+    acc: Accumulator,
+    saw_event: bool,
+    done: bool,
+    region: String,
+    attempts: u32,
+    span: tracing::Span,
+}
+
+impl fmt::Debug for ReplyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyStream")
+            .field("region", &self.region)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplyStream {
+    /// Returns the region that answered.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
+        self.done = true;
+        if let Some(g) = self.guard.take() {
+            g.finish(Outcome::Failure(e.kind()));
+        }
+        tracing::debug!(parent: &self.span, error = %e, "stream failed");
+        Some(Err(e))
+    }
+
+    /// Returns the next event, `None` at the clean end of the stream.
+    ///
+    /// # Errors
+    /// A stall timeout when no event arrives in time; a network error when the stream ends
+    /// without `messageStop` or breaks; the service's in-stream exceptions mapped to kinds.
+    /// After an error the stream is over.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent>> {
+        if self.done {
+            return None;
+        }
+        let received = tokio::time::timeout(self.stall, self.receiver.recv()).await;
+        let event = match received {
+            Err(_) => {
+                return self.fail(Error::timeout(
+                    TimeoutKind::StreamStall,
+                    format!(
+                        "converse_stream failed: no event within the stall timeout of {:?}",
+                        self.stall
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return self.fail(map_stream_error(e)),
+            Ok(Ok(None)) => {
+                if self.acc.stop_reason.is_none() {
+                    return self.fail(Error::new(
+                        ErrorKind::Network,
+                        "converse_stream failed: the stream ended before messageStop (truncated answer)",
+                    ));
+                }
+                self.done = true;
+                return None;
+            }
+            Ok(Ok(Some(ev))) => ev,
+        };
+        if !self.saw_event {
+            self.saw_event = true;
+            if let Some(g) = &self.guard {
+                g.first_token();
+            }
+        }
+        let ev = convert(event);
+        self.acc.add(&ev);
+        if matches!(ev, StreamEvent::MessageStop { .. }) {
+            if let Some(g) = self.guard.take() {
+                g.finish(Outcome::Success);
+            }
+        }
+        Some(Ok(ev))
+    }
+
+    /// Reads the rest of the stream and returns the whole answer as a [`Reply`] (including the
+    /// events already read).
+    ///
+    /// # Errors
+    /// The first error [`next`](Self::next) returns.
+    pub async fn collect(mut self) -> Result<Reply> {
+        while let Some(ev) = self.next().await {
+            ev?;
+        }
+        let latency = self.guard.as_ref().map(|g| g.elapsed()).unwrap_or_default();
+        let acc = std::mem::take(&mut self.acc);
+        Ok(Reply {
+            output: acc.into_output()?,
+            region: std::mem::take(&mut self.region),
+            attempts: self.attempts,
+            latency,
+        })
+    }
+
+    /// Turns the reply into a [`Stream`] of events.
+    pub fn into_stream(self) -> impl Stream<Item = Result<StreamEvent>> + Send + Unpin {
+        Box::pin(futures_util::stream::unfold(self, |mut s| async move {
+            s.next().await.map(|ev| (ev, s))
+        }))
+    }
+}
+
+fn convert(ev: Event) -> StreamEvent {
+    match ev {
+        Event::MessageStart(_) => StreamEvent::MessageStart,
+        Event::ContentBlockStart(s) => match s.start() {
+            Some(ContentBlockStart::ToolUse(t)) => StreamEvent::ToolUseStart {
+                index: s.content_block_index(),
+                tool_use_id: t.tool_use_id().to_owned(),
+                name: t.name().to_owned(),
+            },
+            _ => StreamEvent::Other(Box::new(Event::ContentBlockStart(s))),
+        },
+        Event::ContentBlockDelta(d) => match d.delta() {
+            Some(ContentBlockDelta::Text(t)) => StreamEvent::TextDelta {
+                index: d.content_block_index(),
+                text: t.clone(),
+            },
+            Some(ContentBlockDelta::ToolUse(t)) => StreamEvent::ToolUseDelta {
+                index: d.content_block_index(),
+                input: t.input().to_owned(),
+            },
+            _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
+        },
+        Event::ContentBlockStop(s) => StreamEvent::BlockStop {
+            index: s.content_block_index(),
+        },
+        Event::MessageStop(s) => StreamEvent::MessageStop {
+            stop_reason: s.stop_reason().clone(),
+        },
+        Event::Metadata(m) => StreamEvent::Metadata {
+            usage: m.usage().cloned(),
+            latency: m
+                .metrics()
+                .map(|x| Duration::from_millis(u64::try_from(x.latency_ms()).unwrap_or(0))),
+        },
+        other => StreamEvent::Other(Box::new(other)),
+    }
+}
+
+/// Maps a receive error; in-stream exceptions come without a code, so map by variant.
+fn map_stream_error(
+    e: aws_sdk_bedrockruntime::error::SdkError<
+        ConverseStreamOutputError,
+        aws_smithy_types::event_stream::RawMessage,
+    >,
+) -> Error {
+    let name = match e.as_service_error() {
+        Some(ConverseStreamOutputError::ThrottlingException(_)) => Some("ThrottlingException"),
+        Some(ConverseStreamOutputError::InternalServerException(_)) => {
+            Some("InternalServerException")
+        }
+        Some(ConverseStreamOutputError::ServiceUnavailableException(_)) => {
+            Some("ServiceUnavailableException")
+        }
+        Some(ConverseStreamOutputError::ValidationException(_)) => Some("ValidationException"),
+        Some(ConverseStreamOutputError::ModelStreamErrorException(_)) => {
+            Some("ModelStreamErrorException")
+        }
+        _ => None,
+    };
+    match name {
+        Some(code) => {
+            let msg = e
+                .as_service_error()
+                .and_then(|s| s.message())
+                .unwrap_or("no message")
+                .to_owned();
+            Error::new(
+                kind_for_code(Some(code), None),
+                format!("converse_stream failed: in-stream {code}: {msg}"),
+            )
+            .with_code(code)
+            .with_source(e)
+        }
+        None => {
+            let mut mapped = from_sdk("converse_stream", e);
+            if mapped.kind() == ErrorKind::Other {
+                mapped =
+                    Error::new(ErrorKind::Network, mapped.message().to_owned()).with_source(mapped);
+            }
+            mapped
+        }
+    }
+}
