@@ -53,6 +53,8 @@ pub(crate) struct RegionClient {
     pub(crate) client: aws_sdk_bedrockruntime::Client,
     pub(crate) endpoint_url: String,
     pub(crate) counters: Arc<RequestCounters>,
+    /// When model calls last reached this region (for activity-aware keep-warm).
+    pub(crate) activity: Arc<Activity>,
     /// Milliseconds since the factory's epoch until which the region is skipped (0 = healthy).
     unhealthy_until_ms: AtomicU64,
     pub(crate) failovers: AtomicU64,
@@ -724,6 +726,7 @@ impl LlmFactoryBuilder {
                 client: aws_sdk_bedrockruntime::Client::from_conf(b.build()),
                 endpoint_url,
                 counters: Arc::new(RequestCounters::new()),
+                activity: Arc::new(Activity::new(config.wakeup_threshold)),
                 unhealthy_until_ms: AtomicU64::new(0),
                 failovers: AtomicU64::new(0),
             });

@@ -28,6 +28,7 @@
 mod config;
 mod error;
 mod factory;
+mod heartbeat;
 mod model;
 mod stats;
 mod stream;
@@ -41,6 +42,9 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use factory::{LlmFactory, LlmFactoryBuilder, RegionStats};
+pub use heartbeat::{
+    HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
+};
 pub use model::{ConverseRequest, Model, Reply, Streaming, Unary};
 pub use stats::{
     CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,

@@ -622,7 +622,7 @@ where
         if i > 0 {
             region_failover(shared, order[i - 1], region);
         }
-        let region_guard = CallGuard::start_scoped(vec![region.counters.clone()]);
+        let region_guard = CallGuard::start(vec![region.counters.clone()], region.activity.clone());
         let attempts = Arc::new(AtomicU32::new(0));
         let result = ATTEMPTS.scope(attempts.clone(), call(region)).await;
         let n = attempts.load(Relaxed);

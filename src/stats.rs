@@ -324,7 +324,7 @@ pub(crate) struct CallGuard {
     start: Instant,
     wakeup: bool,
     done: bool,
-    activity: Option<std::sync::Arc<Activity>>,
+    activity: std::sync::Arc<Activity>,
 }
 
 impl CallGuard {
@@ -333,18 +333,13 @@ impl CallGuard {
         activity: std::sync::Arc<Activity>,
     ) -> Self {
         let wakeup = activity.touch_start();
-        Self::begin(scopes, wakeup, Some(activity))
-    }
-
-    /// Starts a call recorded in `scopes` only, without touching the activity clock.
-    pub(crate) fn start_scoped(scopes: Vec<std::sync::Arc<RequestCounters>>) -> Self {
-        Self::begin(scopes, false, None)
+        Self::begin(scopes, wakeup, activity)
     }
 
     fn begin(
         scopes: Vec<std::sync::Arc<RequestCounters>>,
         wakeup: bool,
-        activity: Option<std::sync::Arc<Activity>>,
+        activity: std::sync::Arc<Activity>,
     ) -> Self {
         for s in &scopes {
             s.requests.fetch_add(1, Relaxed);
@@ -391,9 +386,7 @@ impl CallGuard {
         }
         self.done = true;
         let d = self.start.elapsed();
-        if let Some(a) = &self.activity {
-            a.touch_end();
-        }
+        self.activity.touch_end();
         for s in &self.scopes {
             s.in_flight.fetch_sub(1, Relaxed);
             match outcome {
