@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) per_model: Mutex<HashMap<String, Arc<RequestCounters>>>,
     pub(crate) activity: Arc<Activity>,
     epoch: Instant,
+    /// Milliseconds since `epoch` of the last "pool exhausted" warning (rate limit).
+    last_exhausted_warn_ms: AtomicU64,
 }
 
 impl Shared {
@@ -140,10 +142,44 @@ impl Shared {
         healthy
     }
 
+    /// Warns (at most every 10 s) when calls queue for a connection of `r`'s host.
+    ///
+    /// Cheap on the hot path: the pool is asked only when the region's calls in flight reach
+    /// the cap, the only time HTTP/1.1 requests can queue.
+    pub(crate) fn check_exhaustion(&self, r: &RegionClient) {
+        let cap = self.config.pool.max_connections_per_host as u64;
+        if r.counters.in_flight() < cap {
+            return;
+        }
+        let now = self.now_ms() + 1;
+        let last = self.last_exhausted_warn_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < EXHAUSTED_WARN_EVERY_MS {
+            return;
+        }
+        let stats = self.transport.origin_stats(&r.endpoint_url);
+        if stats.waiting > 0
+            && self
+                .last_exhausted_warn_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                region = %r.region,
+                cap = stats.capacity,
+                open = stats.open,
+                waiting = stats.waiting,
+                "connection pool exhausted: calls are queueing for a connection (the wait counts against the read timeout); raise pool_max_connections_per_host or lower concurrency"
+            );
+        }
+    }
+
     pub(crate) fn primary(&self) -> &RegionClient {
         &self.regions[0]
     }
 }
+
+/// Shortest gap between two "pool exhausted" warnings.
+const EXHAUSTED_WARN_EVERY_MS: u64 = 10_000;
 
 /// Returns false when `model_id` names a region or geography that `region` is not in:
 /// ARNs (`arn:aws:bedrock:us-east-1:...`) and cross-region inference profiles (`us.`, `eu.`,
@@ -751,6 +787,7 @@ impl LlmFactoryBuilder {
             overall: Arc::new(RequestCounters::new()),
             per_model: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            last_exhausted_warn_ms: AtomicU64::new(0),
         };
         tracing::debug!(
             regions = ?shared.config.regions,

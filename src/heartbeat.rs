@@ -176,6 +176,13 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
+    fn label(self) -> &'static str {
+        match self {
+            ProbeKind::Identity => "identity",
+            ProbeKind::KeepWarm => "keep_warm",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ProbeKind::Identity => "identity probe (STS GetCallerIdentity)",
@@ -526,6 +533,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
     };
     match round {
         Round::Skipped => {
+            crate::metrics::probe(s.kind.label(), "skipped");
             counts.skipped += 1;
             drop(st);
             tracing::debug!(
@@ -535,6 +543,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
             s.next = Instant::now() + s.interval;
         }
         Round::Sent(Ok(())) => {
+            crate::metrics::probe(s.kind.label(), "success");
             counts.sent += 1;
             counts.succeeded += 1;
             let failures = st.consecutive_failures;
@@ -549,6 +558,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
             s.after_result(true, cfg);
         }
         Round::Sent(Err(e)) => {
+            crate::metrics::probe(s.kind.label(), "failure");
             counts.sent += 1;
             counts.failed += 1;
             st.consecutive_failures = st.consecutive_failures.saturating_add(1);

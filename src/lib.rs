@@ -29,6 +29,7 @@ mod config;
 mod error;
 mod factory;
 mod heartbeat;
+pub mod metrics;
 mod model;
 mod stats;
 mod stream;

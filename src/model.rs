@@ -27,6 +27,8 @@ pub(crate) struct InferenceDefaults {
 
 pub(crate) struct ModelInner {
     pub(crate) id: String,
+    /// The id again, shared cheaply with each call's statistics guard.
+    pub(crate) label: Arc<str>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) counters: Arc<RequestCounters>,
     pub(crate) defaults: InferenceDefaults,
@@ -38,6 +40,7 @@ impl ModelInner {
     pub(crate) fn new(id: String, shared: Arc<Shared>, invalid: Option<Error>) -> Self {
         let counters = shared.model_counters(&id);
         ModelInner {
+            label: Arc::from(id.as_str()),
             id,
             shared,
             counters,
@@ -91,6 +94,7 @@ impl Model {
         f(&mut defaults);
         Model::from_inner(ModelInner {
             id: self.inner.id.clone(),
+            label: self.inner.label.clone(),
             shared: self.inner.shared.clone(),
             counters: self.inner.counters.clone(),
             defaults,
@@ -622,9 +626,12 @@ where
         if i > 0 {
             region_failover(shared, order[i - 1], region);
         }
-        let region_guard = CallGuard::start(vec![region.counters.clone()], region.activity.clone());
+        let region_guard =
+            CallGuard::start(vec![region.counters.clone()], region.activity.clone(), None);
         let attempts = Arc::new(AtomicU32::new(0));
-        let result = ATTEMPTS.scope(attempts.clone(), call(region)).await;
+        let fut = call(region);
+        shared.check_exhaustion(region);
+        let result = ATTEMPTS.scope(attempts.clone(), fut).await;
         let n = attempts.load(Relaxed);
         let extra = u64::from(n.saturating_sub(1));
         guard.retries(extra);
@@ -677,6 +684,7 @@ impl ConverseRequest<Unary> {
         let mut guard = CallGuard::start(
             vec![m.shared.overall.clone(), m.counters.clone()],
             m.shared.activity.clone(),
+            Some(m.label.clone()),
         );
         let result = async {
             let v = self.validate()?;

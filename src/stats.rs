@@ -285,6 +285,11 @@ impl RequestCounters {
         }
     }
 
+    /// Returns the calls in flight now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed).max(0) as u64
+    }
+
     pub(crate) fn snapshot(&self) -> RequestStats {
         let mut failures = FailureCounts::default();
         for (slot, a) in failures.counts.iter_mut().zip(self.failures.iter()) {
@@ -325,22 +330,20 @@ pub(crate) struct CallGuard {
     wakeup: bool,
     done: bool,
     activity: std::sync::Arc<Activity>,
+    /// Model id for the `metrics` export; `None` for region-scoped guards.
+    label: Option<std::sync::Arc<str>>,
 }
 
 impl CallGuard {
     pub(crate) fn start(
         scopes: Vec<std::sync::Arc<RequestCounters>>,
         activity: std::sync::Arc<Activity>,
+        label: Option<std::sync::Arc<str>>,
     ) -> Self {
         let wakeup = activity.touch_start();
-        Self::begin(scopes, wakeup, activity)
-    }
-
-    fn begin(
-        scopes: Vec<std::sync::Arc<RequestCounters>>,
-        wakeup: bool,
-        activity: std::sync::Arc<Activity>,
-    ) -> Self {
+        if let Some(l) = &label {
+            crate::metrics::call_started(l, wakeup);
+        }
         for s in &scopes {
             s.requests.fetch_add(1, Relaxed);
             s.in_flight.fetch_add(1, Relaxed);
@@ -354,11 +357,15 @@ impl CallGuard {
             wakeup,
             done: false,
             activity,
+            label,
         }
     }
 
     pub(crate) fn retries(&self, extra_attempts: u64) {
         if extra_attempts > 0 {
+            if let Some(l) = &self.label {
+                crate::metrics::retries(l, extra_attempts);
+            }
             for s in &self.scopes {
                 s.retries.fetch_add(extra_attempts, Relaxed);
             }
@@ -367,6 +374,9 @@ impl CallGuard {
 
     pub(crate) fn first_token(&self) {
         let d = self.start.elapsed();
+        if let Some(l) = &self.label {
+            crate::metrics::first_token(l, d);
+        }
         for s in &self.scopes {
             s.ttft.record(d);
         }
@@ -387,6 +397,14 @@ impl CallGuard {
         self.done = true;
         let d = self.start.elapsed();
         self.activity.touch_end();
+        if let Some(l) = &self.label {
+            let (name, latency) = match outcome {
+                Outcome::Success => ("success", Some(d)),
+                Outcome::Failure(k) => (k.as_str(), Some(d)),
+                Outcome::Cancelled => ("cancelled", None),
+            };
+            crate::metrics::call_finished(l, name, latency);
+        }
         for s in &self.scopes {
             s.in_flight.fetch_sub(1, Relaxed);
             match outcome {
@@ -512,12 +530,12 @@ mod tests {
     fn dropped_guard_counts_cancelled_and_leaves_no_flight() {
         let c = std::sync::Arc::new(RequestCounters::new());
         let act = std::sync::Arc::new(Activity::new(Duration::from_secs(30)));
-        let g = CallGuard::start(vec![c.clone()], act.clone());
+        let g = CallGuard::start(vec![c.clone()], act.clone(), None);
         assert_eq!(c.snapshot().in_flight, 1);
         drop(g);
         let s = c.snapshot();
         assert_eq!((s.in_flight, s.cancelled, s.requests), (0, 1, 1));
-        CallGuard::start(vec![c.clone()], act).finish(Outcome::Failure(ErrorKind::Throttled));
+        CallGuard::start(vec![c.clone()], act, None).finish(Outcome::Failure(ErrorKind::Throttled));
         let s = c.snapshot();
         assert_eq!(
             (s.throttles, s.failures.total(), s.latency.count),

@@ -97,6 +97,7 @@ impl ConverseRequest<Streaming> {
         let mut guard = CallGuard::start(
             vec![m.shared.overall.clone(), m.counters.clone()],
             m.shared.activity.clone(),
+            Some(m.label.clone()),
         );
         let result = async {
             let v = self.validate()?;

@@ -80,6 +80,7 @@ impl PoolEvents {
                     establish_ms = total.as_secs_f64() * 1000.0,
                     "connection opened"
                 );
+                crate::metrics::connection_opened(info.origin().host(), total);
                 self.with_origin(info.origin(), |t| {
                     t.opened += 1;
                     t.establish_sum += total;
@@ -100,6 +101,7 @@ impl PoolEvents {
                     error = %failed.error(),
                     "connection establishment failed"
                 );
+                crate::metrics::connection_failed(failed.establishment().origin().host());
                 self.with_origin(failed.establishment().origin(), |t| {
                     t.establishment_failures += 1
                 });
@@ -113,12 +115,19 @@ impl PoolEvents {
                     cause = ?cause,
                     "connection closed"
                 );
-                self.with_origin(info.origin(), |t| match cause {
-                    LogicalCloseCause::IdleTimeout => t.closed_idle += 1,
+                let label = match cause {
+                    LogicalCloseCause::IdleTimeout => "idle",
                     LogicalCloseCause::Poisoned | LogicalCloseCause::IncompleteH1Exchange => {
-                        t.closed_error += 1
+                        "error"
                     }
-                    LogicalCloseCause::ProtocolEnded => t.closed_by_peer += 1,
+                    LogicalCloseCause::ProtocolEnded => "peer",
+                    _ => "dropped",
+                };
+                crate::metrics::connection_closed(info.origin().host(), label);
+                self.with_origin(info.origin(), |t| match label {
+                    "idle" => t.closed_idle += 1,
+                    "error" => t.closed_error += 1,
+                    "peer" => t.closed_by_peer += 1,
                     _ => t.closed_dropped += 1,
                 });
             }

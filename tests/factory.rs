@@ -3,7 +3,9 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError};
+use bedrock_pool::local::{
+    Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError,
+};
 use bedrock_pool::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::{ErrorKind, LlmFactory, Model, TimeoutKind};
 use common::{MODEL, builder_for, eventually, factory_for, server};
@@ -56,7 +58,11 @@ async fn every_handle_and_sts_share_one_pool() {
         .await
         .expect("sts answers");
     assert_eq!(server.requests_for(Operation::Converse).len(), 200);
-    assert_eq!(server.bedrock_connections().accepted, 1, "one Bedrock connection for 200 calls");
+    assert_eq!(
+        server.bedrock_connections().accepted,
+        1,
+        "one Bedrock connection for 200 calls"
+    );
     assert_eq!(server.sts_connections().accepted, 1);
     let pool = factory.pool_stats();
     assert_eq!(pool.bedrock.opened, 1);
@@ -74,10 +80,19 @@ async fn a_slow_answer_fails_as_a_read_timeout() {
         .await
         .unwrap();
     let start = Instant::now();
-    let e = factory.model(MODEL).converse().user("hi").send().await.unwrap_err();
+    let e = factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::Read), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(3), "waited the server's delay");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "waited the server's delay"
+    );
 }
 
 #[tokio::test]
@@ -95,21 +110,37 @@ async fn a_listener_that_never_accepts_fails_as_a_connect_timeout() {
         .await
         .unwrap();
     let start = Instant::now();
-    let e = factory.model(MODEL).converse().user("hi").send().await.unwrap_err();
+    let e = factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::Connect), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
     drop(silent);
 }
 
 #[tokio::test]
 async fn a_503_is_attempted_exactly_three_times() {
     let server = server(Protocol::Https).await;
-    server.push_fault(FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
-        "down".into(),
-    ))));
+    server.push_fault(FaultRule::new(Fault::Error(
+        ServiceError::ServiceUnavailable("down".into()),
+    )));
     let factory = factory_for(&server).await;
-    let e = factory.model(MODEL).converse().user("hi").send().await.unwrap_err();
+    let e = factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e:?}");
     assert_eq!(e.status(), Some(503));
     let attempts: Vec<_> = server
@@ -136,7 +167,10 @@ async fn sixty_concurrent_calls_never_open_more_than_the_cap() {
     }
     let conns = server.bedrock_connections();
     assert!(conns.max_open <= 50, "{conns:?}");
-    assert!(conns.max_open >= 40, "the calls did run concurrently: {conns:?}");
+    assert!(
+        conns.max_open >= 40,
+        "the calls did run concurrently: {conns:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,10 +181,18 @@ async fn the_client_closes_idle_connections_after_the_idle_timeout() {
         .build()
         .await
         .unwrap();
-    factory.model(MODEL).converse().user("hi").send().await.unwrap();
+    factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(server.bedrock_connections().open, 1);
     assert!(
-        eventually(Duration::from_secs(5), || server.bedrock_connections().open == 0).await,
+        eventually(Duration::from_secs(5), || server.bedrock_connections().open
+            == 0)
+        .await,
         "the idle connection was not closed: {:?}",
         server.bedrock_connections()
     );
@@ -181,7 +223,11 @@ async fn the_first_call_after_a_long_idle_does_not_wait_for_the_read_timeout() {
     assert_eq!(reply.text(), "after idle");
     assert!(took < read_timeout / 2, "the wake-up waited {took:?}");
     assert_eq!(reply.attempts(), 1, "no retry was needed");
-    assert_eq!(server.bedrock_connections().accepted, 2, "a fresh connection served it");
+    assert_eq!(
+        server.bedrock_connections().accepted,
+        2,
+        "a fresh connection served it"
+    );
 }
 
 fn text(role: ConversationRole, t: &str) -> Message {
@@ -198,21 +244,39 @@ async fn bad_input_names_the_field_and_sends_nothing() {
     let factory = factory_for(&server).await;
     let m = factory.model(MODEL);
     let cases: Vec<(&str, bedrock_pool::Result<bedrock_pool::Reply>)> = vec![
-        ("model_id", factory.model("").converse().user("hi").send().await),
+        (
+            "model_id",
+            factory.model("").converse().user("hi").send().await,
+        ),
         ("messages", m.converse().send().await),
-        ("messages", m.converse().assistant("first").user("hi").send().await),
-        ("temperature", m.converse().user("hi").temperature(1.5).send().await),
+        (
+            "messages",
+            m.converse().assistant("first").user("hi").send().await,
+        ),
+        (
+            "temperature",
+            m.converse().user("hi").temperature(1.5).send().await,
+        ),
         ("top_p", m.converse().user("hi").top_p(-0.1).send().await),
-        ("max_tokens", m.converse().user("hi").max_tokens(0).send().await),
+        (
+            "max_tokens",
+            m.converse().user("hi").max_tokens(0).send().await,
+        ),
         ("messages", m.converse().user("").send().await),
         (
             "messages",
             m.converse()
-                .messages([text(ConversationRole::User, "a"), text(ConversationRole::User, "b")])
+                .messages([
+                    text(ConversationRole::User, "a"),
+                    text(ConversationRole::User, "b"),
+                ])
                 .send()
                 .await,
         ),
-        ("temperature", m.with_temperature(7.0).converse().user("hi").send().await),
+        (
+            "temperature",
+            m.with_temperature(7.0).converse().user("hi").send().await,
+        ),
     ];
     for (field, result) in cases {
         let e = result.expect_err(field);
@@ -220,7 +284,11 @@ async fn bad_input_names_the_field_and_sends_nothing() {
         assert_eq!(e.field(), Some(field), "{e:?}");
         assert!(e.to_string().contains(field), "{e}");
     }
-    assert!(server.requests().is_empty(), "the server received {:?}", server.requests());
+    assert!(
+        server.requests().is_empty(),
+        "the server received {:?}",
+        server.requests()
+    );
     let stats = factory.request_stats();
     assert_eq!(stats.failures.get(ErrorKind::InvalidInput), 9);
 }
@@ -262,9 +330,17 @@ async fn clearing_the_cache_mid_flight_breaks_nothing() {
     factory.clear_cache();
     assert_eq!(factory.cache_stats().cached, 0);
     for c in calls {
-        c.await.unwrap().expect("in-flight call survives clear_cache");
+        c.await
+            .unwrap()
+            .expect("in-flight call survives clear_cache");
     }
-    factory.model(MODEL).converse().user("after").send().await.unwrap();
+    factory
+        .model(MODEL)
+        .converse()
+        .user("after")
+        .send()
+        .await
+        .unwrap();
     assert!(server.bedrock_connections().accepted <= 10);
 }
 
@@ -285,10 +361,16 @@ async fn dropping_the_last_factory_closes_its_connections() {
     drop(factory);
     drop(model);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.bedrock_connections().open, 1, "a clone still holds the pool");
+    assert_eq!(
+        server.bedrock_connections().open,
+        1,
+        "a clone still holds the pool"
+    );
     drop(clone);
     assert!(
-        eventually(Duration::from_secs(5), || server.bedrock_connections().open == 0).await,
+        eventually(Duration::from_secs(5), || server.bedrock_connections().open
+            == 0)
+        .await,
         "connections stayed open: {:?}",
         server.bedrock_connections()
     );
@@ -313,11 +395,21 @@ fn a_factory_works_from_other_runtimes_while_its_own_lives() {
             .build()
             .unwrap();
         let reply = rt
-            .block_on(factory.model(MODEL).converse().user("from elsewhere").send())
+            .block_on(
+                factory
+                    .model(MODEL)
+                    .converse()
+                    .user("from elsewhere")
+                    .send(),
+            )
             .expect("the pool keeps working while its runtime lives");
         assert_eq!(reply.text(), "from elsewhere");
     }
-    assert_eq!(server.bedrock_connections().accepted, 1, "one pooled connection served them all");
+    assert_eq!(
+        server.bedrock_connections().accepted,
+        1,
+        "one pooled connection served them all"
+    );
     drop(factory);
     drop(server);
     drop(owner);
@@ -327,16 +419,43 @@ fn a_factory_works_from_other_runtimes_while_its_own_lives() {
 async fn builder_rejects_bad_knobs_by_name() {
     let server = server(Protocol::Https).await;
     let cases = vec![
-        ("pool_max_connections_per_host", builder_for(&server).pool_max_connections_per_host(0)),
-        ("pool_idle_timeout", builder_for(&server).pool_idle_timeout(Duration::ZERO)),
-        ("connect_timeout", builder_for(&server).connect_timeout(Duration::ZERO)),
-        ("read_timeout", builder_for(&server).read_timeout(Duration::ZERO)),
-        ("retry_max_attempts", builder_for(&server).retry_max_attempts(0)),
-        ("retry_max_attempts", builder_for(&server).retry_max_attempts(1000)),
+        (
+            "pool_max_connections_per_host",
+            builder_for(&server).pool_max_connections_per_host(0),
+        ),
+        (
+            "pool_idle_timeout",
+            builder_for(&server).pool_idle_timeout(Duration::ZERO),
+        ),
+        (
+            "connect_timeout",
+            builder_for(&server).connect_timeout(Duration::ZERO),
+        ),
+        (
+            "read_timeout",
+            builder_for(&server).read_timeout(Duration::ZERO),
+        ),
+        (
+            "retry_max_attempts",
+            builder_for(&server).retry_max_attempts(0),
+        ),
+        (
+            "retry_max_attempts",
+            builder_for(&server).retry_max_attempts(1000),
+        ),
         ("regions", builder_for(&server).region("Not A Region")),
-        ("bedrock_endpoint_url", builder_for(&server).bedrock_endpoint_url("ftp://x")),
-        ("sts_endpoint_url", builder_for(&server).sts_endpoint_url("http://192.0.2.10")),
-        ("ca_certificate_pem", builder_for(&server).ca_certificate_pem("not a cert")),
+        (
+            "bedrock_endpoint_url",
+            builder_for(&server).bedrock_endpoint_url("ftp://x"),
+        ),
+        (
+            "sts_endpoint_url",
+            builder_for(&server).sts_endpoint_url("http://192.0.2.10"),
+        ),
+        (
+            "ca_certificate_pem",
+            builder_for(&server).ca_certificate_pem("not a cert"),
+        ),
     ];
     for (field, b) in cases {
         let e = b.build().await.expect_err(field);

@@ -25,13 +25,27 @@ async fn the_identity_probe_reaches_sts_and_never_bedrock() {
         .start_heartbeat(HeartbeatConfig::default().identity_interval(ms(100)))
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || count(&server, Operation::GetCallerIdentity) >= 3)
-            .await
+        eventually(Duration::from_secs(5), || count(
+            &server,
+            Operation::GetCallerIdentity
+        ) >= 3)
+        .await
     );
-    assert!(server.bedrock_connections().accepted == 0, "the STS probe touched Bedrock");
-    assert!(server.requests().iter().all(|r| r.operation == Operation::GetCallerIdentity));
+    assert!(
+        server.bedrock_connections().accepted == 0,
+        "the STS probe touched Bedrock"
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.operation == Operation::GetCallerIdentity)
+    );
     let st = hb.status();
-    assert!(st.identity.succeeded >= 3 && st.identity.failed == 0, "{st:?}");
+    assert!(
+        st.identity.succeeded >= 3 && st.identity.failed == 0,
+        "{st:?}"
+    );
     assert!(st.last_success.is_some() && st.running);
     assert_eq!(st.keep_warm.sent, 0);
 }
@@ -60,14 +74,32 @@ async fn keep_warm_beats_a_silently_dead_middlebox_and_its_absence_costs_a_read_
                 .keep_warm_interval(ms(200)),
         )
         .unwrap();
-    warm.model(MODEL).converse().user("first").send().await.unwrap();
+    warm.model(MODEL)
+        .converse()
+        .user("first")
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(t * 3).await;
     let start = Instant::now();
-    let reply = warm.model(MODEL).converse().user("after idle").send().await.unwrap();
+    let reply = warm
+        .model(MODEL)
+        .converse()
+        .user("after idle")
+        .send()
+        .await
+        .unwrap();
     let warm_took = start.elapsed();
-    assert!(warm_took < read_timeout / 2, "keep-warm: the wake-up took {warm_took:?}");
+    assert!(
+        warm_took < read_timeout / 2,
+        "keep-warm: the wake-up took {warm_took:?}"
+    );
     assert_eq!(reply.attempts(), 1);
-    assert_eq!(server_a.bedrock_connections().accepted, 1, "the warm connection was reused");
+    assert_eq!(
+        server_a.bedrock_connections().accepted,
+        1,
+        "the warm connection was reused"
+    );
     assert!(hb.status().keep_warm.succeeded >= 3, "{:?}", hb.status());
 
     // Keep-warm off and idle eviction off: the dead connection is reused and waits.
@@ -79,13 +111,31 @@ async fn keep_warm_beats_a_silently_dead_middlebox_and_its_absence_costs_a_read_
         .build()
         .await
         .unwrap();
-    cold.model(MODEL).converse().user("first").send().await.unwrap();
+    cold.model(MODEL)
+        .converse()
+        .user("first")
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(t * 3).await;
     let start = Instant::now();
-    let reply = cold.model(MODEL).converse().user("after idle").send().await.unwrap();
+    let reply = cold
+        .model(MODEL)
+        .converse()
+        .user("after idle")
+        .send()
+        .await
+        .unwrap();
     let cold_took = start.elapsed();
-    assert!(cold_took >= read_timeout, "without keep-warm it took only {cold_took:?}");
-    assert_eq!(reply.attempts(), 2, "the read timeout was retried on a new connection");
+    assert!(
+        cold_took >= read_timeout,
+        "without keep-warm it took only {cold_took:?}"
+    );
+    assert_eq!(
+        reply.attempts(),
+        2,
+        "the read timeout was retried on a new connection"
+    );
     assert_eq!(server_b.bedrock_connections().accepted, 2);
     hb.stop().await;
 }
@@ -114,8 +164,11 @@ async fn steady_traffic_needs_no_keep_warm_probe() {
     assert_eq!(count(&server, Operation::ListAsyncInvokes), 0);
     // Once traffic stops, the probe resumes.
     assert!(
-        eventually(Duration::from_secs(3), || count(&server, Operation::ListAsyncInvokes) > 0)
-            .await
+        eventually(Duration::from_secs(3), || count(
+            &server,
+            Operation::ListAsyncInvokes
+        ) > 0)
+        .await
     );
 }
 
@@ -152,16 +205,22 @@ async fn failures_are_counted_backed_off_logged_and_recovered_from_once() {
 
     let server = server(Protocol::Https).await;
     server.push_fault(
-        FaultRule::new(Fault::Error(ServiceError::ExpiredToken("token expired".into())))
-            .operation(Operation::GetCallerIdentity)
-            .times(3),
+        FaultRule::new(Fault::Error(ServiceError::ExpiredToken(
+            "token expired".into(),
+        )))
+        .operation(Operation::GetCallerIdentity)
+        .times(3),
     );
     server.push_fault(
         FaultRule::new(Fault::Error(ServiceError::InternalServer("boom".into())))
             .operation(Operation::ListAsyncInvokes)
             .times(3),
     );
-    let factory = builder_for(&server).retry_max_attempts(1).build().await.unwrap();
+    let factory = builder_for(&server)
+        .retry_max_attempts(1)
+        .build()
+        .await
+        .unwrap();
     let hb = factory
         .start_heartbeat(
             HeartbeatConfig::default()
@@ -189,7 +248,10 @@ async fn failures_are_counted_backed_off_logged_and_recovered_from_once() {
     assert!(text.contains("heartbeat failed") && text.contains("credentials have expired"));
     assert!(text.contains("WARN"));
     let recoveries = text.matches("heartbeat recovered").count();
-    assert!((1..=2).contains(&recoveries), "recovery logged {recoveries} times:\n{text}");
+    assert!(
+        (1..=2).contains(&recoveries),
+        "recovery logged {recoveries} times:\n{text}"
+    );
     assert!(!text.contains(bedrock_pool::local::TEST_SECRET_ACCESS_KEY));
     hb.stop().await;
 }
@@ -231,19 +293,39 @@ async fn after_stop_or_drop_no_probe_is_sent() {
     let cfg = HeartbeatConfig::default().identity_interval(ms(50));
 
     let hb = factory.start_heartbeat(cfg).unwrap();
-    assert!(eventually(Duration::from_secs(5), || count(&server, Operation::GetCallerIdentity) >= 2).await);
+    assert!(
+        eventually(Duration::from_secs(5), || count(
+            &server,
+            Operation::GetCallerIdentity
+        ) >= 2)
+        .await
+    );
     hb.stop().await;
     let n = count(&server, Operation::GetCallerIdentity);
     tokio::time::sleep(ms(300)).await;
-    assert_eq!(count(&server, Operation::GetCallerIdentity), n, "a probe after stop()");
+    assert_eq!(
+        count(&server, Operation::GetCallerIdentity),
+        n,
+        "a probe after stop()"
+    );
 
     let hb = factory.start_heartbeat(cfg).unwrap();
-    assert!(eventually(Duration::from_secs(5), || count(&server, Operation::GetCallerIdentity) >= n + 2).await);
+    assert!(
+        eventually(Duration::from_secs(5), || count(
+            &server,
+            Operation::GetCallerIdentity
+        ) >= n + 2)
+        .await
+    );
     drop(hb);
     tokio::time::sleep(ms(50)).await;
     let n = count(&server, Operation::GetCallerIdentity);
     tokio::time::sleep(ms(300)).await;
-    assert_eq!(count(&server, Operation::GetCallerIdentity), n, "a probe after drop");
+    assert_eq!(
+        count(&server, Operation::GetCallerIdentity),
+        n,
+        "a probe after drop"
+    );
 }
 
 #[tokio::test]
@@ -253,13 +335,21 @@ async fn the_task_never_keeps_the_factory_alive() {
     let hb = factory
         .start_heartbeat(HeartbeatConfig::default().identity_interval(ms(50)))
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || hb.status().identity.succeeded >= 1).await);
+    assert!(
+        eventually(Duration::from_secs(5), || hb.status().identity.succeeded
+            >= 1)
+        .await
+    );
     drop(factory);
     assert!(
         eventually(Duration::from_secs(5), || !hb.status().running).await,
         "the task outlived the factory"
     );
-    assert!(eventually(Duration::from_secs(5), || server.sts_connections().open == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || server.sts_connections().open
+            == 0)
+        .await
+    );
 }
 
 #[tokio::test]
@@ -269,8 +359,18 @@ async fn warm_up_opens_connections_before_the_first_request() {
     factory.warm_up(5).await.unwrap();
     assert_eq!(server.bedrock_connections().open, 5);
     assert_eq!(count(&server, Operation::Converse), 0);
-    factory.model(MODEL).converse().user("hi").send().await.unwrap();
-    assert_eq!(server.bedrock_connections().accepted, 5, "the first call found a warm connection");
+    factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        server.bedrock_connections().accepted,
+        5,
+        "the first call found a warm connection"
+    );
     assert!(factory.warm_up(0).await.unwrap_err().is_invalid_input());
 }
 

@@ -1,0 +1,82 @@
+//! Export through the `metrics` crate facade (feature `metrics`); no-ops without it.
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `bedrock_pool_requests_total` | counter | `model`, `outcome` (`success`, `cancelled` or an [`ErrorKind`](crate::ErrorKind) name) |
+//! | `bedrock_pool_request_duration_seconds` | histogram | `model` |
+//! | `bedrock_pool_retries_total` | counter | `model` |
+//! | `bedrock_pool_in_flight` | gauge | `model` |
+//! | `bedrock_pool_wakeups_total` | counter | `model` |
+//! | `bedrock_pool_time_to_first_token_seconds` | histogram | `model` |
+//! | `bedrock_pool_connections_opened_total` | counter | `host` |
+//! | `bedrock_pool_connections_closed_total` | counter | `host`, `cause` (`idle`, `error`, `peer`, `dropped`) |
+//! | `bedrock_pool_connection_establish_seconds` | histogram | `host` |
+//! | `bedrock_pool_connection_failures_total` | counter | `host` |
+//! | `bedrock_pool_heartbeat_probes_total` | counter | `probe` (`identity`, `keep_warm`), `outcome` (`success`, `failure`, `skipped`) |
+
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+
+use std::time::Duration;
+
+pub(crate) fn call_started(model: &str, wakeup: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!("bedrock_pool_in_flight", "model" => model.to_owned()).increment(1.0);
+        if wakeup {
+            metrics::counter!("bedrock_pool_wakeups_total", "model" => model.to_owned())
+                .increment(1);
+        }
+    }
+}
+
+pub(crate) fn call_finished(model: &str, outcome: &'static str, latency: Option<Duration>) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!("bedrock_pool_in_flight", "model" => model.to_owned()).decrement(1.0);
+        metrics::counter!("bedrock_pool_requests_total", "model" => model.to_owned(), "outcome" => outcome)
+            .increment(1);
+        if let Some(d) = latency {
+            metrics::histogram!("bedrock_pool_request_duration_seconds", "model" => model.to_owned())
+                .record(d.as_secs_f64());
+        }
+    }
+}
+
+pub(crate) fn retries(model: &str, n: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_retries_total", "model" => model.to_owned()).increment(n);
+}
+
+pub(crate) fn first_token(model: &str, d: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("bedrock_pool_time_to_first_token_seconds", "model" => model.to_owned())
+        .record(d.as_secs_f64());
+}
+
+pub(crate) fn connection_opened(host: &str, establish: Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!("bedrock_pool_connections_opened_total", "host" => host.to_owned())
+            .increment(1);
+        metrics::histogram!("bedrock_pool_connection_establish_seconds", "host" => host.to_owned())
+            .record(establish.as_secs_f64());
+    }
+}
+
+pub(crate) fn connection_closed(host: &str, cause: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_connections_closed_total", "host" => host.to_owned(), "cause" => cause)
+        .increment(1);
+}
+
+pub(crate) fn connection_failed(host: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_connection_failures_total", "host" => host.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn probe(probe: &'static str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_heartbeat_probes_total", "probe" => probe, "outcome" => outcome)
+        .increment(1);
+}

@@ -1,0 +1,272 @@
+//! Statistics agree with what the local server saw.
+
+mod common;
+
+use bedrock_pool::local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
+use bedrock_pool::{ErrorKind, HttpProtocol};
+use common::{MODEL, builder_for, eventually, factory_for, server};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test]
+async fn connections_opened_equal_connections_accepted() {
+    let server = server(Protocol::HttpsH1Only).await;
+    server.set_latency(Latency::fixed(Duration::from_millis(50)));
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    let calls = (0..8).map(|_| {
+        let m = model.clone();
+        tokio::spawn(async move { m.converse().user("hi").send().await })
+    });
+    for c in futures_util::future::join_all(calls).await {
+        c.unwrap().unwrap();
+    }
+    factory
+        .sts_client()
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    let pool = factory.pool_stats();
+    assert_eq!(pool.bedrock.opened, server.bedrock_connections().accepted);
+    assert_eq!(pool.sts.opened, server.sts_connections().accepted);
+    assert_eq!(pool.bedrock.protocol, Some(HttpProtocol::Http1));
+    assert_eq!(pool.bedrock.capacity, 50);
+    assert!(pool.bedrock.establishment_mean > Duration::ZERO);
+    assert!(pool.bedrock.establishment_max >= pool.bedrock.establishment_mean);
+    assert_eq!(
+        pool.bedrock.open, pool.bedrock.opened as usize,
+        "none closed yet"
+    );
+    let by_region = factory.pool_stats_by_region();
+    assert_eq!(by_region.len(), 1);
+    assert_eq!(by_region[0].1.opened, pool.bedrock.opened);
+}
+
+#[tokio::test]
+async fn h2_is_reported_and_shares_one_connection() {
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    // Until a first connection has negotiated h2 (ALPN), a cold burst may open several.
+    model.converse().user("first").send().await.unwrap();
+    let calls = (0..10).map(|_| {
+        let m = model.clone();
+        tokio::spawn(async move { m.converse().user("hi").send().await })
+    });
+    for c in futures_util::future::join_all(calls).await {
+        c.unwrap().unwrap();
+    }
+    let pool = factory.pool_stats().bedrock;
+    assert_eq!(pool.protocol, Some(HttpProtocol::Http2));
+    assert_eq!(pool.opened, 1);
+    assert_eq!(server.bedrock_connections().accepted, 1);
+}
+
+#[tokio::test]
+async fn retries_equal_the_extra_attempts_the_server_received() {
+    let server = server(Protocol::Https).await;
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "later".into(),
+        )))
+        .times(2),
+    );
+    let factory = factory_for(&server).await;
+    let reply = factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.attempts(), 3);
+    let received = server.requests_for(Operation::Converse).len() as u64;
+    let stats = factory.request_stats();
+    assert_eq!(stats.retries, received - 1);
+    assert_eq!((stats.requests, stats.successes), (1, 1));
+    let per_model = factory.model_request_stats(MODEL).unwrap();
+    assert_eq!(per_model.retries, 2);
+}
+
+#[tokio::test]
+async fn percentiles_of_a_known_latency_mix_fall_near_the_truth() {
+    let server = server(Protocol::Https).await;
+    server.set_latency(Latency::from_fn(|r| {
+        if r.body.to_string().contains("slow") {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_millis(5)
+        }
+    }));
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    for i in 0..100 {
+        let text = if i % 10 == 9 { "slow" } else { "fast" };
+        model.converse().user(text).send().await.unwrap();
+    }
+    let l = factory.request_stats().latency;
+    assert_eq!(l.count, 100);
+    assert!(
+        l.p50 >= Duration::from_millis(4) && l.p50 < Duration::from_millis(150),
+        "{l:?}"
+    );
+    assert!(
+        l.p99 >= Duration::from_millis(230) && l.p99 < Duration::from_secs(2),
+        "{l:?}"
+    );
+    assert!(l.max >= l.p99 && l.p90 <= l.p99 && l.p50 <= l.p90, "{l:?}");
+}
+
+#[tokio::test]
+async fn in_flight_returns_to_zero_after_cancelled_calls() {
+    let server = server(Protocol::HttpsH1Only).await;
+    server.set_latency(Latency::fixed(Duration::from_millis(500)));
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let m = model.clone();
+            tokio::spawn(async move { m.converse().user("hi").send().await })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || factory.request_stats().in_flight
+            == 10)
+        .await
+    );
+    for t in &tasks {
+        t.abort();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || factory.request_stats().in_flight
+            == 0)
+        .await,
+        "{:?}",
+        factory.request_stats()
+    );
+    let s = factory.request_stats();
+    assert_eq!((s.cancelled, s.successes, s.failures.total()), (10, 0, 0));
+    // The pool recovers: the next call works.
+    server.set_latency(Latency::none());
+    model.converse().user("after").send().await.unwrap();
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_full_pool_shows_utilization_one_waiting_calls_and_a_warning() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = server(Protocol::HttpsH1Only).await;
+    server.set_latency(Latency::fixed(Duration::from_millis(600)));
+    let factory = builder_for(&server)
+        .pool_max_connections_per_host(4)
+        .build()
+        .await
+        .unwrap();
+    let model = factory.model(MODEL);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let m = model.clone();
+            tokio::spawn(async move { m.converse().user("hi").send().await })
+        })
+        .collect();
+    let mut seen = None;
+    let full = eventually(Duration::from_secs(5), || {
+        let p = factory.pool_stats().bedrock;
+        seen = Some(p);
+        p.utilization >= 1.0 && p.waiting > 0
+    })
+    .await;
+    assert!(full, "{seen:?}");
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(server.bedrock_connections().max_open <= 4);
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert_eq!(
+        text.matches("connection pool exhausted").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn counters_stay_exact_under_concurrency() {
+    let server = server(Protocol::Https).await;
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::Validation("no".into()))).model("bad.model-v1"),
+    );
+    let factory = factory_for(&server).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let f = factory.clone();
+            tokio::spawn(async move {
+                for j in 0..10 {
+                    let id = if (i + j) % 5 == 0 {
+                        "bad.model-v1"
+                    } else {
+                        MODEL
+                    };
+                    let _ = f.model(id).converse().user("hi").send().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = factory.request_stats();
+    assert_eq!(s.requests, 200);
+    assert_eq!(s.successes, 160);
+    assert_eq!(s.failures.get(ErrorKind::Validation), 40);
+    assert_eq!(s.in_flight, 0);
+    assert_eq!(s.latency.count, 200);
+    let good = factory.model_request_stats(MODEL).unwrap();
+    let bad = factory.model_request_stats("bad.model-v1").unwrap();
+    assert_eq!(good.requests + bad.requests, s.requests);
+    let c = factory.cache_stats();
+    assert_eq!(c.hits + c.misses, 200);
+    assert_eq!(c.cached, 2);
+    assert_eq!(factory.request_stats_by_model().len(), 2);
+}
+
+#[tokio::test]
+async fn wakeups_count_calls_after_an_idle_threshold() {
+    let server = server(Protocol::Https).await;
+    let factory = builder_for(&server)
+        .wakeup_threshold(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let model = factory.model(MODEL);
+    model.converse().user("first").send().await.unwrap();
+    model.converse().user("second").send().await.unwrap();
+    assert_eq!(factory.request_stats().wakeups, 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    model.converse().user("after idle").send().await.unwrap();
+    let s = factory.request_stats();
+    assert_eq!(s.wakeups, 1);
+    assert_eq!(s.wakeup_latency.count, 1);
+    assert!(factory.idle_for().unwrap() < Duration::from_millis(300));
+}
