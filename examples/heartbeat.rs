@@ -15,7 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "bedrock_pool=info".into()),
         )
         .init();
-    let server = LocalServer::builder().protocol(Protocol::HttpsH1Only).start().await?;
+    let server = LocalServer::builder()
+        .protocol(Protocol::HttpsH1Only)
+        .start()
+        .await?;
     // Scaled down: the pool evicts after 2 s idle; keep-warm every 500 ms keeps one connection.
     let factory = LlmFactory::builder()
         .region(server.region())

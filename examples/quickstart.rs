@@ -10,7 +10,8 @@ use bedrock_pool::local::LocalServer;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let live = args.iter().any(|a| a == "--live") || std::env::var_os("BEDROCK_POOL_LIVE").is_some();
+    let live =
+        args.iter().any(|a| a == "--live") || std::env::var_os("BEDROCK_POOL_LIVE").is_some();
     let model_id = args
         .iter()
         .find(|a| !a.starts_with("--"))
@@ -45,12 +46,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("reply:       {}", reply.text());
     println!("stop reason: {}", reply.stop_reason().as_str());
     if let Some(u) = reply.usage() {
-        println!("tokens:      {} in, {} out", u.input_tokens(), u.output_tokens());
+        println!(
+            "tokens:      {} in, {} out",
+            u.input_tokens(),
+            u.output_tokens()
+        );
     }
-    println!("latency:     {:?} (attempts: {})", reply.latency(), reply.attempts());
+    println!(
+        "latency:     {:?} (attempts: {})",
+        reply.latency(),
+        reply.attempts()
+    );
 
     // The same id gives the same cached handle: a cache hit, no new client, no new connection.
-    factory.model(&model_id).converse().user("And again?").send().await?;
+    factory
+        .model(&model_id)
+        .converse()
+        .user("And again?")
+        .send()
+        .await?;
     println!("cache:       {:?}", factory.cache_stats());
     let pool = factory.pool_stats().bedrock;
     println!(
