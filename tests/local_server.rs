@@ -347,7 +347,8 @@ async fn get_caller_identity_on_its_own_listener() {
 async fn service_errors_arrive_as_sdk_variants() {
     let server = LocalServer::start().await.unwrap();
     let client = one_attempt(&server);
-    let cases: Vec<(ServiceError, fn(&ConverseError) -> bool)> = vec![
+    type IsVariant = fn(&ConverseError) -> bool;
+    let cases: Vec<(ServiceError, IsVariant)> = vec![
         (ServiceError::Validation("v".into()), |e| {
             matches!(e, ConverseError::ValidationException(_))
         }),

@@ -380,16 +380,16 @@ pub(crate) fn validate_converse(body: &Value) -> Result<(), String> {
 
 /// Checks `inferenceConfig` ranges.
 fn validate_inference(config: &Value) -> Result<(), String> {
-    if let Some(max) = config.get("maxTokens").filter(|v| !v.is_null()) {
-        if max.as_i64().is_none_or(|m| m < 1) {
-            return Err("inferenceConfig.maxTokens: must be >= 1".to_owned());
-        }
+    if let Some(max) = config.get("maxTokens").filter(|v| !v.is_null())
+        && max.as_i64().is_none_or(|m| m < 1)
+    {
+        return Err("inferenceConfig.maxTokens: must be >= 1".to_owned());
     }
     for field in ["temperature", "topP"] {
-        if let Some(v) = config.get(field).filter(|v| !v.is_null()) {
-            if v.as_f64().is_none_or(|x| !(0.0..=1.0).contains(&x)) {
-                return Err(format!("inferenceConfig.{field}: must be between 0 and 1"));
-            }
+        if let Some(v) = config.get(field).filter(|v| !v.is_null())
+            && v.as_f64().is_none_or(|x| !(0.0..=1.0).contains(&x))
+        {
+            return Err(format!("inferenceConfig.{field}: must be between 0 and 1"));
         }
     }
     if let Some(stops) = config.get("stopSequences").filter(|v| !v.is_null()) {
