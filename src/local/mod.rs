@@ -1,1 +1,100 @@
 //! A local Bedrock Runtime + STS server for offline tests.
+//!
+//! [`LocalServer`] runs in-process on 127.0.0.1 and speaks the real wire protocols, so the real
+//! AWS SDK (or boto3, or any other SDK) talks to it over real sockets:
+//!
+//! - **Bedrock Runtime** (restJson1, SigV4 signing name `bedrock`) on one listener:
+//!   `POST /model/{modelId}/converse`, `POST /model/{modelId}/converse-stream` (binary
+//!   `application/vnd.amazon.eventstream` frames), `POST /model/{modelId}/count-tokens` and
+//!   `GET /async-invoke` (ListAsyncInvokes, always empty).
+//! - **STS** `GetCallerIdentity` (awsQuery, signing name `sts`) on a second listener, a different
+//!   origin as on AWS: the caller is `arn:aws:iam::123456789012:user/local`.
+//! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
+//!   `127.0.0.1` and `localhost`; ALPN offers `h2` and `http/1.1` ([`Protocol`] selects HTTP/1.1
+//!   only, or plain HTTP).
+//! - **SigV4** is verified by re-signing each request with `aws-sigv4`: the key id, secret, region,
+//!   service and a 5-minute clock skew are checked and rejected with the errors AWS sends
+//!   (`UnrecognizedClientException`, `InvalidSignatureException`, STS `InvalidClientTokenId`,
+//!   `SignatureDoesNotMatch`, `MissingAuthenticationTokenException`).
+//! - **Validation** as the service does it (the SDK checks nothing client-side): a `400
+//!   ValidationException` whose message starts with the field, e.g. `inferenceConfig.maxTokens:
+//!   must be >= 1`, for empty or non-alternating messages, blank text, content blocks without
+//!   exactly one member, out-of-range `maxTokens`, `temperature`, `topP`, `stopSequences`, and an
+//!   invalid model id.
+//! - **A fake model**: [`Responder::echo`] (the default) answers the last user text back, counts
+//!   words as tokens, honours `maxTokens` and stop sequences; [`Responder::from_fn`] answers
+//!   anything, tool use included. Streams split text into one `contentBlockDelta` per word.
+//!
+//! # Faults
+//!
+//! Faults are values, changeable while the server runs:
+//!
+//! - [`FaultRule`]s ([`LocalServer::push_fault`]) pick requests by operation, model id and count,
+//!   and apply a [`Fault`]: a [`ServiceError`] (status, `x-amzn-ErrorType`, body; XML on STS), a
+//!   delay before the headers, a reset (RST) or clean close (FIN) instead of an answer, a reset
+//!   after the headers, or a broken stream (stall, in-stream exception, cut without
+//!   `messageStop`).
+//! - An [`IdleFault`] ([`LocalServer::set_idle_fault`]) plays the middlebox that kills idle
+//!   connections: after a connection carried no byte for `after` it turns into a black hole, is
+//!   closed, or is reset on its next request. Scale `after` down (hundreds of milliseconds) to
+//!   reproduce in a test what a NAT gateway does after 350 s.
+//! - [`Latency`] delays model answers.
+//!
+//! Every request is recorded ([`LocalServer::requests`]: operation, model, SDK attempt number,
+//! connection id, HTTP version, body, outcome), and connections are counted per listener
+//! ([`LocalServer::bedrock_connections`]).
+//!
+//! # Limits versus real Bedrock
+//!
+//! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
+//! - Only Converse, ConverseStream, CountTokens, ListAsyncInvokes and GetCallerIdentity exist;
+//!   InvokeModel, guardrails, documents and images are not interpreted (content blocks other than
+//!   text are accepted as opaque).
+//! - Validation covers the rules above, not every constraint of the service model; messages are
+//!   worded for tests, not copied from AWS.
+//! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
+//! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
+//!   dead" connection still completes TCP handshakes and ACKs, which a real black hole does not.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bedrock_pool::local::LocalServer;
+//!
+//! let server = LocalServer::start().await?;
+//! let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config());
+//! let out = client
+//!     .list_async_invokes()
+//!     .max_results(1)
+//!     .send()
+//!     .await?;
+//! assert!(out.async_invoke_summaries().is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod bedrock;
+mod conn;
+mod fault;
+mod model;
+mod record;
+mod server;
+mod sigv4;
+mod sts;
+mod tls;
+mod wire;
+
+pub use fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
+pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
+pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
+pub use server::{LocalServer, LocalServerBuilder, Protocol};
+
+/// The access key id the server accepts by default (a public, fake test constant).
+pub const TEST_ACCESS_KEY_ID: &str = "AKIALOCALTESTKEY0001";
+/// The secret access key the server accepts by default (a public, fake test constant).
+pub const TEST_SECRET_ACCESS_KEY: &str = "localTestSecretKeyNotARealSecret000000000";
+/// The region the server expects requests to be signed for by default.
+pub const TEST_REGION: &str = "us-west-2";
+/// The account id in the STS caller identity.
+pub const TEST_ACCOUNT_ID: &str = "123456789012";

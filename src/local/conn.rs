@@ -1,0 +1,225 @@
+//! The per-connection middlebox: a TCP stream wrapper (below TLS) that tracks idle time and can
+//! go silent, close (FIN) or reset (RST) the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use super::fault::IdleFault;
+use super::server::lock;
+
+/// The connection works normally.
+const LIVE: u8 = 0;
+/// The connection is a black hole: reads are swallowed, writes dropped, nothing closes.
+const DEAD: u8 = 1;
+/// The connection is being reset (SO_LINGER 0, then dropped).
+const RESET: u8 = 2;
+/// The connection is being closed (FIN).
+const CLOSE: u8 = 3;
+
+/// The server-wide idle fault setting, read by every connection on each read.
+pub(crate) type IdleSetting = Mutex<Option<IdleFault>>;
+
+/// Holds the state one connection shares between its stream, its task and its request handlers.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// The connection id (unique per server).
+    pub(crate) id: u64,
+    base: Instant,
+    /// Nanoseconds after `base` of the last byte read or written.
+    last_activity: AtomicU64,
+    state: AtomicU8,
+    kill: Notify,
+    closed: watch::Receiver<()>,
+    idle: Arc<IdleSetting>,
+}
+
+impl ConnShared {
+    /// Returns the shared state and the sender whose drop marks the connection closed.
+    pub(crate) fn new(id: u64, idle: Arc<IdleSetting>) -> (Arc<Self>, watch::Sender<()>) {
+        let (tx, rx) = watch::channel(());
+        let conn = Arc::new(Self {
+            id,
+            base: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            state: AtomicU8::new(LIVE),
+            kill: Notify::new(),
+            closed: rx,
+            idle,
+        });
+        (conn, tx)
+    }
+
+    fn touch(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_activity.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Returns how long no byte went either way.
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_nanos(
+            self.last_activity.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Returns the current idle fault setting.
+    pub(crate) fn idle_fault(&self) -> Option<IdleFault> {
+        *lock(&self.idle)
+    }
+
+    /// Returns whether the connection is still working normally.
+    pub(crate) fn is_live(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == LIVE
+    }
+
+    fn transition(&self, to: u8) -> bool {
+        self.state
+            .compare_exchange(LIVE, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Resets the connection (RST): its task drops it with SO_LINGER 0.
+    pub(crate) fn reset(&self) {
+        self.transition(RESET);
+        self.kill.notify_one();
+    }
+
+    /// Closes the connection cleanly (FIN): its task drops it.
+    pub(crate) fn close(&self) {
+        self.transition(CLOSE);
+        self.kill.notify_one();
+    }
+
+    /// Waits until the task is told to drop the connection.
+    pub(crate) async fn killed(&self) {
+        self.kill.notified().await;
+    }
+
+    /// Waits until the connection task has ended.
+    pub(crate) async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        while rx.changed().await.is_ok() {}
+    }
+}
+
+/// Wraps an accepted TCP stream: tracks activity and applies the connection's fault state.
+#[derive(Debug)]
+pub(crate) struct TrackedStream {
+    tcp: TcpStream,
+    conn: Arc<ConnShared>,
+}
+
+impl TrackedStream {
+    /// Returns the wrapper.
+    pub(crate) fn new(tcp: TcpStream, conn: Arc<ConnShared>) -> Self {
+        conn.touch();
+        Self { tcp, conn }
+    }
+
+    /// Swallows whatever arrives; never reports data, EOF or errors.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
+                // EOF or error: stay silent (and open) forever.
+                Poll::Ready(_) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match this.conn.state.load(Ordering::Relaxed) {
+                DEAD => return this.drain(cx),
+                RESET => return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+                CLOSE => return Poll::Ready(Ok(())),
+                _ => {}
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+            if buf.filled().len() == before {
+                return Poll::Ready(Ok(()));
+            }
+            let idle = this.conn.idle_for();
+            match this.conn.idle_fault() {
+                Some(IdleFault::SilentlyDead { after }) if idle >= after => {
+                    buf.set_filled(before);
+                    this.conn.transition(DEAD);
+                }
+                Some(IdleFault::Reset { after }) if idle >= after => {
+                    buf.set_filled(before);
+                    this.conn.reset();
+                }
+                _ => {
+                    this.conn.touch();
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.conn.state.load(Ordering::Relaxed) {
+            DEAD => Poll::Ready(Ok(buf.len())),
+            LIVE => {
+                let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, buf))?;
+                if n > 0 {
+                    this.conn.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            _ => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.conn.state.load(Ordering::Relaxed) {
+            DEAD => Poll::Ready(Ok(())),
+            LIVE => Pin::new(&mut this.tcp).poll_flush(cx),
+            _ => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.conn.state.load(Ordering::Relaxed) {
+            // A black hole never closes.
+            DEAD => Poll::Pending,
+            LIVE => Pin::new(&mut this.tcp).poll_shutdown(cx),
+            _ => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        if self.conn.state.load(Ordering::Relaxed) == RESET {
+            // SO_LINGER 0 makes the close below send RST instead of FIN.
+            let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
