@@ -50,13 +50,25 @@ async fn every_error_status_maps_to_its_kind() {
     let cases = [
         (S::Validation("bad".into()), ErrorKind::Validation, 1),
         (S::AccessDenied("no".into()), ErrorKind::AccessDenied, 1),
-        (S::ResourceNotFound("gone".into()), ErrorKind::ModelNotFound, 1),
+        (
+            S::ResourceNotFound("gone".into()),
+            ErrorKind::ModelNotFound,
+            1,
+        ),
         (S::ModelTimeout("slow".into()), ErrorKind::ModelFailure, 1),
         (S::ModelError("oops".into()), ErrorKind::ModelFailure, 1),
         (S::Throttling("slow down".into()), ErrorKind::Throttled, 3),
         (S::ModelNotReady("warming".into()), ErrorKind::Throttled, 3),
-        (S::InternalServer("boom".into()), ErrorKind::ServiceUnavailable, 3),
-        (S::ServiceUnavailable("down".into()), ErrorKind::ServiceUnavailable, 3),
+        (
+            S::InternalServer("boom".into()),
+            ErrorKind::ServiceUnavailable,
+            3,
+        ),
+        (
+            S::ServiceUnavailable("down".into()),
+            ErrorKind::ServiceUnavailable,
+            3,
+        ),
         (
             S::Custom {
                 status: 502,
@@ -73,7 +85,13 @@ async fn every_error_status_maps_to_its_kind() {
         let label = err.name().to_owned();
         server.clear_requests();
         server.push_fault(FaultRule::new(Fault::Error(err.clone())));
-        let e = factory.model(MODEL).converse().user("hi").send().await.unwrap_err();
+        let e = factory
+            .model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), kind, "{label}: {e:?}");
         assert_eq!(e.status(), Some(err.status()), "{label}");
         assert_eq!(e.code(), Some(err.name()), "{label}");
@@ -93,7 +111,10 @@ async fn transient_network_faults_succeed_after_a_retry() {
         ("reset before headers", Fault::ResetBeforeHeaders),
         ("reset after headers", Fault::ResetAfterHeaders),
         ("close before headers", Fault::CloseBeforeHeaders),
-        ("delay past the read timeout", Fault::Delay(Duration::from_secs(2))),
+        (
+            "delay past the read timeout",
+            Fault::Delay(Duration::from_secs(2)),
+        ),
     ] {
         let server = server(Protocol::HttpsH1Only).await;
         let factory = factory(&server).await;
@@ -114,15 +135,37 @@ async fn transient_network_faults_succeed_after_a_retry() {
 #[tokio::test]
 async fn persistent_network_faults_give_network_and_timeout_kinds() {
     for (label, fault, kind) in [
-        ("reset before headers", Fault::ResetBeforeHeaders, ErrorKind::Network),
-        ("reset after headers", Fault::ResetAfterHeaders, ErrorKind::Network),
-        ("close before headers", Fault::CloseBeforeHeaders, ErrorKind::Network),
-        ("delay", Fault::Delay(Duration::from_secs(2)), ErrorKind::Timeout),
+        (
+            "reset before headers",
+            Fault::ResetBeforeHeaders,
+            ErrorKind::Network,
+        ),
+        (
+            "reset after headers",
+            Fault::ResetAfterHeaders,
+            ErrorKind::Network,
+        ),
+        (
+            "close before headers",
+            Fault::CloseBeforeHeaders,
+            ErrorKind::Network,
+        ),
+        (
+            "delay",
+            Fault::Delay(Duration::from_secs(2)),
+            ErrorKind::Timeout,
+        ),
     ] {
         let server = server(Protocol::HttpsH1Only).await;
         let factory = factory(&server).await;
         server.push_fault(FaultRule::new(fault));
-        let e = factory.model(MODEL).converse().user("hi").send().await.unwrap_err();
+        let e = factory
+            .model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), kind, "{label}: {e:?}");
         if kind == ErrorKind::Timeout {
             assert_eq!(e.timeout_kind(), Some(TimeoutKind::Read));
@@ -145,7 +188,11 @@ async fn idle_faults_without_eviction_recover() {
     let idle = Duration::from_millis(300);
     for (label, fault, max_attempts) in [
         ("closed by the server", IdleFault::Close { after: idle }, 2),
-        ("reset on the next request", IdleFault::Reset { after: idle }, 2),
+        (
+            "reset on the next request",
+            IdleFault::Reset { after: idle },
+            2,
+        ),
         ("silently dead", IdleFault::SilentlyDead { after: idle }, 2),
     ] {
         let server = server(Protocol::HttpsH1Only).await;
@@ -156,7 +203,13 @@ async fn idle_faults_without_eviction_recover() {
             .build()
             .await
             .unwrap();
-        factory.model(MODEL).converse().user("warm").send().await.unwrap();
+        factory
+            .model(MODEL)
+            .converse()
+            .user("warm")
+            .send()
+            .await
+            .unwrap();
         tokio::time::sleep(idle * 3).await;
         let reply = factory
             .model(MODEL)
@@ -165,7 +218,11 @@ async fn idle_faults_without_eviction_recover() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
-        assert!(reply.attempts() <= max_attempts, "{label}: {}", reply.attempts());
+        assert!(
+            reply.attempts() <= max_attempts,
+            "{label}: {}",
+            reply.attempts()
+        );
         assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
         after_fault(&server, &factory, label).await;
     }
@@ -188,10 +245,22 @@ async fn idle_faults_with_eviction_are_never_hit() {
             .build()
             .await
             .unwrap();
-        factory.model(MODEL).converse().user("warm").send().await.unwrap();
+        factory
+            .model(MODEL)
+            .converse()
+            .user("warm")
+            .send()
+            .await
+            .unwrap();
         tokio::time::sleep(idle * 2).await;
         let start = std::time::Instant::now();
-        let reply = factory.model(MODEL).converse().user("again").send().await.unwrap();
+        let reply = factory
+            .model(MODEL)
+            .converse()
+            .user("again")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(reply.attempts(), 1, "{fault:?}");
         assert!(start.elapsed() < Duration::from_secs(2), "{fault:?}");
     }
@@ -239,10 +308,25 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
         .build()
         .await
         .unwrap();
-    factory.model(MODEL).converse().user("one").send().await.unwrap();
+    factory
+        .model(MODEL)
+        .converse()
+        .user("one")
+        .send()
+        .await
+        .unwrap();
     drop(first);
-    let e = factory.model(MODEL).converse().user("down").send().await.unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout), "{e:?}");
+    let e = factory
+        .model(MODEL)
+        .converse()
+        .user("down")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout),
+        "{e:?}"
+    );
     let second = LocalServer::builder()
         .protocol(Protocol::Http)
         .bedrock_port(port)
@@ -250,7 +334,13 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
         .start()
         .await
         .unwrap();
-    let reply = factory.model(MODEL).converse().user("back").send().await.unwrap();
+    let reply = factory
+        .model(MODEL)
+        .converse()
+        .user("back")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.text(), "back");
     assert_eq!(second.bedrock_connections().accepted, 1);
     assert_eq!(factory.request_stats().in_flight, 0);

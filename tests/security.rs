@@ -32,8 +32,14 @@ impl Write for Captured {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    assert!(!text.contains(TEST_SECRET_ACCESS_KEY), "{what} leaks the secret key");
-    assert!(!text.contains(SESSION_TOKEN), "{what} leaks the session token");
+    assert!(
+        !text.contains(TEST_SECRET_ACCESS_KEY),
+        "{what} leaks the secret key"
+    );
+    assert!(
+        !text.contains(SESSION_TOKEN),
+        "{what} leaks the session token"
+    );
 }
 
 #[tokio::test]
@@ -61,13 +67,28 @@ async fn no_secret_reaches_logs_debug_or_errors() {
     let mut seen = vec![format!("{factory:?}"), format!("{creds:?}")];
 
     let model = factory.model(MODEL);
-    seen.push(format!("{:?}", model.converse().user("hi").send().await.unwrap()));
-    let stream = model.converse_stream().user("streamed words").send().await.unwrap();
+    seen.push(format!(
+        "{:?}",
+        model.converse().user("hi").send().await.unwrap()
+    ));
+    let stream = model
+        .converse_stream()
+        .user("streamed words")
+        .send()
+        .await
+        .unwrap();
     seen.push(format!("{:?}", stream.collect().await.unwrap()));
-    server.push_fault(FaultRule::new(Fault::Error(ServiceError::Validation("bad".into()))).times(1));
+    server
+        .push_fault(FaultRule::new(Fault::Error(ServiceError::Validation("bad".into()))).times(1));
     let e = model.converse().user("hi").send().await.unwrap_err();
     seen.push(format!("{e:?} {e}"));
-    let e = factory.model("").converse().user("hi").send().await.unwrap_err();
+    let e = factory
+        .model("")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
     seen.push(format!("{e:?} {e}"));
     server.push_fault(
         FaultRule::new(Fault::Error(ServiceError::ExpiredToken("expired".into())))
@@ -83,7 +104,11 @@ async fn no_secret_reaches_logs_debug_or_errors() {
                 .backoff(Duration::from_millis(20), Duration::from_millis(40)),
         )
         .unwrap();
-    assert!(common::eventually(Duration::from_secs(5), || hb.status().identity.succeeded >= 1).await);
+    assert!(
+        common::eventually(Duration::from_secs(5), || hb.status().identity.succeeded
+            >= 1)
+        .await
+    );
     seen.push(format!("{:?}", hb.status()));
     seen.push(format!("{hb:?}"));
     hb.stop().await;
@@ -99,7 +124,13 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         .build()
         .await
         .unwrap();
-    let e = wrong.model(MODEL).converse().user("hi").send().await.unwrap_err();
+    let e = wrong
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.is_access_denied(), "{e:?}");
     seen.push(format!("{e:?} {e}"));
 
@@ -107,7 +138,11 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         assert_clean(&format!("debug/error output {i}"), s);
     }
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    assert!(text.len() > 10_000, "trace logging was captured ({} bytes)", text.len());
+    assert!(
+        text.len() > 10_000,
+        "trace logging was captured ({} bytes)",
+        text.len()
+    );
     assert!(text.contains("bedrock.converse"), "the call span is logged");
     // Known upstream leak: aws-sigv4 logs the request it signs, session token header included,
     // at TRACE under its own target. The README says to keep `aws_sigv4` at DEBUG or below.
@@ -119,7 +154,10 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         .collect::<Vec<_>>()
         .join("\n");
     assert_clean("the trace log", &ours);
-    assert!(!text.contains(TEST_SECRET_ACCESS_KEY), "the secret key is never logged");
+    assert!(
+        !text.contains(TEST_SECRET_ACCESS_KEY),
+        "the secret key is never logged"
+    );
 }
 
 fn msg(role: ConversationRole, t: &str) -> Message {
@@ -160,32 +198,155 @@ async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
         .build()
         .unwrap();
     let cases: Vec<(&str, &str, bedrock_pool::Result<bedrock_pool::Reply>)> = vec![
-        ("empty model id", "model_id", factory.model("").converse().user("hi").send().await),
-        ("model id with a space", "model_id", factory.model("a b").converse().user("hi").send().await),
-        ("model id with a newline", "model_id", factory.model("a\nb").converse().user("hi").send().await),
-        ("model id too long", "model_id", factory.model("m".repeat(2049)).converse().user("hi").send().await),
+        (
+            "empty model id",
+            "model_id",
+            factory.model("").converse().user("hi").send().await,
+        ),
+        (
+            "model id with a space",
+            "model_id",
+            factory.model("a b").converse().user("hi").send().await,
+        ),
+        (
+            "model id with a newline",
+            "model_id",
+            factory.model("a\nb").converse().user("hi").send().await,
+        ),
+        (
+            "model id too long",
+            "model_id",
+            factory
+                .model("m".repeat(2049))
+                .converse()
+                .user("hi")
+                .send()
+                .await,
+        ),
         ("no messages", "messages", m.converse().send().await),
-        ("assistant first", "messages", m.converse().assistant("x").user("y").send().await),
-        ("roles not alternating", "messages", m.converse().messages([msg(User, "a"), msg(User, "b")]).send().await),
-        ("assistant twice", "messages", m.converse().messages([msg(User, "a"), msg(Assistant, "b"), msg(Assistant, "c")]).send().await),
+        (
+            "assistant first",
+            "messages",
+            m.converse().assistant("x").user("y").send().await,
+        ),
+        (
+            "roles not alternating",
+            "messages",
+            m.converse()
+                .messages([msg(User, "a"), msg(User, "b")])
+                .send()
+                .await,
+        ),
+        (
+            "assistant twice",
+            "messages",
+            m.converse()
+                .messages([msg(User, "a"), msg(Assistant, "b"), msg(Assistant, "c")])
+                .send()
+                .await,
+        ),
         ("empty text", "messages", m.converse().user("").send().await),
-        ("blank text", "messages", m.converse().user(" \n\t").send().await),
-        ("oversized text", "messages", m.converse().user(huge).send().await),
-        ("temperature above 1", "temperature", m.converse().user("hi").temperature(1.5).send().await),
-        ("temperature below 0", "temperature", m.converse().user("hi").temperature(-0.1).send().await),
-        ("temperature NaN", "temperature", m.converse().user("hi").temperature(f32::NAN).send().await),
-        ("top_p above 1", "top_p", m.converse().user("hi").top_p(1.1).send().await),
-        ("top_p below 0", "top_p", m.converse().user("hi").top_p(-0.1).send().await),
-        ("max_tokens 0", "max_tokens", m.converse().user("hi").max_tokens(0).send().await),
-        ("max_tokens negative", "max_tokens", m.converse().user("hi").max_tokens(-5).send().await),
-        ("empty stop sequence", "stop_sequences", m.converse().user("hi").stop_sequences([""]).send().await),
-        ("too many stop sequences", "stop_sequences", m.converse().user("hi").stop_sequences(vec!["s"; 2501]).send().await),
-        ("blank system prompt", "system", m.converse().system("  ").user("hi").send().await),
-        ("handle default out of range", "temperature", m.with_temperature(3.0).converse().user("hi").send().await),
-        ("tool name with a space", "tool_config", m.converse().user("hi").tool_config(tools("my tool", object_schema())).send().await),
-        ("tool schema not an object", "tool_config", m.converse().user("hi").tool_config(tools("t", Document::String("x".into()))).send().await),
-        ("duplicate tool names", "tool_config", m.converse().user("hi").tool_config(two_tools).send().await),
-        ("zero read timeout", "read_timeout", m.converse().user("hi").read_timeout(Duration::ZERO).send().await),
+        (
+            "blank text",
+            "messages",
+            m.converse().user(" \n\t").send().await,
+        ),
+        (
+            "oversized text",
+            "messages",
+            m.converse().user(huge).send().await,
+        ),
+        (
+            "temperature above 1",
+            "temperature",
+            m.converse().user("hi").temperature(1.5).send().await,
+        ),
+        (
+            "temperature below 0",
+            "temperature",
+            m.converse().user("hi").temperature(-0.1).send().await,
+        ),
+        (
+            "temperature NaN",
+            "temperature",
+            m.converse().user("hi").temperature(f32::NAN).send().await,
+        ),
+        (
+            "top_p above 1",
+            "top_p",
+            m.converse().user("hi").top_p(1.1).send().await,
+        ),
+        (
+            "top_p below 0",
+            "top_p",
+            m.converse().user("hi").top_p(-0.1).send().await,
+        ),
+        (
+            "max_tokens 0",
+            "max_tokens",
+            m.converse().user("hi").max_tokens(0).send().await,
+        ),
+        (
+            "max_tokens negative",
+            "max_tokens",
+            m.converse().user("hi").max_tokens(-5).send().await,
+        ),
+        (
+            "empty stop sequence",
+            "stop_sequences",
+            m.converse().user("hi").stop_sequences([""]).send().await,
+        ),
+        (
+            "too many stop sequences",
+            "stop_sequences",
+            m.converse()
+                .user("hi")
+                .stop_sequences(vec!["s"; 2501])
+                .send()
+                .await,
+        ),
+        (
+            "blank system prompt",
+            "system",
+            m.converse().system("  ").user("hi").send().await,
+        ),
+        (
+            "handle default out of range",
+            "temperature",
+            m.with_temperature(3.0).converse().user("hi").send().await,
+        ),
+        (
+            "tool name with a space",
+            "tool_config",
+            m.converse()
+                .user("hi")
+                .tool_config(tools("my tool", object_schema()))
+                .send()
+                .await,
+        ),
+        (
+            "tool schema not an object",
+            "tool_config",
+            m.converse()
+                .user("hi")
+                .tool_config(tools("t", Document::String("x".into())))
+                .send()
+                .await,
+        ),
+        (
+            "duplicate tool names",
+            "tool_config",
+            m.converse().user("hi").tool_config(two_tools).send().await,
+        ),
+        (
+            "zero read timeout",
+            "read_timeout",
+            m.converse()
+                .user("hi")
+                .read_timeout(Duration::ZERO)
+                .send()
+                .await,
+        ),
     ];
     assert!(cases.len() >= 20);
     for (label, field, result) in cases {
@@ -194,20 +355,56 @@ async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
         assert_eq!(e.field(), Some(field), "{label}: {e:?}");
         assert!(e.to_string().contains(field), "{label}: {e}");
     }
-    let stream_err = m.converse_stream().user("hi").stall_timeout(Duration::ZERO).send().await;
-    assert_eq!(stream_err.unwrap_err().field(), Some("stream_stall_timeout"));
-    assert!(server.requests().is_empty(), "the server received {:?}", server.requests());
+    let stream_err = m
+        .converse_stream()
+        .user("hi")
+        .stall_timeout(Duration::ZERO)
+        .send()
+        .await;
+    assert_eq!(
+        stream_err.unwrap_err().field(),
+        Some("stream_stall_timeout")
+    );
+    assert!(
+        server.requests().is_empty(),
+        "the server received {:?}",
+        server.requests()
+    );
 
     // Builder values, too: zero, absurd, and endpoints that are not URLs or not safe.
     let builders: Vec<(&str, bedrock_pool::LlmFactoryBuilder)> = vec![
-        ("pool_max_connections_per_host", builder_for(&server).pool_max_connections_per_host(1_000_000)),
-        ("pool_tcp_keepalive", builder_for(&server).pool_tcp_keepalive(Duration::from_millis(10))),
-        ("read_timeout", builder_for(&server).read_timeout(Duration::from_secs(100 * 24 * 3600))),
-        ("stream_stall_timeout", builder_for(&server).stream_stall_timeout(Duration::ZERO)),
-        ("bedrock_endpoint_url", builder_for(&server).bedrock_endpoint_url("not a url")),
-        ("bedrock_endpoint_url", builder_for(&server).bedrock_endpoint_url("http://bedrock.example.com")),
-        ("regions", LlmFactory::builder().regions(["us-west-2", "us-west-2"])),
-        ("region_endpoint_url", builder_for(&server).region_endpoint_url("us-east-1", "https://")),
+        (
+            "pool_max_connections_per_host",
+            builder_for(&server).pool_max_connections_per_host(1_000_000),
+        ),
+        (
+            "pool_tcp_keepalive",
+            builder_for(&server).pool_tcp_keepalive(Duration::from_millis(10)),
+        ),
+        (
+            "read_timeout",
+            builder_for(&server).read_timeout(Duration::from_secs(100 * 24 * 3600)),
+        ),
+        (
+            "stream_stall_timeout",
+            builder_for(&server).stream_stall_timeout(Duration::ZERO),
+        ),
+        (
+            "bedrock_endpoint_url",
+            builder_for(&server).bedrock_endpoint_url("not a url"),
+        ),
+        (
+            "bedrock_endpoint_url",
+            builder_for(&server).bedrock_endpoint_url("http://bedrock.example.com"),
+        ),
+        (
+            "regions",
+            LlmFactory::builder().regions(["us-west-2", "us-west-2"]),
+        ),
+        (
+            "region_endpoint_url",
+            builder_for(&server).region_endpoint_url("us-east-1", "https://"),
+        ),
     ];
     for (field, b) in builders {
         let e = b.build().await.expect_err(field);
