@@ -13,7 +13,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use futures_core::Stream;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
@@ -94,6 +94,7 @@ impl ConverseRequest<Streaming> {
             region = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        let started = Instant::now();
         let mut guard = CallGuard::start(
             vec![m.shared.overall.clone(), m.counters.clone()],
             m.shared.activity.clone(),
@@ -134,6 +135,7 @@ impl ConverseRequest<Streaming> {
                 Ok(ReplyStream {
                     receiver: output.stream,
                     guard: Some(guard),
+                    started,
                     stall,
                     acc: Accumulator::default(),
                     saw_event: false,
@@ -292,6 +294,8 @@ pub struct ReplyStream {
         ConverseStreamOutputError,
     >,
     guard: Option<CallGuard>,
+    /// When the call started; the guard is gone once `messageStop` finished it.
+    started: Instant,
     stall: Duration,
     acc: Accumulator,
     saw_event: bool,
@@ -384,7 +388,7 @@ impl ReplyStream {
         while let Some(ev) = self.next().await {
             ev?;
         }
-        let latency = self.guard.as_ref().map(|g| g.elapsed()).unwrap_or_default();
+        let latency = self.started.elapsed();
         let acc = std::mem::take(&mut self.acc);
         Ok(Reply {
             output: acc.into_output()?,
