@@ -129,12 +129,13 @@ impl ConverseRequest<Streaming> {
         .instrument(span.clone())
         .await;
         match result {
-            Ok((output, attempts, region)) => {
+            Ok((output, attempts, region, region_guard)) => {
                 span.record("attempts", attempts);
                 span.record("region", region.as_str());
                 Ok(ReplyStream {
                     receiver: output.stream,
                     guard: Some(guard),
+                    region_guard: Some(region_guard),
                     started,
                     stall,
                     acc: Accumulator::default(),
@@ -294,6 +295,8 @@ pub struct ReplyStream {
         ConverseStreamOutputError,
     >,
     guard: Option<CallGuard>,
+    /// The answering region's figures, finished with the call's.
+    region_guard: Option<CallGuard>,
     /// When the call started; the guard is gone once `messageStop` finished it.
     started: Instant,
     stall: Duration,
@@ -320,11 +323,19 @@ impl ReplyStream {
         &self.region
     }
 
+    /// Ends the call's and the region's figures with the same outcome.
+    fn finish(&mut self, outcome: Outcome) {
+        for g in [self.guard.take(), self.region_guard.take()]
+            .into_iter()
+            .flatten()
+        {
+            g.finish(outcome);
+        }
+    }
+
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
         self.done = true;
-        if let Some(g) = self.guard.take() {
-            g.finish(Outcome::Failure(e.kind()));
-        }
+        self.finish(Outcome::Failure(e.kind()));
         tracing::debug!(parent: &self.span, error = %e, "stream failed");
         Some(Err(e))
     }
@@ -365,16 +376,14 @@ impl ReplyStream {
         };
         if !self.saw_event {
             self.saw_event = true;
-            if let Some(g) = &self.guard {
+            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
                 g.first_token();
             }
         }
         let ev = convert(event);
         self.acc.add(&ev);
         if matches!(ev, StreamEvent::MessageStop { .. }) {
-            if let Some(g) = self.guard.take() {
-                g.finish(Outcome::Success);
-            }
+            self.finish(Outcome::Success);
         }
         Some(Ok(ev))
     }

@@ -267,12 +267,24 @@ async fn a_stream_fails_over_before_its_first_event() {
         .await
         .expect("served by the second");
     assert_eq!(stream.region(), "us-east-1");
+    assert_eq!(
+        factory.region_stats()[1].requests.in_flight,
+        1,
+        "the open stream is in flight"
+    );
     let reply = stream.collect().await.unwrap();
     assert_eq!(reply.region(), "us-east-1");
     assert_eq!(reply.text(), "one two three");
     let stats = factory.region_stats();
     assert!(!stats[0].healthy);
     assert_eq!(stats[0].failovers, 1);
+    let east_calls = stats[1].requests;
+    assert_eq!(
+        (east_calls.successes, east_calls.in_flight),
+        (1, 0),
+        "{east_calls:?}"
+    );
+    assert_eq!(east_calls.time_to_first_token.count, 1);
     assert_eq!(west.requests_for(Operation::ConverseStream).len(), 1);
     assert_eq!(east.requests_for(Operation::ConverseStream).len(), 1);
 }
@@ -306,7 +318,13 @@ async fn a_stream_broken_after_events_does_not_fail_over() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0], StreamEvent::MessageStart);
     assert_eq!(model_calls(&east), 0, "{:?}", east.requests());
-    assert_eq!(factory.region_stats()[0].failovers, 0);
+    let stats = factory.region_stats();
+    assert_eq!(stats[0].failovers, 0);
+    // The region's figures tell the same story as the call's: a failure, not a success.
+    let west_calls = stats[0].requests;
+    assert_eq!(west_calls.successes, 0, "{west_calls:?}");
+    assert_eq!(west_calls.failures.get(ErrorKind::ServiceUnavailable), 1);
+    assert_eq!(west_calls.in_flight, 0);
 }
 
 /// A `us.` inference profile never goes outside us-* regions, even when the primary is elsewhere

@@ -564,6 +564,13 @@ async fn request_stats_count_streams() {
     assert_eq!((s.requests, s.successes), (3, 1));
     let per_model = factory.model_request_stats(MODEL).unwrap();
     assert_eq!((per_model.cancelled, per_model.in_flight), (1, 0));
+    let region = factory.region_stats()[0].requests;
+    assert_eq!(
+        (region.successes, region.cancelled, region.in_flight),
+        (1, 1, 0),
+        "{region:?}"
+    );
+    assert_eq!(region.failures.get(ErrorKind::Network), 1);
 
     // A dropped stream leaves the pool usable.
     let reply = model
