@@ -610,11 +610,14 @@ impl Reply {
 
 /// Runs `call` in each allowed region in turn (primary first, at most one failover), with
 /// attempts counted and statistics recorded. Shared by converse and converse_stream.
+///
+/// On success it also returns the answering region's still-open guard: a stream finishes it
+/// when the stream ends, so the region's figures count the whole call, not just the headers.
 pub(crate) async fn with_failover<T, F, Fut>(
     model: &Model,
     guard: &mut CallGuard,
     mut call: F,
-) -> Result<(T, u32, String)>
+) -> Result<(T, u32, String, CallGuard)>
 where
     F: FnMut(&RegionClient) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -638,9 +641,8 @@ where
         region_guard.retries(extra);
         match result {
             Ok(v) => {
-                region_guard.finish(Outcome::Success);
                 shared.mark_healthy(region);
-                return Ok((v, n, region.region.clone()));
+                return Ok((v, n, region.region.clone(), region_guard));
             }
             Err(e) => {
                 region_guard.finish(Outcome::Failure(e.kind()));
@@ -713,7 +715,8 @@ impl ConverseRequest<Unary> {
         let latency = guard.elapsed();
         span.record("latency_ms", latency.as_secs_f64() * 1000.0);
         match result {
-            Ok((output, attempts, region)) => {
+            Ok((output, attempts, region, region_guard)) => {
+                region_guard.finish(Outcome::Success);
                 span.record("attempts", attempts);
                 span.record("region", region.as_str());
                 span.record("outcome", "success");

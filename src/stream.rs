@@ -13,7 +13,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use futures_core::Stream;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
@@ -94,6 +94,7 @@ impl ConverseRequest<Streaming> {
             region = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        let started = Instant::now();
         let mut guard = CallGuard::start(
             vec![m.shared.overall.clone(), m.counters.clone()],
             m.shared.activity.clone(),
@@ -128,12 +129,14 @@ impl ConverseRequest<Streaming> {
         .instrument(span.clone())
         .await;
         match result {
-            Ok((output, attempts, region)) => {
+            Ok((output, attempts, region, region_guard)) => {
                 span.record("attempts", attempts);
                 span.record("region", region.as_str());
                 Ok(ReplyStream {
                     receiver: output.stream,
                     guard: Some(guard),
+                    region_guard: Some(region_guard),
+                    started,
                     stall,
                     acc: Accumulator::default(),
                     saw_event: false,
@@ -292,6 +295,10 @@ pub struct ReplyStream {
         ConverseStreamOutputError,
     >,
     guard: Option<CallGuard>,
+    /// The answering region's figures, finished with the call's.
+    region_guard: Option<CallGuard>,
+    /// When the call started; the guard is gone once `messageStop` finished it.
+    started: Instant,
     stall: Duration,
     acc: Accumulator,
     saw_event: bool,
@@ -316,11 +323,19 @@ impl ReplyStream {
         &self.region
     }
 
+    /// Ends the call's and the region's figures with the same outcome.
+    fn finish(&mut self, outcome: Outcome) {
+        for g in [self.guard.take(), self.region_guard.take()]
+            .into_iter()
+            .flatten()
+        {
+            g.finish(outcome);
+        }
+    }
+
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
         self.done = true;
-        if let Some(g) = self.guard.take() {
-            g.finish(Outcome::Failure(e.kind()));
-        }
+        self.finish(Outcome::Failure(e.kind()));
         tracing::debug!(parent: &self.span, error = %e, "stream failed");
         Some(Err(e))
     }
@@ -361,16 +376,14 @@ impl ReplyStream {
         };
         if !self.saw_event {
             self.saw_event = true;
-            if let Some(g) = &self.guard {
+            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
                 g.first_token();
             }
         }
         let ev = convert(event);
         self.acc.add(&ev);
         if matches!(ev, StreamEvent::MessageStop { .. }) {
-            if let Some(g) = self.guard.take() {
-                g.finish(Outcome::Success);
-            }
+            self.finish(Outcome::Success);
         }
         Some(Ok(ev))
     }
@@ -384,7 +397,7 @@ impl ReplyStream {
         while let Some(ev) = self.next().await {
             ev?;
         }
-        let latency = self.guard.as_ref().map(|g| g.elapsed()).unwrap_or_default();
+        let latency = self.started.elapsed();
         let acc = std::mem::take(&mut self.acc);
         Ok(Reply {
             output: acc.into_output()?,
