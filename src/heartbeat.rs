@@ -143,16 +143,16 @@ impl HeartbeatConfig {
                     format!("{} is outside 1..=1000", self.keep_warm_connections),
                 ));
             }
-            if let Some(idle) = pool_idle_timeout {
-                if self.keep_warm_interval >= idle {
-                    return Err(Error::invalid(
-                        "keep_warm_interval",
-                        format!(
-                            "keep_warm_interval ({:?}) must be shorter than pool_idle_timeout ({idle:?}), or the pool evicts the connection it keeps warm",
-                            self.keep_warm_interval
-                        ),
-                    ));
-                }
+            if let Some(idle) = pool_idle_timeout
+                && self.keep_warm_interval >= idle
+            {
+                return Err(Error::invalid(
+                    "keep_warm_interval",
+                    format!(
+                        "keep_warm_interval ({:?}) must be shorter than pool_idle_timeout ({idle:?}), or the pool evicts the connection it keeps warm",
+                        self.keep_warm_interval
+                    ),
+                ));
             }
         }
         if !self.identity_probe && !self.keep_warm {
@@ -499,10 +499,7 @@ async fn run(
     status: Arc<Mutex<HeartbeatStatus>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let Some(next) = schedules.iter().map(|s| s.next).min() else {
-            break;
-        };
+    while let Some(next) = schedules.iter().map(|s| s.next).min() {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.changed() => break,

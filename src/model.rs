@@ -292,23 +292,23 @@ impl<K> ConverseRequest<K> {
         let temperature = self.temperature.or(d.temperature);
         let top_p = self.top_p.or(d.top_p);
         let max_tokens = self.max_tokens.or(d.max_tokens);
-        if let Some(t) = temperature {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(Error::invalid(
-                    "temperature",
-                    format!("{t} is outside 0..=1"),
-                ));
-            }
+        if let Some(t) = temperature
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(Error::invalid(
+                "temperature",
+                format!("{t} is outside 0..=1"),
+            ));
         }
-        if let Some(p) = top_p {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(Error::invalid("top_p", format!("{p} is outside 0..=1")));
-            }
+        if let Some(p) = top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(Error::invalid("top_p", format!("{p} is outside 0..=1")));
         }
-        if let Some(n) = max_tokens {
-            if n < 1 {
-                return Err(Error::invalid("max_tokens", format!("{n} is below 1")));
-            }
+        if let Some(n) = max_tokens
+            && n < 1
+        {
+            return Err(Error::invalid("max_tokens", format!("{n} is below 1")));
         }
         if let Some(stops) = &self.stop_sequences {
             if stops.len() > 2500 {
@@ -331,10 +331,10 @@ impl<K> ConverseRequest<K> {
             ("read_timeout", self.read_timeout),
             ("stream_stall_timeout", self.stall_timeout),
         ] {
-            if let Some(t) = t {
-                if t.is_zero() {
-                    return Err(Error::invalid(field, "must be greater than zero"));
-                }
+            if let Some(t) = t
+                && t.is_zero()
+            {
+                return Err(Error::invalid(field, "must be greater than zero"));
             }
         }
         let inference = if temperature.is_some()

@@ -1,0 +1,121 @@
+//! Load: concurrent callers against the local server; prints errors, connections opened,
+//! resident memory and open file descriptors before and after, and tasks left behind.
+//!
+//! Run: `cargo run --release --example load` (defaults: 50 callers, 20 000 requests, HTTP/1.1);
+//! `-- --callers N --requests N --h2` to change them. Linux only for the memory and fd figures.
+
+use bedrock_pool::LlmFactory;
+use bedrock_pool::local::{LocalServer, Protocol};
+use std::time::Instant;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (callers, requests) = (arg("--callers", 50), arg("--requests", 20_000));
+    let h2 = std::env::args().any(|a| a == "--h2");
+    let protocol = if h2 {
+        Protocol::Https
+    } else {
+        Protocol::HttpsH1Only
+    };
+    let server = LocalServer::builder().protocol(protocol).start().await?;
+    let factory = LlmFactory::builder()
+        .region(server.region())
+        .credentials_provider(server.credentials())
+        .bedrock_endpoint_url(server.bedrock_url())
+        .sts_endpoint_url(server.sts_url())
+        .ca_certificate_pem(server.ca_pem())
+        .build()
+        .await?;
+    let model = factory.model("anthropic.claude-3-haiku-20240307-v1:0");
+    // Warm up allocator and pool so "before" is a steady state, not an empty process.
+    model.converse().user("warm up").send().await?;
+    let (rss0, fds0) = (rss_kib(), open_fds());
+    let tasks0 = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+
+    let start = Instant::now();
+    let per_caller = requests / callers;
+    let workers: Vec<_> = (0..callers)
+        .map(|c| {
+            let model = model.clone();
+            tokio::spawn(async move {
+                let mut errors = 0u64;
+                for i in 0..per_caller {
+                    let text = format!("caller {c} request {i}");
+                    if model.converse().user(text).send().await.is_err() {
+                        errors += 1;
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for w in workers {
+        errors += w.await?;
+    }
+    let took = start.elapsed();
+    let sent = (per_caller * callers) as f64;
+    let stats = factory.request_stats();
+    let pool = factory.pool_stats().bedrock;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let tasks1 = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let (rss1, fds1) = (rss_kib(), open_fds());
+
+    println!(
+        "protocol:            {}",
+        if h2 { "h2" } else { "http/1.1" }
+    );
+    println!(
+        "requests:            {sent} by {callers} callers in {took:.2?} ({:.0} req/s)",
+        sent / took.as_secs_f64()
+    );
+    println!("errors:              {errors}");
+    println!(
+        "latency:             p50 {:?}, p99 {:?}, max {:?}",
+        stats.latency.p50, stats.latency.p99, stats.latency.max
+    );
+    println!(
+        "connections opened:  {} (server accepted {}, max open {})",
+        pool.opened,
+        server.bedrock_connections().accepted,
+        server.bedrock_connections().max_open
+    );
+    println!(
+        "resident memory:     {} KiB before, {} KiB after ({:+} KiB)",
+        rss0,
+        rss1,
+        rss1 as i64 - rss0 as i64
+    );
+    println!("open fds:            {fds0} before, {fds1} after");
+    println!("tasks alive:         {tasks0} before, {tasks1} after");
+    println!("in flight now:       {}", stats.in_flight);
+    Ok(())
+}
