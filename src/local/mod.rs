@@ -98,3 +98,25 @@ pub const TEST_SECRET_ACCESS_KEY: &str = "localTestSecretKeyNotARealSecret000000
 pub const TEST_REGION: &str = "us-west-2";
 /// The account id in the STS caller identity.
 pub const TEST_ACCOUNT_ID: &str = "123456789012";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        send_sync::<LocalServer>();
+        send_sync::<LocalServerBuilder>();
+        send_sync::<FaultRule>();
+        send_sync::<Fault>();
+        send_sync::<IdleFault>();
+        send_sync::<Latency>();
+        send_sync::<Responder>();
+        send_sync::<RecordedRequest>();
+        send_sync::<ConverseCall>();
+        send_sync::<ModelReply>();
+        send_sync::<ConnectionCounts>();
+    }
+}
