@@ -54,7 +54,10 @@
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
 //! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
-//!   dead" connection still completes TCP handshakes and ACKs, which a real black hole does not.
+//!   dead" connection still ACKs at the TCP level, which a real black hole does not. Idle means no
+//!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
+//! - A reset (per-request fault or idle fault) kills the whole connection: over HTTP/2 every
+//!   request in flight on it fails.
 //!
 //! # Example
 //!
