@@ -681,6 +681,20 @@ async fn reset_after_headers_breaks_the_response() {
     let result = converse(&one_attempt(&server), MODEL, "hi").await;
     assert!(result.is_err(), "{result:?}");
     assert_eq!(server.requests()[0].outcome, 200);
+    server.clear_requests();
+    server.push_fault(
+        FaultRule::new(Fault::ResetAfterHeaders)
+            .operation(Operation::Converse)
+            .times(1),
+    );
+    // The SDK retries a unary body broken after the headers.
+    converse(&fast_retries(&server), MODEL, "hi").await.unwrap();
+    let attempts: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|r| (r.attempt, r.outcome))
+        .collect();
+    assert_eq!(attempts, [(Some(1), 200), (Some(2), 200)]);
 
     // On a stream: the headers and messageStart arrive, then the connection dies.
     server.push_fault(

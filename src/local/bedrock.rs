@@ -51,7 +51,7 @@ pub(crate) async fn handle(
     conn: &std::sync::Arc<ConnShared>,
     parts: &http::request::Parts,
     body: &[u8],
-    rec: &mut RecordedRequest,
+    rec: &RecordedRequest,
     started: Instant,
 ) -> Answer {
     let fail = |err: ServiceError| Answer::error(Listener::Bedrock, &err);

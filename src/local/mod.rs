@@ -54,7 +54,10 @@
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
 //! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
-//!   dead" connection still completes TCP handshakes and ACKs, which a real black hole does not.
+//!   dead" connection still ACKs at the TCP level, which a real black hole does not. Idle means no
+//!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
+//! - A reset (per-request fault or idle fault) kills the whole connection: over HTTP/2 every
+//!   request in flight on it fails.
 //!
 //! # Example
 //!
@@ -98,3 +101,25 @@ pub const TEST_SECRET_ACCESS_KEY: &str = "localTestSecretKeyNotARealSecret000000
 pub const TEST_REGION: &str = "us-west-2";
 /// The account id in the STS caller identity.
 pub const TEST_ACCOUNT_ID: &str = "123456789012";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        send_sync::<LocalServer>();
+        send_sync::<LocalServerBuilder>();
+        send_sync::<FaultRule>();
+        send_sync::<Fault>();
+        send_sync::<IdleFault>();
+        send_sync::<Latency>();
+        send_sync::<Responder>();
+        send_sync::<RecordedRequest>();
+        send_sync::<ConverseCall>();
+        send_sync::<ModelReply>();
+        send_sync::<ConnectionCounts>();
+    }
+}

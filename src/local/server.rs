@@ -175,15 +175,9 @@ fn sdk_request(parts: &http::request::Parts) -> (Option<u32>, Option<u32>) {
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            let err = ServiceError::custom(413, "RequestEntityTooLarge", "request body too large");
-            return match Answer::error(ctx.listener, &err) {
-                Answer::Respond(res, _) => res,
-                _ => wire::response(413, "text/plain", wire::full("")),
-            };
-        }
+    let (body, too_large) = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => (collected.to_bytes(), false),
+        Err(_) => (bytes::Bytes::new(), true),
     };
     let (operation, model_id, json) = match ctx.listener {
         Listener::Bedrock => {
@@ -196,7 +190,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
         }
     };
     let (attempt, max_attempts) = sdk_request(&parts);
-    let mut rec = RecordedRequest {
+    let rec = RecordedRequest {
         listener: ctx.listener,
         operation,
         model_id,
@@ -214,11 +208,16 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
         error: None,
     };
     let seq = ctx.shared.record(rec.clone());
-    let answer = match ctx.listener {
-        Listener::Bedrock => {
-            bedrock::handle(&ctx.shared, &ctx.conn, &parts, &body, &mut rec, started).await
+    let answer = if too_large {
+        let err = ServiceError::custom(413, "RequestEntityTooLarge", "request body too large");
+        Answer::error(ctx.listener, &err)
+    } else {
+        match ctx.listener {
+            Listener::Bedrock => {
+                bedrock::handle(&ctx.shared, &ctx.conn, &parts, &body, &rec, started).await
+            }
+            Listener::Sts => sts::handle(&ctx.shared, &ctx.conn, &parts, &body, &rec).await,
         }
-        Listener::Sts => sts::handle(&ctx.shared, &ctx.conn, &parts, &body, &rec).await,
     };
     match answer {
         Answer::Respond(res, error) => {
