@@ -1,5 +1,7 @@
 //! Load: concurrent callers against the local server; prints errors, connections opened,
-//! resident memory and open file descriptors before and after, and tasks left behind.
+//! resident memory before and after (both after a warm-up at full concurrency, so the figure
+//! shows growth, not the pool filling up), and file descriptors and tasks once the factory
+//! and server are dropped, against the process's baseline.
 //!
 //! Run: `cargo run --release --example load` (defaults: 50 callers, 20 000 requests, HTTP/1.1);
 //! `-- --callers N --requests N --h2` to change them. Linux only for the memory and fd figures.
@@ -41,7 +43,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Protocol::HttpsH1Only
     };
-    let server = LocalServer::builder().protocol(protocol).start().await?;
+    let fds_base = open_fds();
+    let tasks_base = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let server = LocalServer::builder()
+        .protocol(protocol)
+        .record_limit(100)
+        .start()
+        .await?;
     let factory = LlmFactory::builder()
         .region(server.region())
         .credentials_provider(server.credentials())
@@ -51,15 +61,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let model = factory.model("anthropic.claude-3-haiku-20240307-v1:0");
-    // Warm up allocator and pool so "before" is a steady state, not an empty process.
-    model.converse().user("warm up").send().await?;
-    let (rss0, fds0) = (rss_kib(), open_fds());
-    let tasks0 = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    // Warm up allocator and pool at full concurrency so "before" is a steady state.
+    run(&model, callers, (2_000 / callers).max(1)).await?;
+    let rss0 = rss_kib();
 
     let start = Instant::now();
     let per_caller = requests / callers;
+    let errors = run(&model, callers, per_caller).await?;
+    let took = start.elapsed();
+    let sent = (per_caller * callers) as f64;
+    let stats = factory.request_stats();
+    let pool = factory.pool_stats().bedrock;
+    let rss1 = rss_kib();
+    let conns = server.bedrock_connections();
+    drop((model, factory, server));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let tasks1 = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let fds1 = open_fds();
+
+    let proto = if h2 { "h2" } else { "http/1.1" };
+    let rate = sent / took.as_secs_f64();
+    let l = stats.latency;
+    println!("protocol:            {proto}");
+    println!("requests:            {sent} by {callers} callers in {took:.2?} ({rate:.0} req/s)");
+    println!("errors:              {errors}");
+    println!(
+        "latency:             p50 {:?}, p99 {:?}, max {:?}",
+        l.p50, l.p99, l.max
+    );
+    println!(
+        "connections opened:  {} (server accepted {}, max open {})",
+        pool.opened, conns.accepted, conns.max_open
+    );
+    let grew = rss1 as i64 - rss0 as i64;
+    println!("resident memory:     {rss0} KiB before, {rss1} KiB after ({grew:+} KiB)");
+    println!("open fds:            {fds_base} at start, {fds1} after dropping factory and server");
+    println!(
+        "tasks alive:         {tasks_base} at start, {tasks1} after dropping factory and server"
+    );
+    println!("in flight at end:    {}", stats.in_flight);
+    Ok(())
+}
+
+/// Runs `callers` concurrent callers of `per_caller` sequential requests; returns the errors.
+async fn run(
+    model: &bedrock_pool::Model,
+    callers: usize,
+    per_caller: usize,
+) -> Result<u64, tokio::task::JoinError> {
     let workers: Vec<_> = (0..callers)
         .map(|c| {
             let model = model.clone();
@@ -79,43 +130,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for w in workers {
         errors += w.await?;
     }
-    let took = start.elapsed();
-    let sent = (per_caller * callers) as f64;
-    let stats = factory.request_stats();
-    let pool = factory.pool_stats().bedrock;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let tasks1 = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
-    let (rss1, fds1) = (rss_kib(), open_fds());
-
-    println!(
-        "protocol:            {}",
-        if h2 { "h2" } else { "http/1.1" }
-    );
-    println!(
-        "requests:            {sent} by {callers} callers in {took:.2?} ({:.0} req/s)",
-        sent / took.as_secs_f64()
-    );
-    println!("errors:              {errors}");
-    println!(
-        "latency:             p50 {:?}, p99 {:?}, max {:?}",
-        stats.latency.p50, stats.latency.p99, stats.latency.max
-    );
-    println!(
-        "connections opened:  {} (server accepted {}, max open {})",
-        pool.opened,
-        server.bedrock_connections().accepted,
-        server.bedrock_connections().max_open
-    );
-    println!(
-        "resident memory:     {} KiB before, {} KiB after ({:+} KiB)",
-        rss0,
-        rss1,
-        rss1 as i64 - rss0 as i64
-    );
-    println!("open fds:            {fds0} before, {fds1} after");
-    println!("tasks alive:         {tasks0} before, {tasks1} after");
-    println!("in flight now:       {}", stats.in_flight);
-    Ok(())
+    Ok(errors)
 }

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     latency: Mutex<Latency>,
     responder: Mutex<Responder>,
     requests: Mutex<Vec<(u64, RecordedRequest)>>,
+    /// Most requests kept; the oldest are forgotten beyond it.
+    record_limit: usize,
     request_added: Notify,
     next_seq: AtomicU64,
     next_conn_id: AtomicU64,
@@ -88,7 +90,14 @@ impl Shared {
     /// Records a request at arrival; returns its sequence number.
     fn record(&self, req: RecordedRequest) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        lock(&self.requests).push((seq, req));
+        let mut requests = lock(&self.requests);
+        requests.push((seq, req));
+        // Forget in batches so that a long run costs amortised O(1) per request.
+        if requests.len() > self.record_limit.saturating_add(self.record_limit / 2) {
+            let excess = requests.len() - self.record_limit;
+            requests.drain(..excess);
+        }
+        drop(requests);
         self.request_added.notify_waiters();
         seq
     }
@@ -368,6 +377,7 @@ pub struct LocalServerBuilder {
     idle_fault: Option<IdleFault>,
     bedrock_port: u16,
     sts_port: u16,
+    record_limit: usize,
 }
 
 impl Default for LocalServerBuilder {
@@ -382,6 +392,7 @@ impl Default for LocalServerBuilder {
             idle_fault: None,
             bedrock_port: 0,
             sts_port: 0,
+            record_limit: 100_000,
         }
     }
 }
@@ -441,6 +452,14 @@ impl LocalServerBuilder {
         self
     }
 
+    /// Sets how many recent requests [`LocalServer::requests`] keeps; older ones are forgotten
+    /// (up to half as many again are held before a batch is dropped). Default is 100 000; load
+    /// runs set it low so the record does not grow with the run.
+    pub fn record_limit(mut self, n: usize) -> Self {
+        self.record_limit = n;
+        self
+    }
+
     /// Starts the server on 127.0.0.1: generates the CA, binds both listeners, spawns the tasks.
     ///
     /// Must be called within a tokio runtime; the server's tasks run on it.
@@ -469,6 +488,7 @@ impl LocalServerBuilder {
             latency: Mutex::new(self.latency),
             responder: Mutex::new(self.responder),
             requests: Mutex::new(Vec::new()),
+            record_limit: self.record_limit,
             request_added: Notify::new(),
             next_seq: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
