@@ -3,8 +3,8 @@
 //!
 //! Run: `cargo run --example heartbeat` (add `RUST_LOG=debug` to see every probe).
 
+use bedrock_pool::HeartbeatConfig;
 use bedrock_pool::local::{LocalServer, Operation, Protocol};
-use bedrock_pool::{HeartbeatConfig, LlmFactory};
 use std::time::Duration;
 
 #[tokio::main]
@@ -20,12 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
     // Scaled down: the pool evicts after 2 s idle; keep-warm every 500 ms keeps one connection.
-    let factory = LlmFactory::builder()
-        .region(server.region())
-        .credentials_provider(server.credentials())
-        .bedrock_endpoint_url(server.bedrock_url())
-        .sts_endpoint_url(server.sts_url())
-        .ca_certificate_pem(server.ca_pem())
+    let factory = server
+        .factory_builder()
         .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .await?;

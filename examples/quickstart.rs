@@ -23,14 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, LlmFactory::from_env().await?)
     } else {
         let server = LocalServer::start().await?;
-        let factory = LlmFactory::builder()
-            .region(server.region())
-            .credentials_provider(server.credentials())
-            .bedrock_endpoint_url(server.bedrock_url())
-            .sts_endpoint_url(server.sts_url())
-            .ca_certificate_pem(server.ca_pem())
-            .build()
-            .await?;
+        let factory = server.factory_builder().build().await?;
         println!("local Bedrock server at {}", server.bedrock_url());
         (Some(server), factory)
     };

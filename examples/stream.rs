@@ -8,8 +8,8 @@
 //! cargo run --example stream
 //! ```
 
+use bedrock_pool::StreamEvent;
 use bedrock_pool::local::{Latency, LocalServer};
-use bedrock_pool::{LlmFactory, StreamEvent};
 use std::io::Write;
 use std::time::Duration;
 
@@ -18,14 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = LocalServer::start().await?;
     // A little model latency, so the time to first token is visible.
     server.set_latency(Latency::fixed(Duration::from_millis(150)));
-    let factory = LlmFactory::builder()
-        .region(server.region())
-        .credentials_provider(server.credentials())
-        .bedrock_endpoint_url(server.bedrock_url())
-        .sts_endpoint_url(server.sts_url())
-        .ca_certificate_pem(server.ca_pem())
-        .build()
-        .await?;
+    let factory = server.factory_builder().build().await?;
 
     let mut stream = factory
         .model("anthropic.claude-3-haiku-20240307-v1:0")

@@ -62,3 +62,8 @@ pub mod types {
     };
     pub use aws_smithy_types::Document;
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -37,6 +37,15 @@ pub(crate) struct ModelInner {
 }
 
 impl ModelInner {
+    /// Starts the statistics of one call: overall and this model's figures.
+    pub(crate) fn call_guard(&self) -> CallGuard {
+        CallGuard::start(
+            vec![self.shared.overall.clone(), self.counters.clone()],
+            self.shared.activity.clone(),
+            Some(self.label.clone()),
+        )
+    }
+
     pub(crate) fn new(id: String, shared: Arc<Shared>, invalid: Option<Error>) -> Self {
         let counters = shared.model_counters(&id);
         ModelInner {
@@ -132,6 +141,27 @@ impl Model {
         ConverseRequest::new(self.clone())
     }
 }
+
+/// Fills a Converse or ConverseStream fluent builder (the same setters on two types) from
+/// validated inputs, with the per-call timeout override when there is one.
+macro_rules! prepared_call {
+    ($builder:expr, $id:expr, $v:expr) => {{
+        let mut call = $builder
+            .model_id($id)
+            .set_messages(Some($v.messages.clone()))
+            .set_system($v.system.clone())
+            .set_inference_config($v.inference.clone())
+            .set_tool_config($v.tools.clone())
+            .customize();
+        if let Some(t) = &$v.timeouts {
+            call = call.config_override(
+                aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t.clone()),
+            );
+        }
+        call
+    }};
+}
+pub(crate) use prepared_call;
 
 /// Marker of a unary Converse request.
 #[derive(Debug, Clone, Copy)]
@@ -683,29 +713,11 @@ impl ConverseRequest<Unary> {
             outcome = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
         );
-        let mut guard = CallGuard::start(
-            vec![m.shared.overall.clone(), m.counters.clone()],
-            m.shared.activity.clone(),
-            Some(m.label.clone()),
-        );
+        let mut guard = m.call_guard();
         let result = async {
             let v = self.validate()?;
             with_failover(&model, &mut guard, |region| {
-                let mut call = region
-                    .client
-                    .converse()
-                    .model_id(&m.id)
-                    .set_messages(Some(v.messages.clone()))
-                    .set_system(v.system.clone())
-                    .set_inference_config(v.inference.clone())
-                    .set_tool_config(v.tools.clone())
-                    .customize();
-                if let Some(t) = &v.timeouts {
-                    call = call.config_override(
-                        aws_sdk_bedrockruntime::config::Builder::default()
-                            .timeout_config(t.clone()),
-                    );
-                }
+                let call = prepared_call!(region.client.converse(), &m.id, v);
                 async move { call.send().await.map_err(|e| from_sdk("converse", e)) }
             })
             .await

@@ -2,7 +2,7 @@
 //! a stream that ends without `messageStop` reported as the error it is.
 
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
-use crate::model::{ConverseRequest, Reply, Streaming, with_failover};
+use crate::model::{ConverseRequest, Reply, Streaming, prepared_call, with_failover};
 use crate::stats::{CallGuard, Outcome};
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
@@ -95,29 +95,11 @@ impl ConverseRequest<Streaming> {
             attempts = tracing::field::Empty,
         );
         let started = Instant::now();
-        let mut guard = CallGuard::start(
-            vec![m.shared.overall.clone(), m.counters.clone()],
-            m.shared.activity.clone(),
-            Some(m.label.clone()),
-        );
+        let mut guard = m.call_guard();
         let result = async {
             let v = self.validate()?;
             with_failover(&model, &mut guard, |region| {
-                let mut call = region
-                    .client
-                    .converse_stream()
-                    .model_id(&m.id)
-                    .set_messages(Some(v.messages.clone()))
-                    .set_system(v.system.clone())
-                    .set_inference_config(v.inference.clone())
-                    .set_tool_config(v.tools.clone())
-                    .customize();
-                if let Some(t) = &v.timeouts {
-                    call = call.config_override(
-                        aws_sdk_bedrockruntime::config::Builder::default()
-                            .timeout_config(t.clone()),
-                    );
-                }
+                let call = prepared_call!(region.client.converse_stream(), &m.id, v);
                 async move {
                     call.send()
                         .await

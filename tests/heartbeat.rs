@@ -5,8 +5,6 @@ mod common;
 use bedrock_pool::local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HeartbeatConfig, ProbeKind};
 use common::{MODEL, builder_for, eventually, factory_for, server};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn ms(n: u64) -> Duration {
@@ -172,36 +170,9 @@ async fn steady_traffic_needs_no_keep_warm_probe() {
     );
 }
 
-/// Captures formatted log lines of the current thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn failures_are_counted_backed_off_logged_and_recovered_from_once() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = common::capture_logs(tracing::Level::DEBUG);
 
     let server = server(Protocol::Https).await;
     server.push_fault(

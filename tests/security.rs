@@ -12,24 +12,9 @@ use bedrock_pool::types::{
 };
 use bedrock_pool::{HeartbeatConfig, LlmFactory};
 use common::{MODEL, builder_for, server};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SESSION_TOKEN: &str = "SessionTokenThatMustNeverBeLogged0123456789";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     assert!(
@@ -44,14 +29,7 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test]
 async fn no_secret_reaches_logs_debug_or_errors() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = common::capture_logs(tracing::Level::TRACE);
 
     let server = server(Protocol::Https).await;
     let creds = aws_credential_types::Credentials::new(
@@ -137,7 +115,7 @@ async fn no_secret_reaches_logs_debug_or_errors() {
     for (i, s) in seen.iter().enumerate() {
         assert_clean(&format!("debug/error output {i}"), s);
     }
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.len() > 10_000,
         "trace logging was captured ({} bytes)",

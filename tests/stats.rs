@@ -5,8 +5,6 @@ mod common;
 use bedrock_pool::local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HttpProtocol};
 use common::{MODEL, builder_for, eventually, factory_for, server};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[tokio::test]
@@ -153,29 +151,9 @@ async fn in_flight_returns_to_zero_after_cancelled_calls() {
     model.converse().user("after").send().await.unwrap();
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_full_pool_shows_utilization_one_waiting_calls_and_a_warning() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = common::capture_logs(tracing::Level::WARN);
 
     let server = server(Protocol::HttpsH1Only).await;
     server.set_latency(Latency::fixed(Duration::from_millis(600)));
@@ -203,7 +181,7 @@ async fn a_full_pool_shows_utilization_one_waiting_calls_and_a_warning() {
         t.await.unwrap().unwrap();
     }
     assert!(server.bedrock_connections().max_open <= 4);
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert_eq!(
         text.matches("connection pool exhausted").count(),
         1,

@@ -622,6 +622,18 @@ impl LocalServer {
         )
     }
 
+    /// Returns an [`LlmFactoryBuilder`](crate::LlmFactoryBuilder) aimed at this server: its
+    /// region, test credentials, Bedrock and STS endpoints, and CA. Set more knobs, then
+    /// `build().await`.
+    pub fn factory_builder(&self) -> crate::LlmFactoryBuilder {
+        crate::LlmFactory::builder()
+            .region(self.region())
+            .credentials_provider(self.credentials())
+            .bedrock_endpoint_url(self.bedrock_url())
+            .sts_endpoint_url(self.sts_url())
+            .ca_certificate_pem(self.ca_pem())
+    }
+
     /// Returns an SDK config pointing at the Bedrock listener: region, test credentials, endpoint
     /// URL, standard retries (3 attempts), and an HTTP client trusting [`LocalServer::ca_pem`].
     ///

@@ -19,12 +19,7 @@ pub async fn server(protocol: Protocol) -> LocalServer {
 
 /// Returns a factory builder aimed at `server` (endpoints, region, credentials, CA).
 pub fn builder_for(server: &LocalServer) -> LlmFactoryBuilder {
-    LlmFactory::builder()
-        .region(server.region())
-        .credentials_provider(server.credentials())
-        .bedrock_endpoint_url(server.bedrock_url())
-        .sts_endpoint_url(server.sts_url())
-        .ca_certificate_pem(server.ca_pem())
+    server.factory_builder()
 }
 
 /// Builds a factory aimed at `server` with the crate's defaults.
@@ -44,4 +39,41 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Log lines captured from a `tracing` subscriber set as the thread's default.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Returns everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Captures this thread's logs up to `level` until the guard is dropped (use a current-thread
+/// runtime so spawned tasks log on this thread too).
+pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
 }
