@@ -22,11 +22,11 @@ async fn the_identity_probe_reaches_sts_and_never_bedrock() {
     let hb = factory
         .start_heartbeat(HeartbeatConfig::default().identity_interval(ms(100)))
         .unwrap();
+    // Recorded at arrival by the server, counted on answer by the client: wait for both.
     assert!(
-        eventually(Duration::from_secs(5), || count(
-            &server,
-            Operation::GetCallerIdentity
-        ) >= 3)
+        eventually(Duration::from_secs(5), || {
+            count(&server, Operation::GetCallerIdentity) >= 3 && hb.status().identity.succeeded >= 3
+        })
         .await
     );
     assert!(
@@ -272,6 +272,8 @@ async fn after_stop_or_drop_no_probe_is_sent() {
         .await
     );
     hb.stop().await;
+    // A request whose bytes were already on the wire when stop() ran may still land.
+    tokio::time::sleep(ms(50)).await;
     let n = count(&server, Operation::GetCallerIdentity);
     tokio::time::sleep(ms(300)).await;
     assert_eq!(
