@@ -35,8 +35,8 @@ pub struct HeartbeatConfig {
     /// Connections to keep warm per region (concurrent probes; over HTTP/2 they share one).
     /// Default is 1.
     pub keep_warm_connections: usize,
-    /// Skips a keep-warm probe when model calls reached that region within the interval.
-    /// Default is true.
+    /// Skips a keep-warm probe when model calls reached that region within the interval; the
+    /// probe then runs one interval after that traffic. Default is true.
     pub activity_aware: bool,
     /// Time allowed for one probe. Default is 10 s.
     pub probe_timeout: Duration,
@@ -463,19 +463,31 @@ enum Round {
     Skipped,
 }
 
-async fn probe_round(factory: &LlmFactory, kind: ProbeKind, cfg: &HeartbeatConfig) -> Round {
+/// Runs one round; also returns how soon a host skipped for recent traffic needs its probe.
+async fn probe_round(
+    factory: &LlmFactory,
+    kind: ProbeKind,
+    cfg: &HeartbeatConfig,
+) -> (Round, Option<Duration>) {
     match kind {
-        ProbeKind::Identity => {
-            Round::Sent(identity_probe(factory.sts_client(), cfg.probe_timeout).await)
-        }
+        ProbeKind::Identity => (
+            Round::Sent(identity_probe(factory.sts_client(), cfg.probe_timeout).await),
+            None,
+        ),
         ProbeKind::KeepWarm => {
             let mut probes = Vec::new();
+            let mut due: Option<Duration> = None;
             for region in &factory.shared().regions {
-                let recently_used = region
-                    .activity
-                    .idle_for()
-                    .is_some_and(|idle| idle < cfg.keep_warm_interval);
+                let idle = region.activity.idle_for();
+                let recently_used = idle.is_some_and(|idle| idle < cfg.keep_warm_interval);
                 if cfg.activity_aware && recently_used {
+                    // Probe one interval after that traffic, not one interval after now: a
+                    // connection must never idle longer than the interval.
+                    let wait = cfg
+                        .keep_warm_interval
+                        .saturating_sub(idle.unwrap_or_default())
+                        .max(MIN_INTERVAL);
+                    due = Some(due.map_or(wait, |d| d.min(wait)));
                     continue;
                 }
                 for _ in 0..cfg.keep_warm_connections {
@@ -484,10 +496,11 @@ async fn probe_round(factory: &LlmFactory, kind: ProbeKind, cfg: &HeartbeatConfi
                 }
             }
             if probes.is_empty() {
-                return Round::Skipped;
+                return (Round::Skipped, due);
             }
             let results = futures_util::future::join_all(probes).await;
-            Round::Sent(results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(())))
+            let result = results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()));
+            (Round::Sent(result), due)
         }
     }
 }
@@ -514,8 +527,12 @@ async fn run(
         };
         let now = Instant::now();
         for s in schedules.iter_mut().filter(|s| s.next <= now) {
-            let round = probe_round(&factory, s.kind, &cfg).await;
+            let (round, due) = probe_round(&factory, s.kind, &cfg).await;
+            let failed = matches!(round, Round::Sent(Err(_)));
             record(&status, s, round, &cfg);
+            if let (Some(due), false) = (due, failed) {
+                s.next = s.next.min(Instant::now() + due);
+            }
         }
         drop(factory);
     }

@@ -138,6 +138,47 @@ async fn keep_warm_beats_a_silently_dead_middlebox_and_its_absence_costs_a_read_
     hb.stop().await;
 }
 
+/// A probe skipped for recent traffic runs one interval after that traffic, not one interval
+/// after the skip: with the interval close to the idle timeout, the later probe would find the
+/// connection evicted and open a new one.
+#[tokio::test]
+async fn a_skipped_probe_runs_one_interval_after_the_traffic() {
+    let server = server(Protocol::HttpsH1Only).await;
+    let factory = builder_for(&server)
+        .pool_idle_timeout(ms(500))
+        .build()
+        .await
+        .unwrap();
+    let hb = factory
+        .start_heartbeat(
+            HeartbeatConfig::default()
+                .identity_probe(false)
+                .keep_warm(true)
+                .keep_warm_interval(ms(400)),
+        )
+        .unwrap();
+    // Traffic at ~100 ms: the tick at 400 ms skips; the probe is due at ~500 ms, not 800 ms.
+    tokio::time::sleep(ms(100)).await;
+    factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(ms(900)).await;
+    let st = hb.status();
+    assert!(
+        st.keep_warm.skipped >= 1 && st.keep_warm.succeeded >= 1,
+        "{st:?}"
+    );
+    assert_eq!(
+        server.bedrock_connections().accepted,
+        1,
+        "the probe came too late and found the connection evicted"
+    );
+}
+
 #[tokio::test]
 async fn steady_traffic_needs_no_keep_warm_probe() {
     let server = server(Protocol::HttpsH1Only).await;
