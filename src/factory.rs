@@ -144,11 +144,11 @@ impl Shared {
 
     /// Warns (at most every 10 s) when calls queue for a connection of `r`'s host.
     ///
-    /// Cheap on the hot path: the pool is asked only when the region's calls in flight reach
-    /// the cap, the only time HTTP/1.1 requests can queue.
+    /// Cheap on the hot path: the pool is asked only when the region's calls in flight (this
+    /// one included) exceed the cap, the only time HTTP/1.1 requests can queue.
     pub(crate) fn check_exhaustion(&self, r: &RegionClient) {
         let cap = self.config.pool.max_connections_per_host as u64;
-        if r.counters.in_flight() < cap {
+        if r.counters.in_flight() <= cap {
             return;
         }
         let now = self.now_ms() + 1;
