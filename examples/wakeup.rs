@@ -283,7 +283,7 @@ async fn main() {
         }
         let list = |v: &[f64]| {
             v.iter()
-                .map(|x| format!("{x:.3}"))
+                .map(|x| format!("{}", (x * 1000.0).round() / 1000.0))
                 .collect::<Vec<_>>()
                 .join(",")
         };

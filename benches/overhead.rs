@@ -1,0 +1,299 @@
+//! What the factory costs and saves, against the local server (HTTP/1.1, TLS, no model latency):
+//! converse through a model handle versus the raw SDK client on the same pool (concurrency 1
+//! and 50), a cached `model(id)` lookup, the per-call statistics bookkeeping, and connections
+//! opened by one factory versus one SDK client per model.
+//!
+//! Run: `cargo bench --bench overhead`. Criterion's groups come first, then a summary of
+//! side-by-side ratios measured in alternating rounds (this machine is shared and noisy).
+
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
+use bedrock_pool::local::{LocalServer, Protocol};
+use bedrock_pool::{LlmFactory, Model};
+use criterion::{Criterion, Throughput};
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+fn message() -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("hello there".into()))
+        .build()
+        .expect("a valid message")
+}
+
+async fn start_server() -> LocalServer {
+    LocalServer::builder()
+        .protocol(Protocol::HttpsH1Only)
+        .start()
+        .await
+        .expect("the local server starts")
+}
+
+async fn factory_for(server: &LocalServer) -> LlmFactory {
+    LlmFactory::builder()
+        .region(server.region())
+        .credentials_provider(server.credentials())
+        .bedrock_endpoint_url(server.bedrock_url())
+        .sts_endpoint_url(server.sts_url())
+        .ca_certificate_pem(server.ca_pem())
+        .build()
+        .await
+        .expect("the factory builds")
+}
+
+/// An SDK client with its own pool: the SDK's default HTTP client, as `aws_config` gives it.
+fn default_client(server: &LocalServer) -> aws_sdk_bedrockruntime::Client {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let trust = TrustStore::empty().with_pem_certificate(server.ca_pem().as_bytes().to_vec());
+    let tls = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("the local CA is usable");
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(tls)
+        .build_https();
+    let conf = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(server.region().to_owned()))
+        .credentials_provider(server.credentials())
+        .endpoint_url(server.bedrock_url())
+        .http_client(http)
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(conf)
+}
+
+async fn via_factory(m: Model) {
+    m.converse()
+        .user("hello there")
+        .send()
+        .await
+        .expect("converse through the factory succeeds");
+}
+
+async fn via_raw(c: aws_sdk_bedrockruntime::Client, model: String) {
+    c.converse()
+        .model_id(model)
+        .messages(message())
+        .send()
+        .await
+        .expect("converse through the raw client succeeds");
+}
+
+/// Runs `n` calls made by `call`, `concurrency` at a time; returns the wall time.
+fn run<F, Fut>(rt: &Runtime, n: u64, concurrency: usize, call: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    rt.block_on(async {
+        let left = Arc::new(AtomicI64::new(n as i64));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (left, call) = (left.clone(), call.clone());
+            tasks.spawn(async move {
+                loop {
+                    let i = left.fetch_sub(1, Ordering::Relaxed);
+                    if i <= 0 {
+                        break;
+                    }
+                    call(i as u64).await;
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("a bench task panicked");
+        }
+        start.elapsed()
+    })
+}
+
+struct Setup {
+    rt: Runtime,
+    _server: LocalServer,
+    factory: LlmFactory,
+}
+
+impl Setup {
+    fn factory_call(
+        &self,
+    ) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static
+    {
+        let m = self.factory.model(MODEL);
+        move |_| Box::pin(via_factory(m.clone()))
+    }
+
+    fn raw_call(
+        &self,
+    ) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static
+    {
+        let c = self.factory.bedrock_client().clone();
+        move |_| Box::pin(via_raw(c.clone(), MODEL.to_owned()))
+    }
+}
+
+fn criterion_groups(c: &mut Criterion, s: &Setup) {
+    for concurrency in [1usize, 50] {
+        let mut g = c.benchmark_group(format!("converse_c{concurrency}"));
+        g.throughput(Throughput::Elements(1));
+        let calls = [("factory", true), ("raw_sdk_same_pool", false)];
+        for (name, factory) in calls {
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    if factory {
+                        run(&s.rt, iters, concurrency, s.factory_call())
+                    } else {
+                        run(&s.rt, iters, concurrency, s.raw_call())
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+    let mut g = c.benchmark_group("bookkeeping");
+    g.bench_function("model_cache_hit", |b| {
+        b.iter(|| s.factory.model(black_box(MODEL)))
+    });
+    g.bench_function("request_stats_snapshot", |b| {
+        b.iter(|| s.factory.request_stats())
+    });
+    let refused = s.factory.model("an invalid id");
+    g.bench_function("call_refused_before_network", |b| {
+        b.iter(|| s.rt.block_on(refused.converse().user("x").send()).is_err())
+    });
+    g.finish();
+}
+
+/// Returns (median, min, max) of per-round throughput ratios factory / raw.
+fn side_by_side(
+    s: &Setup,
+    rounds: usize,
+    n: u64,
+    concurrency: usize,
+) -> (f64, f64, f64, Duration, Duration) {
+    let (mut ratios, mut f_all, mut r_all) = (Vec::new(), Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let (f, r) = if round % 2 == 0 {
+            let f = run(&s.rt, n, concurrency, s.factory_call());
+            (f, run(&s.rt, n, concurrency, s.raw_call()))
+        } else {
+            let r = run(&s.rt, n, concurrency, s.raw_call());
+            (run(&s.rt, n, concurrency, s.factory_call()), r)
+        };
+        ratios.push(r.as_secs_f64() / f.as_secs_f64());
+        f_all += f;
+        r_all += r;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let per_call = |d: Duration| d / (rounds as u32 * n as u32);
+    (
+        ratios[rounds / 2],
+        ratios[0],
+        ratios[rounds - 1],
+        per_call(f_all),
+        per_call(r_all),
+    )
+}
+
+/// Median time per call of `f` over a few rounds of `n` calls.
+fn time_per_call(rounds: usize, n: u32, mut f: impl FnMut()) -> Duration {
+    let mut v: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed() / n
+        })
+        .collect();
+    v.sort();
+    v[rounds / 2]
+}
+
+/// Bedrock connections the server accepted for 10 000 calls over 10 model ids at concurrency 50.
+fn connections(rt: &Runtime, per_model_clients: bool) -> u64 {
+    let server = rt.block_on(start_server());
+    let ids: Vec<String> = (0..10)
+        .map(|i| format!("anthropic.model-{i}-v1:0"))
+        .collect();
+    if per_model_clients {
+        let clients: Arc<Vec<_>> = Arc::new(ids.iter().map(|_| default_client(&server)).collect());
+        let ids = Arc::new(ids);
+        run(rt, 10_000, 50, move |i| {
+            let k = (i % 10) as usize;
+            via_raw(clients[k].clone(), ids[k].clone())
+        });
+    } else {
+        let factory = rt.block_on(factory_for(&server));
+        let models: Arc<Vec<Model>> = Arc::new(ids.iter().map(|id| factory.model(id)).collect());
+        run(rt, 10_000, 50, move |i| {
+            via_factory(models[(i % 10) as usize].clone())
+        });
+    }
+    server.bedrock_connections().accepted
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let server = rt.block_on(start_server());
+    let factory = rt.block_on(factory_for(&server));
+    let s = Setup {
+        rt,
+        _server: server,
+        factory,
+    };
+    run(&s.rt, 200, 50, s.factory_call()); // open the connections
+
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    criterion_groups(&mut c, &s);
+    c.final_summary();
+
+    println!("\n== Summary (alternating rounds, side by side) ==");
+    let (m1, lo1, hi1, f1, r1) = side_by_side(&s, 7, 400, 1);
+    println!(
+        "converse c=1 : factory/raw throughput ratio {m1:.3} (rounds {lo1:.3}..{hi1:.3}); per call factory {f1:.1?}, raw {r1:.1?}"
+    );
+    let (m50, lo50, hi50, f50, r50) = side_by_side(&s, 7, 4000, 50);
+    println!(
+        "converse c=50: factory/raw throughput ratio {m50:.3} (rounds {lo50:.3}..{hi50:.3}); {:.0} vs {:.0} calls/s",
+        1.0 / f50.as_secs_f64(),
+        1.0 / r50.as_secs_f64()
+    );
+    let hit = time_per_call(5, 200_000, || {
+        black_box(s.factory.model(black_box(MODEL)));
+    });
+    println!("model(id) cache hit: {hit:.1?} per call");
+    let refused = s.factory.model("an invalid id");
+    let guard = time_per_call(5, 20_000, || {
+        black_box(s.rt.block_on(refused.converse().user("x").send()).is_err());
+    });
+    let snap = time_per_call(5, 20_000, || {
+        black_box(s.factory.request_stats());
+    });
+    println!(
+        "bookkeeping: a call refused before the network (stats start/finish, validation, span, block_on) {guard:.1?} = {:.2}% of a local round trip ({r1:.1?}); factory - raw at c=1: {:.1} us; request_stats() snapshot {snap:.1?}",
+        100.0 * guard.as_secs_f64() / r1.as_secs_f64(),
+        f1.as_secs_f64() * 1e6 - r1.as_secs_f64() * 1e6,
+    );
+    let one = connections(&s.rt, false);
+    let per_model = connections(&s.rt, true);
+    println!(
+        "connections for 10 000 calls over 10 models at c=50 (HTTP/1.1): one factory {one}, one SDK client per model {per_model}"
+    );
+}
