@@ -300,7 +300,7 @@ impl<K> ConverseRequest<K> {
     }
 
     /// Checks every input and returns what the SDK call needs.
-    pub(crate) fn validate(&self) -> Result<Validated> {
+    pub(crate) fn validate(self) -> Result<Validated> {
         let m = self.model.inner();
         if let Some(e) = &m.invalid {
             return Err(e.shallow_clone());
@@ -391,9 +391,9 @@ impl<K> ConverseRequest<K> {
         });
         Ok(Validated {
             system: (!system.is_empty()).then_some(system),
-            messages: self.messages.clone(),
+            messages: self.messages,
             inference,
-            tools: self.tool_config.clone(),
+            tools: self.tool_config,
             timeouts,
         })
     }
@@ -654,11 +654,8 @@ where
 {
     let shared = &model.inner().shared;
     let order = shared.region_order(model.id());
-    let mut last: Option<Error> = None;
-    for (i, region) in order.iter().take(2).enumerate() {
-        if i > 0 {
-            region_failover(shared, order[i - 1], region);
-        }
+    let tries = order.len().min(2);
+    for (i, region) in order.iter().take(tries).enumerate() {
         let region_guard =
             CallGuard::start(vec![region.counters.clone()], region.activity.clone(), None);
         let attempts = Arc::new(AtomicU32::new(0));
@@ -680,19 +677,18 @@ where
                 if regional && order.len() > 1 {
                     shared.mark_unhealthy(region);
                 }
-                if !regional || i + 1 >= order.len().min(2) {
+                if !regional || i + 1 == tries {
                     return Err(e);
                 }
+                region.failovers.fetch_add(1, Relaxed);
                 tracing::warn!(region = %region.region, error = %e, "regional failure, trying the next region");
-                last = Some(e);
             }
         }
     }
-    Err(last.unwrap_or_else(|| Error::new(ErrorKind::Other, "no region to send the call to")))
-}
-
-fn region_failover(_shared: &Shared, from: &RegionClient, _to: &RegionClient) {
-    from.failovers.fetch_add(1, Relaxed);
+    Err(Error::new(
+        ErrorKind::Other,
+        "no region to send the call to",
+    ))
 }
 
 impl ConverseRequest<Unary> {
