@@ -6,46 +6,17 @@ use crate::model::{Model, ModelInner};
 use crate::stats::{
     Activity, CacheStats, OriginPoolStats, PoolStats, RequestCounters, RequestStats,
 };
-use crate::transport::{Transport, sum_origins};
+use crate::transport::{AttemptCounter, Transport, sum_origins};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_runtime::client::retries::RetryPartition;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-tokio::task_local! {
-    /// Attempts of the SDK call running in this task, counted by [`AttemptCounter`].
-    pub(crate) static ATTEMPTS: Arc<AtomicU32>;
-}
-
-/// Counts SDK attempts into the calling task's [`ATTEMPTS`] cell.
-#[derive(Debug)]
-struct AttemptCounter;
-
-impl Intercept for AttemptCounter {
-    fn name(&self) -> &'static str {
-        "bedrock_pool::AttemptCounter"
-    }
-
-    fn read_before_attempt(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let _ = ATTEMPTS.try_with(|a| a.fetch_add(1, Relaxed));
-        Ok(())
-    }
-}
 
 /// One region's Bedrock client and its health.
 pub(crate) struct RegionClient {
@@ -673,7 +644,11 @@ impl LlmFactoryBuilder {
             RetryMode::Adaptive => RetryConfig::adaptive(),
             RetryMode::Standard => RetryConfig::standard(),
         }
-        .with_max_attempts(config.retry.max_attempts);
+        .with_max_attempts(config.retry.max_attempts)
+        // Only the transport retires connections, after a timeout or an IO error; a 5xx
+        // answered on a healthy connection says nothing about that connection.
+        .with_reconnect_mode(ReconnectMode::ReuseAllConnections);
+        let partitions = RetryPartitions::new();
 
         let sdk_config = match self.sdk_config {
             Some(base) => {
@@ -751,6 +726,7 @@ impl LlmFactoryBuilder {
             });
             let mut b = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config)
                 .region(Region::new(region.clone()))
+                .retry_partition(partitions.get(region))
                 .interceptor(interceptor());
             if let Some(u) = &url {
                 b = b.endpoint_url(u.clone());
@@ -770,6 +746,7 @@ impl LlmFactoryBuilder {
         let primary = config.regions[0].clone();
         let mut sts_b = aws_sdk_sts::config::Builder::from(&sdk_config)
             .region(Region::new(primary.clone()))
+            .retry_partition(partitions.get("sts"))
             .interceptor(interceptor());
         if let Some(u) = &sts_override {
             sts_b = sts_b.endpoint_url(u.clone());
@@ -804,6 +781,25 @@ impl LlmFactoryBuilder {
                 invalidated: AtomicU64::new(0),
             }),
         })
+    }
+}
+
+/// Names the retry partitions of one factory: one per region, one for STS.
+///
+/// The SDK shares the retry token bucket and the adaptive rate limiter of a partition (by
+/// default: service and region) across the whole process, so one factory's timeouts or
+/// throttles would drain another's retries. Each factory gets its own partitions; the SDK
+/// keeps each partition's small state for the life of the process.
+struct RetryPartitions(u64);
+
+impl RetryPartitions {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        RetryPartitions(NEXT.fetch_add(1, Relaxed))
+    }
+
+    fn get(&self, scope: &str) -> RetryPartition {
+        RetryPartition::new(format!("bedrock-pool-{}-{scope}", self.0))
     }
 }
 

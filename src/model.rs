@@ -1,8 +1,9 @@
 //! `Model`: a cheap handle on one model id, and the converse request builder.
 
 use crate::error::{Error, ErrorKind, Result, from_sdk};
-use crate::factory::{ATTEMPTS, RegionClient, Shared};
+use crate::factory::{RegionClient, Shared};
 use crate::stats::{CallGuard, Outcome, RequestCounters};
+use crate::transport::{CALL, CallScope};
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message, StopReason,
@@ -12,7 +13,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -658,14 +659,17 @@ where
     for (i, region) in order.iter().take(tries).enumerate() {
         let region_guard =
             CallGuard::start(vec![region.counters.clone()], region.activity.clone(), None);
-        let attempts = Arc::new(AtomicU32::new(0));
+        let scope = Arc::new(CallScope::default());
         let fut = call(region);
         shared.check_exhaustion(region);
-        let result = ATTEMPTS.scope(attempts.clone(), fut).await;
-        let n = attempts.load(Relaxed);
+        let result = CALL.scope(scope.clone(), fut).await;
+        let n = scope.attempts.load(Relaxed);
         let extra = u64::from(n.saturating_sub(1));
-        guard.retries(extra);
-        region_guard.retries(extra);
+        let retired = u64::from(scope.retired.load(Relaxed));
+        for g in [&*guard, &region_guard] {
+            g.retries(extra);
+            g.retired(retired);
+        }
         match result {
             Ok(v) => {
                 shared.mark_healthy(region);

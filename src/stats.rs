@@ -37,6 +37,14 @@ pub struct OriginPoolStats {
     pub utilization: f64,
     /// Protocol negotiated by the most recent connection, if any was opened.
     pub protocol: Option<HttpProtocol>,
+    /// Connections this crate retired (poisoned) after an attempt on them timed out or failed
+    /// with an IO error, or their stream stalled or broke: counted once per connection. They
+    /// are also counted in `closed_error` once the pool closes them, together with connections
+    /// the pool discarded for its own reasons.
+    pub retired: u64,
+    /// Most requests seen in flight at once on one connection (from dispatch until the
+    /// response body is done). Over HTTP/1.1 it is 1; over HTTP/2 it shows the multiplexing.
+    pub max_in_flight_per_connection: u32,
     /// Connections opened since the factory was built.
     pub opened: u64,
     /// Connections closed by the client's idle eviction.
@@ -159,6 +167,9 @@ pub struct RequestStats {
     pub in_flight: u64,
     /// Calls that gave up without an answer because their future was dropped.
     pub cancelled: u64,
+    /// Connections retired (poisoned) because an attempt of these calls timed out or failed
+    /// with an IO error, or their stream stalled or broke.
+    pub retired_connections: u64,
     /// Latency of completed calls (success or failure; for streams, until the stream ended).
     pub latency: LatencySummary,
     /// Calls that came after at least the wake-up threshold with no traffic.
@@ -263,6 +274,7 @@ pub(crate) struct RequestCounters {
     retries: AtomicU64,
     in_flight: AtomicI64,
     cancelled: AtomicU64,
+    retired: AtomicU64,
     latency: Histogram,
     wakeups: AtomicU64,
     wakeup_latency: Histogram,
@@ -278,6 +290,7 @@ impl RequestCounters {
             retries: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             cancelled: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
             latency: Histogram::new(),
             wakeups: AtomicU64::new(0),
             wakeup_latency: Histogram::new(),
@@ -304,6 +317,7 @@ impl RequestCounters {
             retries: self.retries.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed).max(0) as u64,
             cancelled: self.cancelled.load(Relaxed),
+            retired_connections: self.retired.load(Relaxed),
             latency: self.latency.summary(),
             wakeups: self.wakeups.load(Relaxed),
             wakeup_latency: self.wakeup_latency.summary(),
@@ -368,6 +382,15 @@ impl CallGuard {
             }
             for s in &self.scopes {
                 s.retries.fetch_add(extra_attempts, Relaxed);
+            }
+        }
+    }
+
+    /// Counts connections retired by this call.
+    pub(crate) fn retired(&self, connections: u64) {
+        if connections > 0 {
+            for s in &self.scopes {
+                s.retired.fetch_add(connections, Relaxed);
             }
         }
     }

@@ -4,6 +4,7 @@
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
 use crate::model::{ConverseRequest, Reply, Streaming, prepared_call, with_failover};
 use crate::stats::{CallGuard, Outcome};
+use crate::transport::ConnectionWatch;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
@@ -96,10 +97,14 @@ impl ConverseRequest<Streaming> {
         );
         let started = Instant::now();
         let mut guard = m.call_guard();
+        // Names the connection of the answering attempt, so a stall can retire it.
+        let watch = m.shared.transport.watch();
         let result = async {
             let v = self.validate()?;
             with_failover(&model, &mut guard, |region| {
-                let call = prepared_call!(region.client.converse_stream(), &m.id, v);
+                let w = watch.clone();
+                let call = prepared_call!(region.client.converse_stream(), &m.id, v)
+                    .mutate_request(move |req| w.attach(req));
                 async move {
                     call.send()
                         .await
@@ -126,6 +131,7 @@ impl ConverseRequest<Streaming> {
                     region,
                     attempts,
                     span,
+                    watch,
                 })
             }
             Err(e) => {
@@ -288,6 +294,7 @@ pub struct ReplyStream {
     region: String,
     attempts: u32,
     span: tracing::Span,
+    watch: ConnectionWatch,
 }
 
 impl fmt::Debug for ReplyStream {
@@ -322,6 +329,16 @@ impl ReplyStream {
         Some(Err(e))
     }
 
+    /// Retires the stream's connection: a stall or a transport failure may mean it is dead, and
+    /// over h2 it would carry every later call. In-stream exceptions and clean ends do not.
+    fn retire_connection(&mut self) {
+        if self.watch.retire("stream stalled or broke") {
+            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
+                g.retired(1);
+            }
+        }
+    }
+
     /// Returns the next event, `None` at the clean end of the stream.
     ///
     /// # Errors
@@ -335,6 +352,7 @@ impl ReplyStream {
         let received = tokio::time::timeout(self.stall, self.receiver.recv()).await;
         let event = match received {
             Err(_) => {
+                self.retire_connection();
                 return self.fail(Error::timeout(
                     TimeoutKind::StreamStall,
                     format!(
@@ -343,7 +361,13 @@ impl ReplyStream {
                     ),
                 ));
             }
-            Ok(Err(e)) => return self.fail(map_stream_error(e)),
+            Ok(Err(e)) => {
+                let e = map_stream_error(e);
+                if e.code().is_none() {
+                    self.retire_connection();
+                }
+                return self.fail(e);
+            }
             Ok(Ok(None)) => {
                 if self.acc.stop_reason.is_none() {
                     return self.fail(Error::new(

@@ -1,5 +1,14 @@
-//! The tuned connection pool shared by every SDK client of a factory, and the event listener
-//! that feeds the pool statistics. The only module that knows the smithy pool's types.
+//! The tuned connection pool shared by every SDK client of a factory, the event listener that
+//! feeds the pool statistics, and the retiring of connections after a failed attempt. The only
+//! module that knows the smithy pool's types.
+//!
+//! Why connections are retired here: over HTTP/2 every call of a partition shares ONE connection
+//! and the pool sends no PING. A read timeout cancels only its stream, so a silently dead
+//! connection stays in the pool and the SDK's retries, and every later call, land on it again
+//! until the kernel gives up (minutes). The SDK's own poisoning runs only after a response was
+//! deserialized, so it never sees a timeout. [`WatchedConnector`] therefore poisons the
+//! connection of every attempt that failed with a timeout or an IO error, on h2 and HTTP/1.1
+//! alike (over HTTP/1.1 the pool discards such a connection anyway; poisoning is then a no-op).
 
 use crate::config::FactoryConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -10,8 +19,28 @@ use aws_smithy_http_client::pool::{
 };
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionId};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::{
+    RuntimeComponents, RuntimeComponentsBuilder,
+};
+use aws_smithy_runtime_api::shared::IntoShared;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The one partition of the pool, bound to the runtime the factory was built in.
@@ -33,34 +62,119 @@ struct OriginTotals {
     handshake_sum: Duration,
     handshakes: u64,
     protocol: Option<HttpProtocol>,
+    /// Connections this crate retired after a failed attempt or a broken stream.
+    retired: u64,
+    /// Most requests seen in flight at once on one connection (closed connections).
+    max_in_flight: u32,
 }
 
-/// Pool events folded into per-origin totals; shared by the listener and the factory.
+/// What is known of one open connection, by the pool's connection id.
+#[derive(Default)]
+struct ConnState {
+    /// The connection's origin, once its `Opened` event arrived.
+    origin: Option<OriginKey>,
+    in_flight: u32,
+    max_in_flight: u32,
+    retired: bool,
+}
+
+/// Per-origin totals and per-connection state, under one lock.
+#[derive(Default)]
+struct EventState {
+    origins: Vec<(OriginKey, OriginTotals)>,
+    conns: HashMap<ConnectionId, ConnState>,
+}
+
+impl EventState {
+    fn origin_mut(&mut self, origin: &OriginKey) -> &mut OriginTotals {
+        let pos = match self.origins.iter().position(|(o, _)| o == origin) {
+            Some(p) => p,
+            None => {
+                self.origins.push((origin.clone(), OriginTotals::default()));
+                self.origins.len() - 1
+            }
+        };
+        &mut self.origins[pos].1
+    }
+}
+
+/// Pool events folded into per-origin totals, and the requests in flight per connection;
+/// shared by the listener, the connector and the factory.
 #[derive(Default)]
 pub(crate) struct PoolEvents {
-    origins: Mutex<Vec<(OriginKey, OriginTotals)>>,
+    state: Mutex<EventState>,
+}
+
+impl std::fmt::Debug for PoolEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolEvents")
+    }
 }
 
 impl PoolEvents {
-    fn with_origin(&self, origin: &OriginKey, f: impl FnOnce(&mut OriginTotals)) {
-        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        match origins.iter_mut().find(|(o, _)| o == origin) {
-            Some((_, t)) => f(t),
-            None => {
-                let mut t = OriginTotals::default();
-                f(&mut t);
-                origins.push((origin.clone(), t));
-            }
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, EventState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn with_origin(&self, origin: &OriginKey, f: impl FnOnce(&mut OriginTotals)) {
+        f(self.lock().origin_mut(origin));
+    }
+
+    /// Returns the totals of `origin`, live connections' in-flight peaks included.
     fn totals(&self, origin: &OriginKey) -> OriginTotals {
-        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        origins
+        let state = self.lock();
+        let mut t = state
+            .origins
             .iter()
             .find(|(o, _)| o == origin)
             .map(|(_, t)| t.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for c in state.conns.values() {
+            if c.origin.as_ref() == Some(origin) {
+                t.max_in_flight = t.max_in_flight.max(c.max_in_flight);
+            }
+        }
+        t
+    }
+
+    /// Counts one more request in flight on connection `id`.
+    fn begin(&self, id: ConnectionId) {
+        let mut state = self.lock();
+        let c = state.conns.entry(id).or_default();
+        c.in_flight += 1;
+        c.max_in_flight = c.max_in_flight.max(c.in_flight);
+    }
+
+    /// Counts one request fewer in flight on connection `id`.
+    fn end(&self, id: ConnectionId) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Marks connection `id` retired by this crate; returns false if it already was.
+    fn mark_retired(&self, id: ConnectionId) -> bool {
+        let mut state = self.lock();
+        let c = state.conns.entry(id).or_default();
+        if c.retired {
+            return false;
+        }
+        c.retired = true;
+        if let Some(origin) = c.origin.clone() {
+            state.origin_mut(&origin).retired += 1;
+        }
+        true
+    }
+
+    /// Folds a closed connection's figures into its origin and forgets it.
+    fn forget(&self, id: ConnectionId) {
+        let mut state = self.lock();
+        if let Some(c) = state.conns.remove(&id)
+            && let Some(origin) = c.origin
+        {
+            let t = state.origin_mut(&origin);
+            t.max_in_flight = t.max_in_flight.max(c.max_in_flight);
+        }
     }
 
     fn on_event(&self, event: &ConnectionEvent<'_>) {
@@ -81,18 +195,25 @@ impl PoolEvents {
                     "connection opened"
                 );
                 crate::metrics::connection_opened(info.origin().host(), total);
-                self.with_origin(info.origin(), |t| {
-                    t.opened += 1;
-                    t.establish_sum += total;
-                    t.establish_last = total;
-                    t.establish_max = t.establish_max.max(total);
-                    t.transport_sum += stats.transport_duration();
-                    if let Some(h) = stats.protocol_handshake_duration() {
-                        t.handshake_sum += h;
-                        t.handshakes += 1;
-                    }
-                    t.protocol = Some(protocol);
-                });
+                let mut state = self.lock();
+                // A retirement may have been recorded before this event arrived.
+                let retired_early = {
+                    let c = state.conns.entry(info.id()).or_default();
+                    c.origin = Some(info.origin().clone());
+                    c.retired
+                };
+                let t = state.origin_mut(info.origin());
+                t.retired += u64::from(retired_early);
+                t.opened += 1;
+                t.establish_sum += total;
+                t.establish_last = total;
+                t.establish_max = t.establish_max.max(total);
+                t.transport_sum += stats.transport_duration();
+                if let Some(h) = stats.protocol_handshake_duration() {
+                    t.handshake_sum += h;
+                    t.handshakes += 1;
+                }
+                t.protocol = Some(protocol);
             }
             ConnectionEvent::EstablishmentFailed(failed) => {
                 tracing::debug!(
@@ -131,8 +252,261 @@ impl PoolEvents {
                     _ => t.closed_dropped += 1,
                 });
             }
+            ConnectionEvent::PhysicalClose(close) => self.forget(close.connection().id()),
             _ => {}
         }
+    }
+}
+
+tokio::task_local! {
+    /// Figures of the SDK call running in this task (see [`CallScope`]).
+    pub(crate) static CALL: Arc<CallScope>;
+}
+
+/// Figures of one SDK call, gathered while it runs in its task: attempts counted by
+/// [`AttemptCounter`] and connections retired by [`WatchedConnector`].
+#[derive(Debug, Default)]
+pub(crate) struct CallScope {
+    pub(crate) attempts: AtomicU32,
+    pub(crate) retired: AtomicU32,
+}
+
+/// Counts SDK attempts into the calling task's [`CALL`] scope.
+#[derive(Debug)]
+pub(crate) struct AttemptCounter;
+
+impl Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "bedrock_pool::AttemptCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let _ = CALL.try_with(|c| c.attempts.fetch_add(1, Relaxed));
+        Ok(())
+    }
+}
+
+/// The connection one call's attempts run on, kept so that a failure noticed after the SDK
+/// call returned (a stalled or broken stream) can retire it.
+#[derive(Clone)]
+pub(crate) struct ConnectionWatch {
+    capture: CaptureSmithyConnection,
+    events: Arc<PoolEvents>,
+}
+
+impl ConnectionWatch {
+    /// Adds the capture to an SDK request, so the pool reports the connection it dispatches on.
+    pub(crate) fn attach(&self, request: &mut HttpRequest) {
+        request.add_extension(self.capture.clone());
+    }
+
+    /// Retires (poisons) the connection of the last attempt; returns true if this retired it.
+    ///
+    /// Other streams of an h2 connection finish where they still can; no new request goes to it.
+    pub(crate) fn retire(&self, why: &'static str) -> bool {
+        retire(&self.capture, &self.events, why)
+    }
+}
+
+impl std::fmt::Debug for ConnectionWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionWatch")
+    }
+}
+
+/// Poisons the connection `capture` names, counting it once per connection.
+fn retire(capture: &CaptureSmithyConnection, events: &PoolEvents, why: &'static str) -> bool {
+    let Some(meta) = capture.get() else {
+        return false;
+    };
+    meta.poison();
+    let first = meta
+        .connection_id()
+        .is_none_or(|id| events.mark_retired(id));
+    if first {
+        tracing::debug!(connection = ?meta.connection_id(), why, "connection retired after a failure");
+    }
+    first
+}
+
+/// Whether a failed attempt says its connection may be dead: a timeout (nothing came back in
+/// time) or an IO error. User errors, and answers of any status, say nothing about it.
+fn retires_connection(e: &ConnectorError) -> bool {
+    e.is_timeout() || e.is_io()
+}
+
+/// The pool client wrapped so that every connector it hands out is a [`WatchedConnector`].
+#[derive(Debug)]
+struct WatchedClient {
+    inner: PoolClient,
+    events: Arc<PoolEvents>,
+}
+
+impl HttpClient for WatchedClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        WatchedConnector {
+            inner: self.inner.http_connector(settings, components),
+            events: self.events.clone(),
+        }
+        .into_shared()
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.inner.validate_base_client_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
+}
+
+/// Sends through the pool; learns which connection each attempt runs on, counts the requests
+/// in flight per connection, and retires the connection of an attempt that timed out or failed
+/// with an IO error.
+#[derive(Debug)]
+struct WatchedConnector {
+    inner: SharedHttpConnector,
+    events: Arc<PoolEvents>,
+}
+
+impl HttpConnector for WatchedConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        let capture = match request.extension::<CaptureSmithyConnection>() {
+            Some(c) => c.clone(),
+            None => {
+                let c = CaptureSmithyConnection::new();
+                request.add_extension(c.clone());
+                c
+            }
+        };
+        let inner = self.inner.call(request);
+        HttpConnectorFuture::new(Watched {
+            inner,
+            capture,
+            events: self.events.clone(),
+            in_flight: None,
+        })
+    }
+}
+
+/// One attempt in the pool, watched.
+struct Watched {
+    inner: HttpConnectorFuture,
+    capture: CaptureSmithyConnection,
+    events: Arc<PoolEvents>,
+    in_flight: Option<InFlight>,
+}
+
+impl Watched {
+    /// Counts the attempt on its connection once the pool dispatched it (or moved it).
+    fn track(&mut self) {
+        let Some(id) = self.capture.get().and_then(|m| m.connection_id()) else {
+            return;
+        };
+        if self.in_flight.as_ref().is_some_and(|f| f.id == id) {
+            return;
+        }
+        self.events.begin(id);
+        self.in_flight = Some(InFlight {
+            events: self.events.clone(),
+            id,
+        });
+    }
+}
+
+impl Future for Watched {
+    type Output = Result<HttpResponse, ConnectorError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let result = match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Pending => {
+                if this.in_flight.is_none() {
+                    this.track();
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(r) => r,
+        };
+        if this.in_flight.is_none() {
+            this.track();
+        }
+        match result {
+            Ok(mut response) => {
+                if let Some(in_flight) = this.in_flight.take() {
+                    // The request stays in flight on its connection until its body is done.
+                    let body = response.take_body();
+                    *response.body_mut() = SdkBody::from_body_1_x(CountedBody {
+                        inner: body,
+                        _in_flight: in_flight,
+                    });
+                }
+                Poll::Ready(Ok(response))
+            }
+            Err(e) => {
+                if retires_connection(&e) && retire(&this.capture, &this.events, "attempt failed") {
+                    let _ = CALL.try_with(|c| c.retired.fetch_add(1, Relaxed));
+                }
+                this.in_flight = None;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// One request counted in flight on a connection until dropped.
+struct InFlight {
+    events: Arc<PoolEvents>,
+    id: ConnectionId,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.events.end(self.id);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted in flight on its connection.
+    struct CountedBody {
+        #[pin]
+        inner: SdkBody,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = aws_smithy_types::body::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }
 
@@ -193,9 +567,21 @@ impl Transport {
         })
     }
 
-    /// Returns the HTTP client to give every SDK client of the factory.
+    /// Returns the HTTP client to give every SDK client of the factory: the pool, watched so
+    /// that a failed attempt retires its connection.
     pub(crate) fn http_client(&self) -> SharedHttpClient {
-        SharedHttpClient::new(self.client.clone())
+        SharedHttpClient::new(WatchedClient {
+            inner: self.client.clone(),
+            events: self.events.clone(),
+        })
+    }
+
+    /// Returns a watch to attach to one call's requests (see [`ConnectionWatch`]).
+    pub(crate) fn watch(&self) -> ConnectionWatch {
+        ConnectionWatch {
+            capture: CaptureSmithyConnection::new(),
+            events: self.events.clone(),
+        }
     }
 
     /// Returns the pool figures of the origin of `url` (scheme, host and port).
@@ -243,6 +629,8 @@ impl Transport {
                 (in_use as f64 / limit as f64).min(1.0)
             },
             protocol: t.protocol,
+            retired: t.retired,
+            max_in_flight_per_connection: t.max_in_flight,
             opened: t.opened,
             closed_idle: t.closed_idle,
             closed_error: t.closed_error,
@@ -278,6 +666,10 @@ pub(crate) fn sum_origins(all: impl IntoIterator<Item = OriginPoolStats>) -> Ori
         s.establishing += o.establishing;
         s.waiting += o.waiting;
         s.protocol = s.protocol.or(o.protocol);
+        s.retired += o.retired;
+        s.max_in_flight_per_connection = s
+            .max_in_flight_per_connection
+            .max(o.max_in_flight_per_connection);
         s.opened += o.opened;
         s.closed_idle += o.closed_idle;
         s.closed_error += o.closed_error;
