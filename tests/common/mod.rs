@@ -77,3 +77,32 @@ pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::De
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
+
+/// The protocols every reliability test runs on: h2 (what production Bedrock speaks through
+/// the pool) and HTTP/1.1.
+pub const PROTOCOLS: [Protocol; 2] = [Protocol::Https, Protocol::HttpsH1Only];
+
+/// Defines one test per protocol, `NAME::h2` and `NAME::h1`, running the same async body with
+/// `$p: Protocol` bound to `Protocol::Https` (ALPN h2) and `Protocol::HttpsH1Only`.
+#[macro_export]
+macro_rules! both_protocols {
+    ($(#[$meta:meta])* async fn $name:ident($p:ident: Protocol) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($p: bedrock_pool::local::Protocol) $body
+
+            #[tokio::test]
+            async fn h2() {
+                run(bedrock_pool::local::Protocol::Https).await
+            }
+
+            #[tokio::test]
+            async fn h1() {
+                run(bedrock_pool::local::Protocol::HttpsH1Only).await
+            }
+        }
+    };
+}
