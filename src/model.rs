@@ -3,7 +3,7 @@
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::factory::{RegionClient, Shared};
 use crate::stats::{CallGuard, Outcome, RequestCounters};
-use crate::transport::{CALL, CallScope};
+use crate::transport::{CALL, CallScope, ConnectionWatch};
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message, StopReason,
@@ -648,7 +648,7 @@ pub(crate) async fn with_failover<T, F, Fut>(
     model: &Model,
     guard: &mut CallGuard,
     mut call: F,
-) -> Result<(T, u32, String, CallGuard)>
+) -> Result<(T, u32, String, CallGuard, Option<ConnectionWatch>)>
 where
     F: FnMut(&RegionClient) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -673,7 +673,8 @@ where
         match result {
             Ok(v) => {
                 shared.mark_healthy(region);
-                return Ok((v, n, region.region.clone(), region_guard));
+                let watch = shared.transport.last_connection(&scope);
+                return Ok((v, n, region.region.clone(), region_guard, watch));
             }
             Err(e) => {
                 region_guard.finish(Outcome::Failure(e.kind()));
@@ -727,7 +728,7 @@ impl ConverseRequest<Unary> {
         let latency = guard.elapsed();
         span.record("latency_ms", latency.as_secs_f64() * 1000.0);
         match result {
-            Ok((output, attempts, region, region_guard)) => {
+            Ok((output, attempts, region, region_guard, _)) => {
                 region_guard.finish(Outcome::Success);
                 span.record("attempts", attempts);
                 span.record("region", region.as_str());

@@ -97,14 +97,10 @@ impl ConverseRequest<Streaming> {
         );
         let started = Instant::now();
         let mut guard = m.call_guard();
-        // Names the connection of the answering attempt, so a stall can retire it.
-        let watch = m.shared.transport.watch();
         let result = async {
             let v = self.validate()?;
             with_failover(&model, &mut guard, |region| {
-                let w = watch.clone();
-                let call = prepared_call!(region.client.converse_stream(), &m.id, v)
-                    .mutate_request(move |req| w.attach(req));
+                let call = prepared_call!(region.client.converse_stream(), &m.id, v);
                 async move {
                     call.send()
                         .await
@@ -116,7 +112,7 @@ impl ConverseRequest<Streaming> {
         .instrument(span.clone())
         .await;
         match result {
-            Ok((output, attempts, region, region_guard)) => {
+            Ok((output, attempts, region, region_guard, watch)) => {
                 span.record("attempts", attempts);
                 span.record("region", region.as_str());
                 Ok(ReplyStream {
@@ -294,7 +290,8 @@ pub struct ReplyStream {
     region: String,
     attempts: u32,
     span: tracing::Span,
-    watch: ConnectionWatch,
+    /// The connection the stream arrives on, retired if the stream stalls or breaks.
+    watch: Option<ConnectionWatch>,
 }
 
 impl fmt::Debug for ReplyStream {
@@ -332,7 +329,11 @@ impl ReplyStream {
     /// Retires the stream's connection: a stall or a transport failure may mean it is dead, and
     /// over h2 it would carry every later call. In-stream exceptions and clean ends do not.
     fn retire_connection(&mut self) {
-        if self.watch.retire("stream stalled or broke") {
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.retire("stream stalled or broke"))
+        {
             for g in [&self.guard, &self.region_guard].into_iter().flatten() {
                 g.retired(1);
             }

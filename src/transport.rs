@@ -264,11 +264,19 @@ tokio::task_local! {
 }
 
 /// Figures of one SDK call, gathered while it runs in its task: attempts counted by
-/// [`AttemptCounter`] and connections retired by [`WatchedConnector`].
+/// [`AttemptCounter`], connections retired by [`WatchedConnector`], and the connection capture
+/// of the latest attempt.
 #[derive(Debug, Default)]
 pub(crate) struct CallScope {
     pub(crate) attempts: AtomicU32,
     pub(crate) retired: AtomicU32,
+    last: Mutex<Option<CaptureSmithyConnection>>,
+}
+
+impl CallScope {
+    fn set_last(&self, capture: &CaptureSmithyConnection) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(capture.clone());
+    }
 }
 
 /// Counts SDK attempts into the calling task's [`CALL`] scope.
@@ -291,8 +299,8 @@ impl Intercept for AttemptCounter {
     }
 }
 
-/// The connection one call's attempts run on, kept so that a failure noticed after the SDK
-/// call returned (a stalled or broken stream) can retire it.
+/// The connection the answering attempt of a call ran on, kept so that a failure noticed
+/// after the SDK call returned (a stalled or broken stream) can retire it.
 #[derive(Clone)]
 pub(crate) struct ConnectionWatch {
     capture: CaptureSmithyConnection,
@@ -300,11 +308,6 @@ pub(crate) struct ConnectionWatch {
 }
 
 impl ConnectionWatch {
-    /// Adds the capture to an SDK request, so the pool reports the connection it dispatches on.
-    pub(crate) fn attach(&self, request: &mut HttpRequest) {
-        request.add_extension(self.capture.clone());
-    }
-
     /// Retires (poisons) the connection of the last attempt; returns true if this retired it.
     ///
     /// Other streams of an h2 connection finish where they still can; no new request goes to it.
@@ -386,6 +389,7 @@ struct WatchedConnector {
 
 impl HttpConnector for WatchedConnector {
     fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        // The SDK's own poisoning interceptor usually attached one already; share it.
         let capture = match request.extension::<CaptureSmithyConnection>() {
             Some(c) => c.clone(),
             None => {
@@ -394,6 +398,7 @@ impl HttpConnector for WatchedConnector {
                 c
             }
         };
+        let _ = CALL.try_with(|c| c.set_last(&capture));
         let inner = self.inner.call(request);
         HttpConnectorFuture::new(Watched {
             inner,
@@ -576,12 +581,17 @@ impl Transport {
         })
     }
 
-    /// Returns a watch to attach to one call's requests (see [`ConnectionWatch`]).
-    pub(crate) fn watch(&self) -> ConnectionWatch {
-        ConnectionWatch {
-            capture: CaptureSmithyConnection::new(),
+    /// Returns the connection of the latest attempt of the call `scope` describes.
+    pub(crate) fn last_connection(&self, scope: &CallScope) -> Option<ConnectionWatch> {
+        let capture = scope
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        Some(ConnectionWatch {
+            capture,
             events: self.events.clone(),
-        }
+        })
     }
 
     /// Returns the pool figures of the origin of `url` (scheme, host and port).

@@ -1,9 +1,10 @@
 //! The fault matrix: every local-server fault gives the documented error kind, or succeeds after
 //! the SDK's retries where they apply; attempts never exceed the maximum; in flight returns to 0;
-//! the next request works.
+//! the next request works. Every case runs on h2 (`NAME::h2`) and HTTP/1.1 (`NAME::h1`).
 
 mod common;
 
+use bedrock_pool::HttpProtocol;
 use bedrock_pool::local::{
     Fault, FaultRule, IdleFault, LocalServer, Operation, Protocol, ServiceError,
 };
@@ -44,8 +45,8 @@ async fn after_fault(server: &LocalServer, factory: &LlmFactory, label: &str) {
         .unwrap_or_else(|e| panic!("{label}: the next request failed: {e:?}"));
 }
 
-#[tokio::test]
-async fn every_error_status_maps_to_its_kind() {
+both_protocols! {
+async fn every_error_status_maps_to_its_kind(protocol: Protocol) {
     use ServiceError as S;
     let cases = [
         (S::Validation("bad".into()), ErrorKind::Validation, 1),
@@ -79,7 +80,7 @@ async fn every_error_status_maps_to_its_kind() {
             3,
         ),
     ];
-    let server = server(Protocol::Https).await;
+    let server = server(protocol).await;
     let factory = factory(&server).await;
     for (err, kind, attempts) in cases {
         let label = err.name().to_owned();
@@ -103,10 +104,14 @@ async fn every_error_status_maps_to_its_kind() {
         );
         after_fault(&server, &factory, &label).await;
     }
+    // Error answers came on a healthy connection: none was retired, one carried everything.
+    assert_eq!(factory.pool_stats().bedrock.retired, 0);
+    assert_eq!(server.bedrock_connections().accepted, 1);
+}
 }
 
-#[tokio::test]
-async fn transient_network_faults_succeed_after_a_retry() {
+both_protocols! {
+async fn transient_network_faults_succeed_after_a_retry(protocol: Protocol) {
     for (label, fault) in [
         ("reset before headers", Fault::ResetBeforeHeaders),
         ("reset after headers", Fault::ResetAfterHeaders),
@@ -116,7 +121,7 @@ async fn transient_network_faults_succeed_after_a_retry() {
             Fault::Delay(Duration::from_secs(2)),
         ),
     ] {
-        let server = server(Protocol::HttpsH1Only).await;
+        let server = server(protocol).await;
         let factory = factory(&server).await;
         server.push_fault(FaultRule::new(fault).times(1));
         let reply = factory
@@ -128,12 +133,23 @@ async fn transient_network_faults_succeed_after_a_retry() {
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
         assert_eq!(reply.attempts(), 2, "{label}");
         assert_eq!(factory.request_stats().retries, 1, "{label}");
+        // The retry went to a new connection: the failed one is never used again.
+        assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
+        let conns: Vec<u64> = server
+            .requests_for(Operation::Converse)
+            .iter()
+            .map(|r| r.connection_id)
+            .collect();
+        assert_ne!(conns[0], conns[1], "{label}");
         after_fault(&server, &factory, label).await;
+        let last = server.requests_for(Operation::Converse);
+        assert_eq!(last.last().map(|r| r.connection_id), Some(conns[1]), "{label}");
     }
 }
+}
 
-#[tokio::test]
-async fn persistent_network_faults_give_network_and_timeout_kinds() {
+both_protocols! {
+async fn persistent_network_faults_give_network_and_timeout_kinds(protocol: Protocol) {
     for (label, fault, kind) in [
         (
             "reset before headers",
@@ -156,7 +172,7 @@ async fn persistent_network_faults_give_network_and_timeout_kinds() {
             ErrorKind::Timeout,
         ),
     ] {
-        let server = server(Protocol::HttpsH1Only).await;
+        let server = server(protocol).await;
         let factory = factory(&server).await;
         server.push_fault(FaultRule::new(fault));
         let e = factory
@@ -176,15 +192,23 @@ async fn persistent_network_faults_give_network_and_timeout_kinds() {
             MAX_ATTEMPTS as usize,
             "{label}"
         );
+        // Every attempt had a connection of its own.
+        assert_eq!(
+            server.bedrock_connections().accepted,
+            u64::from(MAX_ATTEMPTS),
+            "{label}"
+        );
         after_fault(&server, &factory, label).await;
     }
 }
+}
 
+both_protocols! {
 /// The three middlebox behaviours with the client's idle eviction OFF (the worst case): a
 /// closed or reset connection is replaced transparently; a silently dead one costs one read
-/// timeout, then the retry succeeds on a new connection.
-#[tokio::test]
-async fn idle_faults_without_eviction_recover() {
+/// timeout, then the retry succeeds on a new connection (over h2 too: the timed-out
+/// connection is retired, not reused).
+async fn idle_faults_without_eviction_recover(protocol: Protocol) {
     let idle = Duration::from_millis(300);
     for (label, fault, max_attempts) in [
         ("closed by the server", IdleFault::Close { after: idle }, 2),
@@ -195,7 +219,7 @@ async fn idle_faults_without_eviction_recover() {
         ),
         ("silently dead", IdleFault::SilentlyDead { after: idle }, 2),
     ] {
-        let server = server(Protocol::HttpsH1Only).await;
+        let server = server(protocol).await;
         server.set_idle_fault(Some(fault));
         let factory = builder_for(&server)
             .read_timeout(Duration::from_millis(800))
@@ -225,19 +249,26 @@ async fn idle_faults_without_eviction_recover() {
         );
         assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
         after_fault(&server, &factory, label).await;
+        // The call after the wake-up is fast, on the new connection.
+        let start = std::time::Instant::now();
+        let again = factory.model(MODEL).converse().user("again").send().await.unwrap();
+        assert_eq!(again.attempts(), 1, "{label}");
+        assert!(start.elapsed() < Duration::from_millis(800), "{label}");
+        assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
     }
 }
+}
 
+both_protocols! {
 /// With the crate's idle eviction on (shorter than the middlebox), no idle fault is ever hit.
-#[tokio::test]
-async fn idle_faults_with_eviction_are_never_hit() {
+async fn idle_faults_with_eviction_are_never_hit(protocol: Protocol) {
     let idle = Duration::from_millis(500);
     for fault in [
         IdleFault::Close { after: idle },
         IdleFault::Reset { after: idle },
         IdleFault::SilentlyDead { after: idle },
     ] {
-        let server = server(Protocol::HttpsH1Only).await;
+        let server = server(protocol).await;
         server.set_idle_fault(Some(fault));
         let factory = builder_for(&server)
             .read_timeout(Duration::from_secs(5))
@@ -263,12 +294,14 @@ async fn idle_faults_with_eviction_are_never_hit() {
             .unwrap();
         assert_eq!(reply.attempts(), 1, "{fault:?}");
         assert!(start.elapsed() < Duration::from_secs(2), "{fault:?}");
+        assert_eq!(factory.pool_stats().bedrock.retired, 0, "{fault:?}");
     }
 }
+}
 
-#[tokio::test]
-async fn sts_failures_map_to_access_denied() {
-    let server = server(Protocol::Https).await;
+both_protocols! {
+async fn sts_failures_map_to_access_denied(protocol: Protocol) {
+    let server = server(protocol).await;
     let factory = factory(&server).await;
     for err in [
         ServiceError::ExpiredToken("expired".into()),
@@ -296,10 +329,12 @@ async fn sts_failures_map_to_access_denied() {
         st.stop().await;
     }
 }
+}
 
 #[tokio::test]
 async fn a_server_restarted_on_the_same_port_is_reached_again() {
-    // Plain HTTP on loopback, so that the restarted server needs no new CA.
+    // Pinned to plain HTTP (so HTTP/1.1: the pool speaks h2 only after ALPN): the restarted
+    // server generates a new CA, which a factory built for the first one would not trust.
     let first = server(Protocol::Http).await;
     let (port, sts_port) = (first.bedrock_addr().port(), first.sts_addr().port());
     let factory = builder_for(&first)
@@ -344,4 +379,179 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
     assert_eq!(reply.text(), "back");
     assert_eq!(second.bedrock_connections().accepted, 1);
     assert_eq!(factory.request_stats().in_flight, 0);
+}
+
+/// Returns the protocol the factory's pool should negotiate with a server speaking `protocol`.
+fn negotiated(protocol: Protocol) -> HttpProtocol {
+    match protocol {
+        Protocol::Https => HttpProtocol::Http2,
+        _ => HttpProtocol::Http1,
+    }
+}
+
+both_protocols! {
+/// A 5xx answered on a healthy connection says nothing about the connection: the retry reuses it.
+async fn a_5xx_keeps_its_connection(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable("busy".into()))).times(2),
+    );
+    let reply = factory.model(MODEL).converse().user("hi").send().await.unwrap();
+    assert_eq!(reply.attempts(), 3);
+    assert_eq!(server.bedrock_connections().accepted, 1);
+    let pool = factory.pool_stats().bedrock;
+    assert_eq!(pool.protocol, Some(negotiated(protocol)));
+    assert_eq!((pool.retired, pool.closed_error), (0, 0));
+    assert_eq!(factory.request_stats().retired_connections, 0);
+}
+}
+
+both_protocols! {
+/// A read timeout retires its connection: the retry and every later call use a new one, and
+/// the statistics count it once.
+async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    server.push_fault(FaultRule::new(Fault::Delay(Duration::from_secs(3))).times(1));
+    let reply = factory.model(MODEL).converse().user("slow").send().await.unwrap();
+    assert_eq!(reply.attempts(), 2);
+    let conns: Vec<u64> = server
+        .requests_for(Operation::Converse)
+        .iter()
+        .map(|r| r.connection_id)
+        .collect();
+    assert_eq!(conns.len(), 3);
+    assert_eq!(conns[0], conns[1], "the timed-out attempt ran on the warm connection");
+    assert_ne!(conns[1], conns[2], "the retry ran on a new connection");
+    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    let last = server.requests_for(Operation::Converse);
+    assert_eq!(last.last().map(|r| r.connection_id), Some(conns[2]));
+    let pool = factory.pool_stats().bedrock;
+    assert_eq!(pool.retired, 1);
+    assert_eq!(pool.opened, 2);
+    assert!(
+        common::eventually(Duration::from_secs(3), || factory.pool_stats().bedrock.closed_error >= 1)
+            .await
+    );
+    assert_eq!(factory.request_stats().retired_connections, 1);
+    assert_eq!(factory.request_stats().retries, 1);
+}
+}
+
+both_protocols! {
+/// A stream that stalls retires its connection; the next call opens a new one.
+async fn a_stream_stall_retires_its_connection(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    server.push_fault(
+        FaultRule::new(Fault::StreamStall {
+            after_events: 1,
+            duration: Duration::from_secs(3),
+        })
+        .times(1),
+    );
+    let mut stream = factory
+        .model(MODEL)
+        .converse_stream()
+        .user("hello there")
+        .stall_timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap();
+    let mut error = None;
+    while let Some(ev) = stream.next().await {
+        if let Err(e) = ev {
+            error = Some(e);
+        }
+    }
+    let e = error.expect("the stream stalls");
+    assert_eq!(e.timeout_kind(), Some(TimeoutKind::StreamStall), "{e:?}");
+    assert_eq!(factory.pool_stats().bedrock.retired, 1);
+    assert_eq!(factory.request_stats().retired_connections, 1);
+    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    assert_eq!(server.bedrock_connections().accepted, 2);
+}
+}
+
+both_protocols! {
+/// An in-stream exception comes on a healthy connection: it is kept.
+async fn an_in_stream_exception_keeps_its_connection(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    server.push_fault(
+        FaultRule::new(Fault::StreamException {
+            after_events: 1,
+            error: ServiceError::ModelStreamError("boom".into()),
+        })
+        .times(1),
+    );
+    let e = factory
+        .model(MODEL)
+        .converse_stream()
+        .user("hello there")
+        .send()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ModelFailure, "{e:?}");
+    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    assert_eq!(factory.pool_stats().bedrock.retired, 0);
+    if protocol == Protocol::Https {
+        assert_eq!(server.bedrock_connections().accepted, 1);
+    } // Over HTTP/1.1 the unread rest of the body makes the pool close it (incomplete exchange).
+}
+}
+
+both_protocols! {
+/// The escape hatch shares the pool and its retiring: a raw SDK call that times out does not
+/// leave its connection to the next call.
+async fn the_raw_client_retires_too(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    let msg = bedrock_pool::types::Message::builder()
+        .role(bedrock_pool::types::ConversationRole::User)
+        .content(bedrock_pool::types::ContentBlock::Text("hi".into()))
+        .build()
+        .unwrap();
+    let raw = factory.bedrock_client();
+    raw.converse().model_id(MODEL).messages(msg.clone()).send().await.unwrap();
+    server.push_fault(FaultRule::new(Fault::Delay(Duration::from_secs(3))).times(1));
+    raw.converse().model_id(MODEL).messages(msg).send().await.unwrap();
+    assert_eq!(server.bedrock_connections().accepted, 2);
+    assert_eq!(factory.pool_stats().bedrock.retired, 1);
+}
+}
+
+both_protocols! {
+/// Over h2 one connection carries every concurrent call; over HTTP/1.1 each call has its own.
+async fn concurrent_calls_per_connection(protocol: Protocol) {
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    // Warm first: from cold, the pool opens a connection per waiting call before ALPN tells h2.
+    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    server.set_latency(bedrock_pool::local::Latency::fixed(Duration::from_millis(300)));
+    let calls = (0..20).map(|i| {
+        let m = factory.model(MODEL);
+        async move { m.converse().user(format!("call {i}")).send().await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let pool = factory.pool_stats().bedrock;
+    let accepted = server.bedrock_connections().accepted;
+    match protocol {
+        Protocol::Https => {
+            assert_eq!(accepted, 1);
+            assert!(pool.max_in_flight_per_connection >= 5, "{pool:?}");
+        }
+        _ => {
+            assert!(accepted >= 5, "{accepted}");
+            assert_eq!(pool.max_in_flight_per_connection, 1, "{pool:?}");
+        }
+    }
+}
 }
