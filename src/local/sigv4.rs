@@ -386,7 +386,230 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_smithy_runtime_api::client::identity::Identity;
+
     use super::*;
+    use crate::local::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+
+    const BEDROCK: Expected<'static> = Expected {
+        access_key_id: TEST_ACCESS_KEY_ID,
+        secret_access_key: TEST_SECRET_ACCESS_KEY,
+        region: "us-west-2",
+        service: "bedrock",
+    };
+    const PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse";
+    const BODY: &[u8] = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+
+    /// Returns now, whole seconds, as x-amz-date has it.
+    fn now() -> SystemTime {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Returns `time` as an `x-amz-date` value.
+    fn amz_date(time: SystemTime) -> String {
+        DateTime::from(time)
+            .fmt(Format::DateTime)
+            .expect("formats")
+            .replace(['-', ':'], "")
+    }
+
+    /// Returns the parts of a request to `uri` signed by aws-sigv4 (as the Rust SDK signs), sent
+    /// with the URI `sent_uri` as hyper hands it to the server.
+    fn signed_by_aws_sigv4(
+        uri: &str,
+        sent_uri: &str,
+        headers: &[(&str, &str)],
+        secret: &str,
+        token: Option<&str>,
+    ) -> http::request::Parts {
+        let identity: Identity = Credentials::new(
+            TEST_ACCESS_KEY_ID,
+            secret,
+            token.map(str::to_owned),
+            None,
+            "test",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-west-2")
+            .name("bedrock")
+            .time(now())
+            .settings(SigningSettings::default())
+            .build()
+            .expect("params")
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            uri,
+            headers.iter().copied(),
+            SignableBody::Bytes(BODY),
+        )
+        .expect("signable");
+        let (instructions, _) = sign(signable, &params).expect("signs").into_parts();
+        let mut request = http::Request::builder().method("POST").uri(sent_uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(()).expect("request");
+        instructions.apply_to_request_http1x(&mut request);
+        request.into_parts().0
+    }
+
+    /// Returns the error type name of a verification result, or `ok`.
+    fn outcome(result: Result<(), ServiceError>) -> String {
+        match result {
+            Ok(()) => "ok".to_owned(),
+            Err(ServiceError::Custom { name, .. }) => name,
+            Err(other) => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn http1_request_signed_over_host_verifies() {
+        let uri = format!("https://127.0.0.1:8443{PATH}?maxResults=1&nextToken=a%2Fb%20c");
+        let sent = format!("{PATH}?maxResults=1&nextToken=a%2Fb%20c");
+        let headers = [
+            ("host", "127.0.0.1:8443"),
+            ("content-type", "application/json"),
+            ("x-amz-user-agent", "aws-sdk-rust/1  os/linux"),
+        ];
+        let parts = signed_by_aws_sigv4(&uri, &sent, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn http2_request_signed_over_host_verifies() {
+        // The Rust SDK signs `host` over h2 too; hyper then passes no Host header, only the URI.
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert!(parts.headers.get(http::header::HOST).is_none());
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn signed_session_token_verifies_and_an_unsigned_one_does_not() {
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let token = Some("session-token");
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, token);
+        assert!(parts.headers.contains_key("x-amz-security-token"));
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+
+        let mut parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        let token = http::HeaderValue::from_static("session-token");
+        parts.headers.insert("x-amz-security-token", token);
+        let result = verify(&parts, BODY, &BEDROCK);
+        assert_eq!(outcome(result), "InvalidSignatureException");
+    }
+
+    /// Returns the lowercase hex SHA-256 of `data`, computed here rather than by the code under
+    /// test.
+    fn hex_sha256(data: &[u8]) -> String {
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Returns the parts of an HTTP/2 request signed over `:authority` the way the AWS SDK for
+    /// JavaScript v3 signs it, the signature computed here from the canonical request's text.
+    fn signed_over_authority(secret: &str) -> http::request::Parts {
+        let time = now();
+        let date = amz_date(time);
+        let hash = hex_sha256(BODY);
+        let canonical = format!(
+            "POST\n\
+             /model/anthropic.claude-3-haiku-20240307-v1%253A0/converse\n\
+             \n\
+             :authority:127.0.0.1:8443\n\
+             amz-sdk-invocation-id:d9f2a1c0-0000-4000-8000-000000000001\n\
+             content-type:application/json\n\
+             x-amz-content-sha256:{hash}\n\
+             x-amz-date:{date}\n\
+             \n\
+             :authority;amz-sdk-invocation-id;content-type;x-amz-content-sha256;x-amz-date\n\
+             {hash}"
+        );
+        let scope = format!("{}/us-west-2/bedrock/aws4_request", &date[..8]);
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+            hex_sha256(canonical.as_bytes())
+        );
+        let key = v4::generate_signing_key(secret, time, "us-west-2", "bedrock");
+        let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={TEST_ACCESS_KEY_ID}/{scope}, \
+             SignedHeaders=:authority;amz-sdk-invocation-id;content-type;x-amz-content-sha256;\
+             x-amz-date, Signature={signature}"
+        );
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://127.0.0.1:8443{PATH}"))
+            .header(
+                "amz-sdk-invocation-id",
+                "d9f2a1c0-0000-4000-8000-000000000001",
+            )
+            .header("content-type", "application/json")
+            .header("x-amz-content-sha256", hash)
+            .header("x-amz-date", date)
+            .header("authorization", authorization)
+            .body(())
+            .expect("request");
+        request.into_parts().0
+    }
+
+    #[test]
+    fn http2_request_signed_over_authority_verifies() {
+        let parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn tampering_or_a_wrong_secret_fails() {
+        let mismatch = "InvalidSignatureException";
+        let parts = signed_over_authority("wrong secret");
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let mut parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        let json = http::HeaderValue::from_static("application/x-amz-json-1.1");
+        parts.headers.insert(http::header::CONTENT_TYPE, json);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        let result = verify(&parts, br#"{"messages":[]}"#, &BEDROCK);
+        assert_eq!(outcome(result), mismatch);
+
+        let mut parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        parts.uri = format!("https://localhost:8443{PATH}")
+            .parse()
+            .expect("uri");
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert_eq!(outcome(verify(&parts, b"{}", &BEDROCK)), mismatch);
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, "wrong secret", None);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+    }
+
+    #[test]
+    fn canonical_uri_and_query_follow_sigv4() {
+        let expected = "/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse";
+        assert_eq!(canonical_uri(PATH), expected);
+        assert_eq!(canonical_uri("/a/./b/../c//d/"), "/a/c/d/");
+        assert_eq!(canonical_uri(""), "/");
+        assert_eq!(canonical_query("b=2&a=x+y&a=%2F&c"), "a=%2F&a=x%20y&b=2&c=");
+        assert_eq!(canonical_query("k=%zz%41"), "k=%25zzA");
+    }
 
     #[test]
     fn parses_amz_date() {
