@@ -1,13 +1,13 @@
-//! SigV4 verification by re-signing the request with aws-sigv4 and comparing signatures.
+//! SigV4 verification: the canonical request rebuilt from the client's own `SignedHeaders`, signed
+//! with aws-sigv4's key derivation, and compared with the client's signature.
 
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
+
+use sha2::{Digest, Sha256};
 
 use super::fault::ServiceError;
 
@@ -131,64 +131,233 @@ pub(crate) fn verify(
         )));
     }
 
-    let session_token = parts
-        .headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let identity: Identity = Credentials::new(
-        expected.access_key_id,
-        expected.secret_access_key,
-        session_token,
-        None,
-        "bedrock-pool-local",
-    )
-    .into();
-
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    for name in signed_headers.split(';') {
-        for value in parts.headers.get_all(name) {
-            let value = value
-                .to_str()
-                .map_err(|_| bad_signature(MISMATCH.to_owned()))?;
-            headers.push((name, value));
-        }
+    // Take the signed headers as the client listed them, rather than re-signing with aws-sigv4's
+    // request signer: that one always signs `host`, while HTTP/2 clients (the AWS SDK for
+    // JavaScript) sign the `:authority` pseudo-header instead.
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    let signs = |name: &str| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    // As aws-sigv4 does, the authority, the date and a session token sent must be signed.
+    if !(signs("host") || signs(":authority"))
+        || !signs("x-amz-date")
+        || (parts.headers.contains_key("x-amz-security-token") && !signs("x-amz-security-token"))
+    {
+        return Err(bad_signature(MISMATCH.to_owned()));
     }
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
-    let uri = match parts.uri.query() {
-        Some(q) => format!("http://{host}{}?{q}", parts.uri.path()),
-        None => format!("http://{host}{}", parts.uri.path()),
-    };
-
-    let mut settings = SigningSettings::default();
-    settings.excluded_headers = Some(vec![]);
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(expected.region)
-        .name(expected.service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|_| bad_signature(MISMATCH.to_owned()))?
-        .into();
-    let signable = SignableRequest::new(
-        parts.method.as_str(),
-        uri,
-        headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|_| bad_signature(MISMATCH.to_owned()))?;
-    let computed = sign(signable, &params).map_err(|_| bad_signature(MISMATCH.to_owned()))?;
-    if constant_time_eq(computed.signature().as_bytes(), signature.as_bytes()) {
+    let payload_hash = sha256_hex(body);
+    if let Some(sent) = parts.headers.get("x-amz-content-sha256")
+        && !sent
+            .as_bytes()
+            .eq_ignore_ascii_case(payload_hash.as_bytes())
+    {
+        return Err(bad_signature(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+                .to_owned(),
+        ));
+    }
+    let canonical = canonical_request(parts, &names, signed_headers, &payload_hash)
+        .ok_or_else(|| bad_signature(MISMATCH.to_owned()))?;
+    let date = amz_date
+        .get(..8)
+        .ok_or_else(|| incomplete("X-Amz-Date is malformed."))?;
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{}/{}/aws4_request\n{}",
+        expected.region,
+        expected.service,
+        sha256_hex(canonical.as_bytes())
+    );
+    let key = v4::generate_signing_key(
+        expected.secret_access_key,
+        time,
+        expected.region,
+        expected.service,
+    );
+    let computed = v4::calculate_signature(key, string_to_sign.as_bytes());
+    if constant_time_eq(computed.as_bytes(), signature.as_bytes()) {
         Ok(())
     } else {
         Err(bad_signature(MISMATCH.to_owned()))
     }
+}
+
+/// Returns the SigV4 canonical request of `parts` over the headers `names` (the client's
+/// `SignedHeaders`, also passed whole as `signed_headers`), or `None` when one of them is absent
+/// or not visible ASCII.
+fn canonical_request(
+    parts: &http::request::Parts,
+    names: &[&str],
+    signed_headers: &str,
+    payload_hash: &str,
+) -> Option<String> {
+    let mut out = format!(
+        "{}\n{}\n{}\n",
+        parts.method,
+        canonical_uri(parts.uri.path()),
+        canonical_query(parts.uri.query().unwrap_or(""))
+    );
+    for name in names {
+        out.push_str(name);
+        out.push(':');
+        out.push_str(&header_value(parts, name)?);
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(signed_headers);
+    out.push('\n');
+    out.push_str(payload_hash);
+    Some(out)
+}
+
+/// Returns the canonical value of the signed header `name`: its values trimmed, runs of spaces
+/// collapsed, joined with commas.
+fn header_value(parts: &http::request::Parts, name: &str) -> Option<String> {
+    // hyper puts an HTTP/2 request's `:authority` into the URI and sends no `host`, while an
+    // HTTP/1.1 request has a `host` and an origin-form URI: either side may stand for the other.
+    let host = || parts.headers.get(http::header::HOST)?.to_str().ok();
+    let authority = || parts.uri.authority().map(|a| a.as_str());
+    if name.eq_ignore_ascii_case(":authority") {
+        return authority().or_else(host).map(str::to_owned);
+    }
+    if name.starts_with(':') {
+        return None;
+    }
+    if name.eq_ignore_ascii_case("host") && !parts.headers.contains_key(http::header::HOST) {
+        // A client that signed `host` over HTTP/2 left out the scheme's default port, as the Rust
+        // SDK (aws-sigv4) does.
+        let authority = parts.uri.authority()?;
+        let default = matches!(
+            (parts.uri.scheme_str(), authority.port_u16()),
+            (Some("https"), Some(443)) | (Some("http"), Some(80))
+        );
+        return Some(
+            if default {
+                authority.host()
+            } else {
+                authority.as_str()
+            }
+            .to_owned(),
+        );
+    }
+    let mut values = Vec::new();
+    for value in parts.headers.get_all(name) {
+        values.push(trim_spaces(value.to_str().ok()?));
+    }
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// Returns `s` without leading and trailing spaces and with every run of spaces made one.
+fn trim_spaces(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split(' ').filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Returns the canonical URI of a path as received (still percent-encoded): dot segments and empty
+/// segments removed, then encoded again (so `%3A` becomes `%253A`), as SigV4 does for every
+/// service but S3.
+fn canonical_uri(path: &str) -> String {
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    // The same normalization as aws-sigv4 and the JavaScript SDK: only paths with a dot or a double
+    // slash change.
+    let normalized = if path.contains('.') || path.contains("//") {
+        let mut segments: Vec<&str> = Vec::new();
+        for segment in path.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                other => segments.push(other),
+            }
+        }
+        let mut normalized = format!("/{}", segments.join("/"));
+        let trailing = ["/", "/.", "/./", "/..", "/../"]
+            .iter()
+            .any(|end| path.ends_with(end));
+        if trailing && !normalized.ends_with('/') {
+            normalized.push('/');
+        }
+        normalized
+    } else {
+        path
+    };
+    uri_encode(&normalized, true)
+}
+
+/// Returns the canonical query string: each `name=value` pair decoded, encoded again with SigV4's
+/// rules, and sorted.
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                uri_encode(&form_decode(name), false),
+                uri_encode(&form_decode(value), false),
+            )
+        })
+        .collect();
+    pairs.sort();
+    let pairs: Vec<String> = pairs.into_iter().map(|(n, v)| format!("{n}={v}")).collect();
+    pairs.join("&")
+}
+
+/// Returns a query component decoded as `application/x-www-form-urlencoded` (`+` is a space), as
+/// aws-sigv4 reads it; a `%` not followed by two hex digits stays as it is.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|&c| (c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits make at most 0xFF.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Returns `s` with every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`, and `/` when
+/// `keep_slash`) written as `%XX`.
+fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Returns the lowercase hex SHA-256 of `data`.
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Returns the time of an `x-amz-date` value (`20240101T000000Z`).
@@ -217,7 +386,230 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_smithy_runtime_api::client::identity::Identity;
+
     use super::*;
+    use crate::local::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+
+    const BEDROCK: Expected<'static> = Expected {
+        access_key_id: TEST_ACCESS_KEY_ID,
+        secret_access_key: TEST_SECRET_ACCESS_KEY,
+        region: "us-west-2",
+        service: "bedrock",
+    };
+    const PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse";
+    const BODY: &[u8] = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+
+    /// Returns now, whole seconds, as x-amz-date has it.
+    fn now() -> SystemTime {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Returns `time` as an `x-amz-date` value.
+    fn amz_date(time: SystemTime) -> String {
+        DateTime::from(time)
+            .fmt(Format::DateTime)
+            .expect("formats")
+            .replace(['-', ':'], "")
+    }
+
+    /// Returns the parts of a request to `uri` signed by aws-sigv4 (as the Rust SDK signs), sent
+    /// with the URI `sent_uri` as hyper hands it to the server.
+    fn signed_by_aws_sigv4(
+        uri: &str,
+        sent_uri: &str,
+        headers: &[(&str, &str)],
+        secret: &str,
+        token: Option<&str>,
+    ) -> http::request::Parts {
+        let identity: Identity = Credentials::new(
+            TEST_ACCESS_KEY_ID,
+            secret,
+            token.map(str::to_owned),
+            None,
+            "test",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-west-2")
+            .name("bedrock")
+            .time(now())
+            .settings(SigningSettings::default())
+            .build()
+            .expect("params")
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            uri,
+            headers.iter().copied(),
+            SignableBody::Bytes(BODY),
+        )
+        .expect("signable");
+        let (instructions, _) = sign(signable, &params).expect("signs").into_parts();
+        let mut request = http::Request::builder().method("POST").uri(sent_uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(()).expect("request");
+        instructions.apply_to_request_http1x(&mut request);
+        request.into_parts().0
+    }
+
+    /// Returns the error type name of a verification result, or `ok`.
+    fn outcome(result: Result<(), ServiceError>) -> String {
+        match result {
+            Ok(()) => "ok".to_owned(),
+            Err(ServiceError::Custom { name, .. }) => name,
+            Err(other) => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn http1_request_signed_over_host_verifies() {
+        let uri = format!("https://127.0.0.1:8443{PATH}?maxResults=1&nextToken=a%2Fb%20c");
+        let sent = format!("{PATH}?maxResults=1&nextToken=a%2Fb%20c");
+        let headers = [
+            ("host", "127.0.0.1:8443"),
+            ("content-type", "application/json"),
+            ("x-amz-user-agent", "aws-sdk-rust/1  os/linux"),
+        ];
+        let parts = signed_by_aws_sigv4(&uri, &sent, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn http2_request_signed_over_host_verifies() {
+        // The Rust SDK signs `host` over h2 too; hyper then passes no Host header, only the URI.
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert!(parts.headers.get(http::header::HOST).is_none());
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn signed_session_token_verifies_and_an_unsigned_one_does_not() {
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let token = Some("session-token");
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, token);
+        assert!(parts.headers.contains_key("x-amz-security-token"));
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+
+        let mut parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        let token = http::HeaderValue::from_static("session-token");
+        parts.headers.insert("x-amz-security-token", token);
+        let result = verify(&parts, BODY, &BEDROCK);
+        assert_eq!(outcome(result), "InvalidSignatureException");
+    }
+
+    /// Returns the lowercase hex SHA-256 of `data`, computed here rather than by the code under
+    /// test.
+    fn hex_sha256(data: &[u8]) -> String {
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Returns the parts of an HTTP/2 request signed over `:authority` the way the AWS SDK for
+    /// JavaScript v3 signs it, the signature computed here from the canonical request's text.
+    fn signed_over_authority(secret: &str) -> http::request::Parts {
+        let time = now();
+        let date = amz_date(time);
+        let hash = hex_sha256(BODY);
+        let canonical = format!(
+            "POST\n\
+             /model/anthropic.claude-3-haiku-20240307-v1%253A0/converse\n\
+             \n\
+             :authority:127.0.0.1:8443\n\
+             amz-sdk-invocation-id:d9f2a1c0-0000-4000-8000-000000000001\n\
+             content-type:application/json\n\
+             x-amz-content-sha256:{hash}\n\
+             x-amz-date:{date}\n\
+             \n\
+             :authority;amz-sdk-invocation-id;content-type;x-amz-content-sha256;x-amz-date\n\
+             {hash}"
+        );
+        let scope = format!("{}/us-west-2/bedrock/aws4_request", &date[..8]);
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+            hex_sha256(canonical.as_bytes())
+        );
+        let key = v4::generate_signing_key(secret, time, "us-west-2", "bedrock");
+        let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={TEST_ACCESS_KEY_ID}/{scope}, \
+             SignedHeaders=:authority;amz-sdk-invocation-id;content-type;x-amz-content-sha256;\
+             x-amz-date, Signature={signature}"
+        );
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://127.0.0.1:8443{PATH}"))
+            .header(
+                "amz-sdk-invocation-id",
+                "d9f2a1c0-0000-4000-8000-000000000001",
+            )
+            .header("content-type", "application/json")
+            .header("x-amz-content-sha256", hash)
+            .header("x-amz-date", date)
+            .header("authorization", authorization)
+            .body(())
+            .expect("request");
+        request.into_parts().0
+    }
+
+    #[test]
+    fn http2_request_signed_over_authority_verifies() {
+        let parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), "ok");
+    }
+
+    #[test]
+    fn tampering_or_a_wrong_secret_fails() {
+        let mismatch = "InvalidSignatureException";
+        let parts = signed_over_authority("wrong secret");
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let mut parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        let json = http::HeaderValue::from_static("application/x-amz-json-1.1");
+        parts.headers.insert(http::header::CONTENT_TYPE, json);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        let result = verify(&parts, br#"{"messages":[]}"#, &BEDROCK);
+        assert_eq!(outcome(result), mismatch);
+
+        let mut parts = signed_over_authority(TEST_SECRET_ACCESS_KEY);
+        parts.uri = format!("https://localhost:8443{PATH}")
+            .parse()
+            .expect("uri");
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+
+        let uri = format!("https://127.0.0.1:8443{PATH}");
+        let headers = [("content-type", "application/json")];
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, TEST_SECRET_ACCESS_KEY, None);
+        assert_eq!(outcome(verify(&parts, b"{}", &BEDROCK)), mismatch);
+        let parts = signed_by_aws_sigv4(&uri, &uri, &headers, "wrong secret", None);
+        assert_eq!(outcome(verify(&parts, BODY, &BEDROCK)), mismatch);
+    }
+
+    #[test]
+    fn canonical_uri_and_query_follow_sigv4() {
+        let expected = "/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse";
+        assert_eq!(canonical_uri(PATH), expected);
+        assert_eq!(canonical_uri("/a/./b/../c//d/"), "/a/c/d/");
+        assert_eq!(canonical_uri(""), "/");
+        assert_eq!(canonical_query("b=2&a=x+y&a=%2F&c"), "a=%2F&a=x%20y&b=2&c=");
+        assert_eq!(canonical_query("k=%zz%41"), "k=%25zzA");
+    }
 
     #[test]
     fn parses_amz_date() {
