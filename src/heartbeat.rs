@@ -8,6 +8,8 @@
 
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::factory::{LlmFactory, WeakFactory};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -100,7 +102,9 @@ impl HeartbeatConfig {
         self
     }
 
-    /// Sets the time allowed for one probe.
+    /// Sets the time allowed for one probe's answer (its read timeout; a probe makes one
+    /// attempt). A probe that times out retires its connection, so over HTTP/2 a dead
+    /// connection is found by the probe instead of by the next call.
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
@@ -433,27 +437,63 @@ impl LlmFactory {
     }
 }
 
+/// Returns the per-call settings of a probe: one attempt, and the probe timeout as the read
+/// timeout, so that a probe that gets no answer fails in the connector, which retires its
+/// connection (over h2, the one connection every call would use next).
+fn probe_settings(timeout: Duration) -> (TimeoutConfig, RetryConfig) {
+    (
+        TimeoutConfig::builder().read_timeout(timeout).build(),
+        RetryConfig::standard().with_max_attempts(1),
+    )
+}
+
+/// Returns the probe timeout error, for a probe the safety net below had to cut.
+fn probe_timed_out(op: &str, timeout: Duration) -> Error {
+    Error::timeout(
+        crate::error::TimeoutKind::Operation,
+        format!("{op} failed: no answer within the probe timeout of {timeout:?}"),
+    )
+}
+
+/// Longest a probe may take in all: the connect timeout plus the read timeout fit in it.
+fn probe_deadline(timeout: Duration) -> Duration {
+    timeout * 2
+}
+
 async fn keep_warm_probe(client: &aws_sdk_bedrockruntime::Client, timeout: Duration) -> Result<()> {
-    match tokio::time::timeout(timeout, client.list_async_invokes().max_results(1).send()).await {
+    let (t, r) = probe_settings(timeout);
+    let call = client
+        .list_async_invokes()
+        .max_results(1)
+        .customize()
+        .config_override(
+            aws_sdk_bedrockruntime::config::Builder::default()
+                .timeout_config(t)
+                .retry_config(r),
+        )
+        .send();
+    match tokio::time::timeout(probe_deadline(timeout), call).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(from_sdk("list_async_invokes", e)),
-        Err(_) => Err(Error::timeout(
-            crate::error::TimeoutKind::Operation,
-            format!("list_async_invokes failed: no answer within the probe timeout of {timeout:?}"),
-        )),
+        Err(_) => Err(probe_timed_out("list_async_invokes", timeout)),
     }
 }
 
 async fn identity_probe(client: &aws_sdk_sts::Client, timeout: Duration) -> Result<()> {
-    match tokio::time::timeout(timeout, client.get_caller_identity().send()).await {
+    let (t, r) = probe_settings(timeout);
+    let call = client
+        .get_caller_identity()
+        .customize()
+        .config_override(
+            aws_sdk_sts::config::Builder::default()
+                .timeout_config(t)
+                .retry_config(r),
+        )
+        .send();
+    match tokio::time::timeout(probe_deadline(timeout), call).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(from_sdk("get_caller_identity", e)),
-        Err(_) => Err(Error::timeout(
-            crate::error::TimeoutKind::Operation,
-            format!(
-                "get_caller_identity failed: no answer within the probe timeout of {timeout:?}"
-            ),
-        )),
+        Err(_) => Err(probe_timed_out("get_caller_identity", timeout)),
     }
 }
 
