@@ -100,8 +100,14 @@ pub enum TimeoutKind {
 /// The error of every fallible call in this crate.
 ///
 /// Branch on [`Error::kind`] or the predicates. The SDK error, when there is one, is kept as
-/// [`source`](StdError::source). Messages never contain credentials.
+/// [`source`](StdError::source); `Display` shows this error's own message only, so print the
+/// chain with your error reporter (or `{:?}`). Messages never contain credentials. One pointer
+/// wide, as `Result<T, Error>` travels on every call's hot path.
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     kind: ErrorKind,
     message: String,
     field: Option<&'static str>,
@@ -114,13 +120,15 @@ pub struct Error {
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            message: message.into(),
-            field: None,
-            timeout: None,
-            status: None,
-            code: None,
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                field: None,
+                timeout: None,
+                status: None,
+                code: None,
+                source: None,
+            }),
         }
     }
 
@@ -130,109 +138,114 @@ impl Error {
             ErrorKind::InvalidInput,
             format!("invalid {field}: {message}"),
         );
-        e.field = Some(field);
+        e.inner.field = Some(field);
         e
     }
 
     pub(crate) fn timeout(kind: TimeoutKind, message: impl Into<String>) -> Self {
         let mut e = Error::new(ErrorKind::Timeout, message);
-        e.timeout = Some(kind);
+        e.inner.timeout = Some(kind);
         e
     }
 
     /// Copies the error without its source (invalid-input errors have none).
     pub(crate) fn shallow_clone(&self) -> Error {
+        let i = &self.inner;
         Error {
-            kind: self.kind,
-            message: self.message.clone(),
-            field: self.field,
-            timeout: self.timeout,
-            status: self.status,
-            code: self.code.clone(),
-            source: None,
+            inner: Box::new(Inner {
+                kind: i.kind,
+                message: i.message.clone(),
+                field: i.field,
+                timeout: i.timeout,
+                status: i.status,
+                code: i.code.clone(),
+                source: None,
+            }),
         }
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.inner.source = Some(source.into());
         self
     }
 
     pub(crate) fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+        self.inner.code = Some(code.into());
         self
     }
 
     /// Returns the kind of failure.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Returns the human-readable message (without the source chain).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// Returns the input field or builder knob that was rejected, for invalid input.
     pub fn field(&self) -> Option<&'static str> {
-        self.field
+        self.inner.field
     }
 
     /// Returns which timeout fired, for [`ErrorKind::Timeout`].
     pub fn timeout_kind(&self) -> Option<TimeoutKind> {
-        self.timeout
+        self.inner.timeout
     }
 
     /// Returns the HTTP status of the service's answer, when there was one.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.inner.status
     }
 
     /// Returns the service's error code (`ThrottlingException`, `ExpiredToken`, ...), when known.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.inner.code.as_deref()
     }
 
-    /// Returns true for failures that may succeed when tried again later: timeouts, throttling,
-    /// service unavailability, model failures and network errors.
+    /// Returns true for failures that may succeed when tried again later: timeouts, throttling
+    /// (`ModelNotReadyException` included), service unavailability, model failures (a model
+    /// that timed out or failed) and network errors.
     ///
     /// The SDK has already retried these (3 attempts by default); this tells a caller whether a
     /// retry of its own, later or in another region, makes sense.
     pub fn is_retryable(&self) -> bool {
         matches!(
-            self.kind,
+            self.inner.kind,
             ErrorKind::Timeout
                 | ErrorKind::Throttled
                 | ErrorKind::ServiceUnavailable
+                | ErrorKind::ModelFailure
                 | ErrorKind::Network
-        ) || self.code.as_deref() == Some("ModelNotReadyException")
+        )
     }
 
     /// Returns true when a connect, read, operation or stream-stall timeout fired.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.inner.kind == ErrorKind::Timeout
     }
 
     /// Returns true when the service throttled the request.
     pub fn is_throttled(&self) -> bool {
-        self.kind == ErrorKind::Throttled
+        self.inner.kind == ErrorKind::Throttled
     }
 
     /// Returns true when the input or configuration was rejected before any network call.
     pub fn is_invalid_input(&self) -> bool {
-        self.kind == ErrorKind::InvalidInput
+        self.inner.kind == ErrorKind::InvalidInput
     }
 
     /// Returns true when credentials were rejected or missing, or permission was denied.
     pub fn is_access_denied(&self) -> bool {
-        self.kind == ErrorKind::AccessDenied
+        self.inner.kind == ErrorKind::AccessDenied
     }
 
     /// Returns true for failures that another region might not have: timeouts, network errors,
     /// 5xx, and throttling left after the SDK's retries.
     pub fn is_regional(&self) -> bool {
         matches!(
-            self.kind,
+            self.inner.kind,
             ErrorKind::Timeout
                 | ErrorKind::Throttled
                 | ErrorKind::ServiceUnavailable
@@ -243,27 +256,28 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.inner.message)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(field) = self.field {
+        d.field("kind", &i.kind).field("message", &i.message);
+        if let Some(field) = i.field {
             d.field("field", &field);
         }
-        if let Some(t) = self.timeout {
+        if let Some(t) = i.timeout {
             d.field("timeout", &t);
         }
-        if let Some(s) = self.status {
+        if let Some(s) = i.status {
             d.field("status", &s);
         }
-        if let Some(c) = &self.code {
+        if let Some(c) = &i.code {
             d.field("code", c);
         }
-        if let Some(s) = &self.source {
+        if let Some(s) = &i.source {
             d.field("source", &DisplayChain(s.as_ref()));
         }
         d.finish()
@@ -272,7 +286,7 @@ impl fmt::Debug for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|s| s.as_ref() as _)
+        self.inner.source.as_ref().map(|s| s.as_ref() as _)
     }
 }
 
@@ -357,16 +371,30 @@ fn is_credentials_failure(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Tells a read timeout from a connect timeout in a dispatch failure's chain.
+///
+/// The SDK's timeout error type is private, so this reads its wording ("HTTP read timeout",
+/// "HTTP connect timeout"); `tests/factory.rs` pins it by provoking both for real.
+fn timeout_kind_of(err: &(dyn StdError + 'static)) -> TimeoutKind {
+    if chain_contains(err, "read timeout") {
+        TimeoutKind::Read
+    } else if chain_contains(err, "connect timeout") || chain_contains(err, "HTTP connect") {
+        TimeoutKind::Connect
+    } else {
+        TimeoutKind::Read
+    }
+}
+
 /// Maps any SDK error into an [`Error`], keeping the SDK error as its source.
 ///
-/// `what` names the operation for the message (`converse`, `get_caller_identity`, ...).
+/// `what` names the operation for the message (`converse`, `get_caller_identity`, ...). The
+/// message says what happened in words of this crate; the SDK's own chain stays in `source()`.
 pub(crate) fn from_sdk<E, R>(what: &str, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
     let err_ref: &(dyn StdError + 'static) = &err;
-    let detail = DisplayChain(err_ref).to_string();
     let mapped = match &err {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_owned);
@@ -381,67 +409,50 @@ where
                     status.map(|s| s.to_string()).unwrap_or_default()
                 ),
             );
-            e.status = status;
-            e.code = code;
+            e.inner.status = status;
+            e.inner.code = code;
             e
         }
         SdkError::TimeoutError(_) => Error::timeout(
             TimeoutKind::Operation,
-            format!("{what} failed: operation timed out: {detail}"),
+            format!("{what} failed: the operation timed out"),
         ),
-        SdkError::DispatchFailure(df) => {
-            if df.is_timeout() {
-                let kind = if chain_contains(err_ref, "HTTP read timeout") {
-                    TimeoutKind::Read
-                } else if chain_contains(err_ref, "connect timeout")
-                    || chain_contains(err_ref, "HTTP connect")
-                {
-                    TimeoutKind::Connect
-                } else {
-                    TimeoutKind::Read
-                };
-                let label = match kind {
-                    TimeoutKind::Connect => "connect timeout",
-                    _ => "read timeout",
-                };
-                Error::timeout(kind, format!("{what} failed: {label}: {detail}"))
-            } else if is_credentials_failure(err_ref) {
-                Error::new(
-                    ErrorKind::AccessDenied,
-                    format!("{what} failed: no usable credentials: {detail}"),
-                )
-            } else if df.is_io() {
-                Error::new(
-                    ErrorKind::Network,
-                    format!("{what} failed: network error: {detail}"),
-                )
-            } else if df.is_user() {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("{what} failed: request rejected by the client: {detail}"),
-                )
-            } else {
-                Error::new(ErrorKind::Network, format!("{what} failed: {detail}"))
-            }
+        SdkError::DispatchFailure(df) if df.is_timeout() => match timeout_kind_of(err_ref) {
+            TimeoutKind::Connect => Error::timeout(
+                TimeoutKind::Connect,
+                format!("{what} failed: connect timeout"),
+            ),
+            kind => Error::timeout(kind, format!("{what} failed: read timeout")),
+        },
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+            if is_credentials_failure(err_ref) =>
+        {
+            Error::new(
+                ErrorKind::AccessDenied,
+                format!("{what} failed: no usable credentials"),
+            )
         }
+        SdkError::DispatchFailure(df) if df.is_io() => Error::new(
+            ErrorKind::Network,
+            format!("{what} failed: network error"),
+        ),
+        SdkError::DispatchFailure(df) if df.is_user() => Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what} failed: request rejected by the client"),
+        ),
+        SdkError::DispatchFailure(_) => Error::new(
+            ErrorKind::Network,
+            format!("{what} failed: the request could not be sent"),
+        ),
         SdkError::ResponseError(_) => Error::new(
             ErrorKind::Network,
-            format!("{what} failed: bad or truncated response: {detail}"),
+            format!("{what} failed: bad or truncated response"),
         ),
-        SdkError::ConstructionFailure(_) => {
-            if is_credentials_failure(err_ref) {
-                Error::new(
-                    ErrorKind::AccessDenied,
-                    format!("{what} failed: no usable credentials: {detail}"),
-                )
-            } else {
-                Error::new(
-                    ErrorKind::Other,
-                    format!("{what} failed: could not build the request: {detail}"),
-                )
-            }
-        }
-        _ => Error::new(ErrorKind::Other, format!("{what} failed: {detail}")),
+        SdkError::ConstructionFailure(_) => Error::new(
+            ErrorKind::Other,
+            format!("{what} failed: could not build the request"),
+        ),
+        _ => Error::new(ErrorKind::Other, format!("{what} failed")),
     };
     mapped.with_source(err)
 }
@@ -487,6 +498,35 @@ mod tests {
         assert_eq!(e.field(), Some("temperature"));
         assert!(e.to_string().contains("temperature"));
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn error_is_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Result<()>>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_source() {
+        let source = std::io::Error::other("the socket said no");
+        let e = Error::new(ErrorKind::Network, "converse failed: network error").with_source(source);
+        assert_eq!(e.to_string(), "converse failed: network error");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("the socket said no")
+        );
+        assert!(format!("{e:?}").contains("the socket said no"));
+    }
+
+    #[test]
+    fn model_failures_are_retryable_and_stay_in_their_region() {
+        let e = Error::new(ErrorKind::ModelFailure, "model timed out");
+        assert!(e.is_retryable());
+        assert!(!e.is_regional());
+        assert!(!Error::new(ErrorKind::Validation, "bad").is_retryable());
     }
 
     #[test]

@@ -424,7 +424,7 @@ impl LlmFactory {
         }
         let timeout = self.config().timeouts.read;
         let mut probes = Vec::new();
-        for region in &self.shared().regions {
+        for region in self.shared().regions.iter() {
             for _ in 0..n {
                 let client = region.client.clone();
                 probes.push(async move { keep_warm_probe(&client, timeout).await });
@@ -517,7 +517,7 @@ async fn probe_round(
         ProbeKind::KeepWarm => {
             let mut probes = Vec::new();
             let mut due: Option<Duration> = None;
-            for region in &factory.shared().regions {
+            for region in factory.shared().regions.iter() {
                 let idle = region.activity.idle_for();
                 let recently_used = idle.is_some_and(|idle| idle < cfg.keep_warm_interval);
                 if cfg.activity_aware && recently_used {

@@ -25,12 +25,19 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The call path, bottom up: transport (the pool), stats, region (policy), shared, call (the
+// driver); then the handles: model, request, reply, stream; then factory and heartbeat.
+mod call;
 mod config;
 mod error;
 mod factory;
 mod heartbeat;
 pub mod metrics;
 mod model;
+mod region;
+mod reply;
+mod request;
+mod shared;
 mod stats;
 mod stream;
 mod transport;
@@ -42,11 +49,14 @@ pub use config::{
     DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings, TimeoutSettings,
 };
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
-pub use factory::{LlmFactory, LlmFactoryBuilder, RegionStats};
+pub use factory::{LlmFactory, LlmFactoryBuilder};
 pub use heartbeat::{
     HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
 };
-pub use model::{ConverseRequest, Model, Reply, Streaming, Unary};
+pub use model::Model;
+pub use region::RegionStats;
+pub use reply::Reply;
+pub use request::{ConverseRequest, Streaming, Unary};
 pub use stats::{
     CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
     RequestStats,

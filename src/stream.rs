@@ -1,10 +1,12 @@
 //! ConverseStream through model handles: typed events, a stall timeout on every receive, and
 //! a stream that ends without `messageStop` reported as the error it is.
 
+use crate::call::{Op, OpenCall, drive};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
-use crate::model::{ConverseRequest, Reply, Streaming, prepared_call, with_failover};
-use crate::stats::{CallGuard, Outcome};
-use crate::transport::ConnectionWatch;
+use crate::model::Model;
+use crate::reply::Reply;
+use crate::request::{ConverseRequest, Streaming, prepared_call};
+use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
@@ -14,8 +16,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use futures_core::Stream;
 use std::fmt;
-use std::time::{Duration, Instant};
-use tracing::Instrument;
+use std::time::Duration;
 
 /// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
 pub type ConverseStreamRequest = ConverseRequest<Streaming>;
@@ -85,56 +86,35 @@ impl ConverseRequest<Streaming> {
     /// first event.
     pub async fn send(self) -> Result<ReplyStream> {
         let model = self.model.clone();
-        let m = model.inner();
+        let target = &model.inner().target;
         let stall = self
             .stall_timeout
-            .unwrap_or(m.shared.config.timeouts.stream_stall);
-        let span = tracing::debug_span!(
-            "bedrock.converse_stream",
-            model_id = %m.id,
-            region = tracing::field::Empty,
-            attempts = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let mut guard = m.call_guard();
-        let result = async {
-            let v = self.validate()?;
-            with_failover(&model, &mut guard, |region| {
-                let call = prepared_call!(region.client.converse_stream(), &m.id, v);
-                async move {
-                    call.send()
-                        .await
-                        .map_err(|e| from_sdk("converse_stream", e))
-                }
-            })
-            .await
-        }
-        .instrument(span.clone())
-        .await;
-        match result {
-            Ok((output, attempts, region, region_guard, watch)) => {
-                span.record("attempts", attempts);
-                span.record("region", region.as_str());
-                Ok(ReplyStream {
-                    receiver: output.stream,
-                    guard: Some(guard),
-                    region_guard: Some(region_guard),
-                    started,
-                    stall,
-                    acc: Accumulator::default(),
-                    saw_event: false,
-                    done: false,
-                    region,
-                    attempts,
-                    span,
-                    watch,
-                })
-            }
-            Err(e) => {
-                guard.finish(Outcome::Failure(e.kind()));
-                Err(e)
-            }
-        }
+            .unwrap_or(target.shared.config.timeouts.stream_stall);
+        let answer = drive(
+            target,
+            Op::ConverseStream,
+            || self.validate(),
+            |v, region| {
+                let call = prepared_call!(region.client.converse_stream(), &target.id, v);
+                async move { call.send().await }
+            },
+        )
+        .await?;
+        Ok(ReplyStream {
+            receiver: answer.output.stream,
+            call: answer.call,
+            stall,
+            acc: Accumulator::default(),
+            saw_event: false,
+            done: false,
+        })
+    }
+}
+
+impl Model {
+    /// Starts a ConverseStream call: the same inputs, a stream of events as the answer.
+    pub fn converse_stream(&self) -> ConverseStreamRequest {
+        ConverseRequest::new(self.clone())
     }
 }
 
@@ -278,26 +258,19 @@ pub struct ReplyStream {
         Event,
         ConverseStreamOutputError,
     >,
-    guard: Option<CallGuard>,
-    /// The answering region's figures, finished with the call's.
-    region_guard: Option<CallGuard>,
-    /// When the call started; the guard is gone once `messageStop` finished it.
-    started: Instant,
+    /// The call's open figures, finished when the stream ends; its connection is retired if
+    /// the stream stalls or breaks.
+    call: OpenCall,
     stall: Duration,
     acc: Accumulator,
     saw_event: bool,
     done: bool,
-    region: String,
-    attempts: u32,
-    span: tracing::Span,
-    /// The connection the stream arrives on, retired if the stream stalls or breaks.
-    watch: Option<ConnectionWatch>,
 }
 
 impl fmt::Debug for ReplyStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplyStream")
-            .field("region", &self.region)
+            .field("region", &self.call.region())
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -306,38 +279,14 @@ impl fmt::Debug for ReplyStream {
 impl ReplyStream {
     /// Returns the region that answered.
     pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// Ends the call's and the region's figures with the same outcome.
-    fn finish(&mut self, outcome: Outcome) {
-        for g in [self.guard.take(), self.region_guard.take()]
-            .into_iter()
-            .flatten()
-        {
-            g.finish(outcome);
-        }
+        self.call.region()
     }
 
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
         self.done = true;
-        self.finish(Outcome::Failure(e.kind()));
-        tracing::debug!(parent: &self.span, error = %e, "stream failed");
+        self.call.finish(Outcome::Failure(e.kind()));
+        tracing::debug!(parent: self.call.span(), error = %e, "stream failed");
         Some(Err(e))
-    }
-
-    /// Retires the stream's connection: a stall or a transport failure may mean it is dead, and
-    /// over h2 it would carry every later call. In-stream exceptions and clean ends do not.
-    fn retire_connection(&mut self) {
-        if self
-            .watch
-            .as_ref()
-            .is_some_and(|w| w.retire("stream stalled or broke"))
-        {
-            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
-                g.retired(1);
-            }
-        }
     }
 
     /// Returns the next event, `None` at the clean end of the stream.
@@ -345,7 +294,9 @@ impl ReplyStream {
     /// # Errors
     /// A stall timeout when no event arrives in time; a network error when the stream ends
     /// without `messageStop` or breaks; the service's in-stream exceptions mapped to kinds.
-    /// After an error the stream is over.
+    /// After an error the stream is over. A stall or a break retires the connection the stream
+    /// came on (over HTTP/2 it would otherwise carry later calls); an in-stream exception or a
+    /// clean end does not.
     pub async fn next(&mut self) -> Option<Result<StreamEvent>> {
         if self.done {
             return None;
@@ -353,7 +304,7 @@ impl ReplyStream {
         let received = tokio::time::timeout(self.stall, self.receiver.recv()).await;
         let event = match received {
             Err(_) => {
-                self.retire_connection();
+                self.call.retire_connection();
                 return self.fail(Error::timeout(
                     TimeoutKind::StreamStall,
                     format!(
@@ -365,7 +316,7 @@ impl ReplyStream {
             Ok(Err(e)) => {
                 let e = map_stream_error(e);
                 if e.code().is_none() {
-                    self.retire_connection();
+                    self.call.retire_connection();
                 }
                 return self.fail(e);
             }
@@ -383,14 +334,12 @@ impl ReplyStream {
         };
         if !self.saw_event {
             self.saw_event = true;
-            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
-                g.first_token();
-            }
+            self.call.first_token();
         }
         let ev = convert(event);
         self.acc.add(&ev);
         if matches!(ev, StreamEvent::MessageStop { .. }) {
-            self.finish(Outcome::Success);
+            self.call.finish(Outcome::Success);
         }
         Some(Ok(ev))
     }
@@ -404,13 +353,12 @@ impl ReplyStream {
         while let Some(ev) = self.next().await {
             ev?;
         }
-        let latency = self.started.elapsed();
         let acc = std::mem::take(&mut self.acc);
         Ok(Reply {
             output: acc.into_output()?,
-            region: std::mem::take(&mut self.region),
-            attempts: self.attempts,
-            latency,
+            region: self.call.region().to_owned(),
+            attempts: self.call.attempts(),
+            latency: self.call.elapsed(),
         })
     }
 

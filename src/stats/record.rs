@@ -1,187 +1,13 @@
-//! Statistics: `Copy` snapshots read from relaxed atomics.
-//!
-//! Every figure is approximate under load: counters are read one by one, not as one
-//! transaction, so a snapshot taken while requests run may be off by the requests in flight.
+//! The recording side of the statistics: relaxed atomics, a lock-free histogram, the call
+//! guard that counts one call, and the capped per-model table.
 
+use super::{FailureCounts, LatencySummary, RequestStats};
 use crate::error::ErrorKind;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Negotiated HTTP protocol of a pool's connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HttpProtocol {
-    /// HTTP/1.1: one request per connection at a time.
-    Http1,
-    /// HTTP/2: every request multiplexed on one connection.
-    Http2,
-}
-
-/// Connection pool figures for one origin (one Bedrock region, or STS).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct OriginPoolStats {
-    /// Connection cap of this origin.
-    pub capacity: usize,
-    /// Connections open now (idle + active), including those still establishing.
-    pub open: usize,
-    /// Open connections with no request on them (HTTP/1.1).
-    pub idle: usize,
-    /// Connections carrying a request now (HTTP/1.1), or accepting HTTP/2 connections.
-    pub active: usize,
-    /// Connections being established now.
-    pub establishing: usize,
-    /// Requests waiting for a connection now (the pool is exhausted when this is above 0).
-    pub waiting: usize,
-    /// Share of the cap in use now, `0.0..=1.0`.
-    pub utilization: f64,
-    /// Protocol negotiated by the most recent connection, if any was opened.
-    pub protocol: Option<HttpProtocol>,
-    /// Connections this crate retired (poisoned) after an attempt on them timed out or failed
-    /// with an IO error, or their stream stalled or broke: counted once per connection. They
-    /// are also counted in `closed_error` once the pool closes them, together with connections
-    /// the pool discarded for its own reasons.
-    pub retired: u64,
-    /// Most requests seen in flight at once on one connection (from dispatch until the
-    /// response body is done). Over HTTP/1.1 it is 1; over HTTP/2 it shows the multiplexing.
-    pub max_in_flight_per_connection: u32,
-    /// Connections opened since the factory was built.
-    pub opened: u64,
-    /// Connections closed by the client's idle eviction.
-    pub closed_idle: u64,
-    /// Connections discarded after an error (poisoned, incomplete exchange).
-    pub closed_error: u64,
-    /// Connections whose protocol ended: closed by the server or reset by the network.
-    pub closed_by_peer: u64,
-    /// Connections closed because the pool was dropped, its runtime stopped, or capacity moved.
-    pub closed_dropped: u64,
-    /// Connection establishments that failed (DNS, TCP, TLS).
-    pub establishment_failures: u64,
-    /// Time the most recent connection took to establish.
-    pub establishment_last: Duration,
-    /// Mean establishment time.
-    pub establishment_mean: Duration,
-    /// Longest establishment time.
-    pub establishment_max: Duration,
-    /// Mean time of the transport part (DNS + TCP).
-    pub transport_mean: Duration,
-    /// Mean time of the protocol handshake part (TLS and ALPN), when the pool reports it.
-    pub handshake_mean: Duration,
-}
-
-impl OriginPoolStats {
-    /// Returns the connections closed so far, whatever the cause.
-    pub fn closed(&self) -> u64 {
-        self.closed_idle + self.closed_error + self.closed_by_peer + self.closed_dropped
-    }
-}
-
-/// Connection pool figures of a factory: Bedrock (all regions summed) and STS.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// The Bedrock Runtime origins, summed over regions (see
-    /// [`LlmFactory::pool_stats_by_region`](crate::LlmFactory::pool_stats_by_region)).
-    pub bedrock: OriginPoolStats,
-    /// The STS origin.
-    pub sts: OriginPoolStats,
-}
-
-/// Model handle cache figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Handles cached now.
-    pub cached: usize,
-    /// Calls of `model(id)` answered from the cache.
-    pub hits: u64,
-    /// Calls of `model(id)` that created a handle.
-    pub misses: u64,
-    /// Handles removed by `invalidate` or `invalidate_all`.
-    pub invalidated: u64,
-}
-
-/// Latency distribution of a set of requests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LatencySummary {
-    /// Requests measured.
-    pub count: u64,
-    /// Mean latency.
-    pub mean: Duration,
-    /// Median (within the histogram's 6% bucket width).
-    pub p50: Duration,
-    /// 90th percentile.
-    pub p90: Duration,
-    /// 99th percentile.
-    pub p99: Duration,
-    /// Longest latency seen.
-    pub max: Duration,
-}
-
-/// Failures counted by [`ErrorKind`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FailureCounts {
-    counts: [u64; ErrorKind::ALL.len()],
-}
-
-impl FailureCounts {
-    /// Returns the failures of one kind.
-    pub fn get(&self, kind: ErrorKind) -> u64 {
-        self.counts[kind.index()]
-    }
-
-    /// Returns every failure, whatever the kind.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Returns `(kind, count)` for each kind with at least one failure.
-    pub fn iter(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
-        ErrorKind::ALL
-            .iter()
-            .zip(self.counts.iter())
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| (*k, *n))
-    }
-}
-
-/// Request figures, overall or for one model id or region.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RequestStats {
-    /// Calls started (invalid input included).
-    pub requests: u64,
-    /// Calls that succeeded.
-    pub successes: u64,
-    /// Calls that failed, by kind.
-    pub failures: FailureCounts,
-    /// Calls that failed on a timeout (also counted in `failures`).
-    pub timeouts: u64,
-    /// Calls that failed throttled (also counted in `failures`).
-    pub throttles: u64,
-    /// Attempts beyond the first, made by the SDK's retries.
-    pub retries: u64,
-    /// Calls in flight now.
-    pub in_flight: u64,
-    /// Calls that gave up without an answer because their future was dropped.
-    pub cancelled: u64,
-    /// Connections retired (poisoned) because an attempt of these calls timed out or failed
-    /// with an IO error, or their stream stalled or broke.
-    pub retired_connections: u64,
-    /// Latency of completed calls (success or failure; for streams, until the stream ended).
-    pub latency: LatencySummary,
-    /// Calls that came after at least the wake-up threshold with no traffic.
-    pub wakeups: u64,
-    /// Latency of those wake-up calls: the figure an idle service's users feel.
-    pub wakeup_latency: LatencySummary,
-    /// Time to the first event of streams.
-    pub time_to_first_token: LatencySummary,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recording side (crate-private).
 
 /// Sub-buckets per power of two: about 9% bucket width, 4.5% error at the midpoint.
 const SUB: usize = 8;
@@ -405,10 +231,6 @@ impl CallGuard {
         }
     }
 
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.end(outcome);
     }
@@ -497,6 +319,88 @@ impl Activity {
     }
 }
 
+/// Label under which model ids beyond the cap are counted, in statistics and metric labels.
+pub(crate) const OTHER_MODELS: &str = "other";
+
+/// Per-model request counters, with at most `cap` distinct ids; later ids share one "other"
+/// entry so that a stream of distinct ids cannot grow the table (or the metric labels).
+pub(crate) struct ModelTable {
+    cap: usize,
+    map: Mutex<HashMap<String, (Arc<RequestCounters>, Arc<str>)>>,
+    other: (Arc<RequestCounters>, Arc<str>),
+}
+
+impl ModelTable {
+    pub(crate) fn new(cap: usize) -> Self {
+        ModelTable {
+            cap,
+            map: Mutex::new(HashMap::new()),
+            other: (Arc::new(RequestCounters::new()), Arc::from(OTHER_MODELS)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<RequestCounters>, Arc<str>)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns the counters and the metric label of `id`: its own while fewer than the cap are
+    /// tracked, else the shared "other" entry.
+    pub(crate) fn entry(&self, id: &str) -> (Arc<RequestCounters>, Arc<str>) {
+        let mut map = self.lock();
+        if let Some(e) = map.get(id) {
+            return e.clone();
+        }
+        if map.len() >= self.cap {
+            return self.other.clone();
+        }
+        let e = (Arc::new(RequestCounters::new()), Arc::from(id));
+        map.insert(id.to_owned(), e.clone());
+        e
+    }
+
+    /// Forgets the figures of `id`.
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Returns the figures of `id` (or of the "other" entry), if tracked.
+    pub(crate) fn get(&self, id: &str) -> Option<RequestStats> {
+        if id == OTHER_MODELS {
+            return self.has_other().then(|| self.other.0.snapshot());
+        }
+        self.lock().get(id).map(|(c, _)| c.snapshot())
+    }
+
+    fn has_other(&self) -> bool {
+        self.other.0.requests.load(Relaxed) > 0
+    }
+
+    /// Returns every tracked id's figures sorted by id, with "other" last when it was used.
+    pub(crate) fn all(&self) -> Vec<(String, RequestStats)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, (c, _))| (k.clone(), c.snapshot()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.has_other() {
+            v.push((OTHER_MODELS.to_owned(), self.other.0.snapshot()));
+        }
+        v
+    }
+
+    /// Forgets every id's figures.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Returns the number of ids tracked on their own.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,5 +468,18 @@ mod tests {
             (s.throttles, s.failures.total(), s.latency.count),
             (1, 1, 1)
         );
+    }
+
+    #[test]
+    fn the_model_table_is_capped_with_one_other_entry() {
+        let t = ModelTable::new(3);
+        let labels: Vec<_> = (0..10).map(|i| t.entry(&format!("m{i}")).1).collect();
+        assert_eq!(t.len(), 3);
+        assert_eq!(&*labels[2], "m2");
+        assert_eq!(&*labels[3], OTHER_MODELS);
+        assert_eq!(&*t.entry("m1").1, "m1", "a tracked id keeps its entry");
+        t.remove("m1");
+        assert_eq!(&*t.entry("m9").1, "m9", "a pruned slot is reused");
+        assert_eq!(t.len(), 3);
     }
 }

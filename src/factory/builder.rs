@@ -1,0 +1,497 @@
+//! `LlmFactoryBuilder`: every knob with its default, the validation of the whole
+//! configuration, and the assembly of the pool, the clients and the shared state.
+
+use super::LlmFactory;
+use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
+use crate::error::{Error, Result};
+use crate::region::{RegionClient, Regions};
+use crate::shared::Shared;
+use crate::transport::{AttemptCounter, Transport};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_smithy_runtime::client::retries::RetryPartition;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Builder of an [`LlmFactory`]; every knob documents its default.
+#[derive(Default)]
+pub struct LlmFactoryBuilder {
+    config: FactoryConfig,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    sdk_config: Option<SdkConfig>,
+    region_endpoints: Vec<(String, String)>,
+}
+
+impl fmt::Debug for LlmFactoryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmFactoryBuilder")
+            .field("config", &self.config)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<provider>"),
+            )
+            .field(
+                "sdk_config",
+                &self.sdk_config.as_ref().map(|_| "<SdkConfig>"),
+            )
+            .finish()
+    }
+}
+
+impl LlmFactoryBuilder {
+    /// Sets the region. Default is the AWS environment's region, else `us-west-2`.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.config.regions = vec![region.into()];
+        self
+    }
+
+    /// Sets several regions for failover, the primary first. Default is one region.
+    pub fn regions<I, S>(mut self, regions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.regions = regions.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the credentials provider. Default is the AWS default chain (environment, profile,
+    /// SSO, web identity, ECS, IMDS).
+    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
+        self.credentials =
+            Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Starts from an existing `SdkConfig` (its region and credentials are used). The factory
+    /// still installs its own pool, timeouts and retry settings. Default is none: the AWS
+    /// environment is loaded.
+    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    /// Sets the Bedrock Runtime endpoint URL (of the primary region). Default is the SDK's
+    /// endpoint resolution (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, `AWS_ENDPOINT_URL`, else AWS).
+    pub fn bedrock_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.config.bedrock_endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Sets the Bedrock Runtime endpoint URL of one region (multi-region). Default is none.
+    pub fn region_endpoint_url(
+        mut self,
+        region: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Self {
+        self.region_endpoints.push((region.into(), url.into()));
+        self
+    }
+
+    /// Sets the STS endpoint URL. Default is the SDK's endpoint resolution
+    /// (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, else AWS).
+    pub fn sts_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.config.sts_endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Adds a trusted CA certificate (PEM), on top of the platform's roots. Default is none.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.config.extra_ca_pem.push(pem.into());
+        self
+    }
+
+    /// Allows `http://` endpoints on hosts other than loopback, where requests travel
+    /// unencrypted. Default is false (refused).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.config.allow_insecure_http = allow;
+        self
+    }
+
+    /// Sets the connection cap per host. Default is 50.
+    pub fn pool_max_connections_per_host(mut self, n: usize) -> Self {
+        self.config.pool.max_connections_per_host = n;
+        self
+    }
+
+    /// Sets the pool idle timeout; `None` never evicts. Default is 50 s.
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.pool.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Sets the TCP keepalive idle time; `None` disables it. Default is 30 s.
+    pub fn pool_tcp_keepalive(mut self, time: impl Into<Option<Duration>>) -> Self {
+        self.config.pool.tcp_keepalive = time.into();
+        self
+    }
+
+    /// Sets the connect timeout (DNS + TCP + TLS). Default is 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.connect = timeout;
+        self
+    }
+
+    /// Sets the read timeout (request sent to response headers). Default is 60 s.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.read = timeout;
+        self
+    }
+
+    /// Sets the longest gap between two stream events. Default is 60 s.
+    pub fn stream_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.stream_stall = timeout;
+        self
+    }
+
+    /// Sets the retry mode. Default is adaptive.
+    pub fn retry_mode(mut self, mode: RetryMode) -> Self {
+        self.config.retry.mode = mode;
+        self
+    }
+
+    /// Sets the attempts per call, the first included. Default is 3.
+    pub fn retry_max_attempts(mut self, attempts: u32) -> Self {
+        self.config.retry.max_attempts = attempts;
+        self
+    }
+
+    /// Sets the idle time after which a call counts as a wake-up in the statistics.
+    /// Default is 30 s.
+    pub fn wakeup_threshold(mut self, threshold: Duration) -> Self {
+        self.config.wakeup_threshold = threshold;
+        self
+    }
+
+    /// Sets how long a failed region stays out of rotation. Default is 30 s.
+    pub fn failover_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.failover_cooldown = cooldown;
+        self
+    }
+
+    /// Validates the configuration, builds the pool and the clients, and returns the factory.
+    ///
+    /// Must run inside a tokio runtime: the pool is bound to it.
+    ///
+    /// # Errors
+    /// An invalid-input error naming the knob for zero or absurd values, bad endpoint URLs,
+    /// plain `http://` to a non-loopback host without [`allow_insecure_http`](Self::allow_insecure_http),
+    /// or an unusable CA certificate.
+    pub async fn build(self) -> Result<LlmFactory> {
+        let mut config = self.config;
+        validate(&config)?;
+        for (region, url) in &self.region_endpoints {
+            validate_region(region, "region_endpoint_url")?;
+            validate_url(url, "region_endpoint_url", config.allow_insecure_http)?;
+        }
+        let transport = Transport::new(&config)?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(config.timeouts.connect)
+            .read_timeout(config.timeouts.read)
+            .build();
+        let retry = match config.retry.mode {
+            RetryMode::Adaptive => RetryConfig::adaptive(),
+            RetryMode::Standard => RetryConfig::standard(),
+        }
+        .with_max_attempts(config.retry.max_attempts)
+        // Only the transport retires connections, after a timeout or an IO error; a 5xx
+        // answered on a healthy connection says nothing about that connection.
+        .with_reconnect_mode(ReconnectMode::ReuseAllConnections);
+        let partitions = RetryPartitions::new();
+
+        let sdk_config = match self.sdk_config {
+            Some(base) => {
+                let mut b = base.to_builder();
+                b.set_http_client(Some(transport.http_client()));
+                b.set_timeout_config(Some(timeouts));
+                b.set_retry_config(Some(retry));
+                if let Some(c) = self.credentials {
+                    b.set_credentials_provider(Some(c));
+                }
+                b.build()
+            }
+            None => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(transport.http_client())
+                    .timeout_config(timeouts)
+                    .retry_config(retry);
+                if let Some(r) = config.regions.first() {
+                    loader = loader.region(Region::new(r.clone()));
+                }
+                if let Some(c) = self.credentials {
+                    loader = loader.credentials_provider(c);
+                }
+                loader.load().await
+            }
+        };
+        if config.regions.is_empty() {
+            config.regions = vec![
+                sdk_config
+                    .region()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+            ];
+        }
+        if let Some((region, _)) = self
+            .region_endpoints
+            .iter()
+            .find(|(r, _)| !config.regions.contains(r))
+        {
+            return Err(Error::invalid(
+                "region_endpoint_url",
+                format!(
+                    "{region} is not one of the factory's regions ({}): add it with regions(..)",
+                    config.regions.join(", ")
+                ),
+            ));
+        }
+        // The SDK reads AWS_ENDPOINT_URL_* itself; read them here too so statistics know the origin.
+        let env_url = |service: &str| {
+            std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
+                .ok()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                .filter(|u| !u.is_empty())
+        };
+        let bedrock_override = config
+            .bedrock_endpoint_url
+            .clone()
+            .or_else(|| sdk_config.endpoint_url().map(str::to_owned))
+            .or_else(|| env_url("BEDROCK_RUNTIME"));
+        let sts_override = config
+            .sts_endpoint_url
+            .clone()
+            .or_else(|| sdk_config.endpoint_url().map(str::to_owned))
+            .or_else(|| env_url("STS"));
+        for (name, url) in [
+            ("bedrock_endpoint_url", &bedrock_override),
+            ("sts_endpoint_url", &sts_override),
+        ] {
+            if let Some(u) = url {
+                validate_url(u, name, config.allow_insecure_http)?;
+            }
+        }
+
+        let interceptor = || AttemptCounter;
+        let mut regions = Vec::new();
+        for (i, region) in config.regions.iter().enumerate() {
+            let explicit = self
+                .region_endpoints
+                .iter()
+                .find(|(r, _)| r == region)
+                .map(|(_, u)| u.clone());
+            let url = explicit.clone().or_else(|| {
+                if i == 0 {
+                    bedrock_override.clone()
+                } else {
+                    None
+                }
+            });
+            let mut b = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config)
+                .region(Region::new(region.clone()))
+                .retry_partition(partitions.get(region))
+                .interceptor(interceptor());
+            if let Some(u) = &url {
+                b = b.endpoint_url(u.clone());
+            }
+            let endpoint_url =
+                url.unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+            regions.push(RegionClient::new(
+                region.clone(),
+                aws_sdk_bedrockruntime::Client::from_conf(b.build()),
+                endpoint_url,
+                config.wakeup_threshold,
+            ));
+        }
+        let primary = config.regions[0].clone();
+        let mut sts_b = aws_sdk_sts::config::Builder::from(&sdk_config)
+            .region(Region::new(primary.clone()))
+            .retry_partition(partitions.get("sts"))
+            .interceptor(interceptor());
+        if let Some(u) = &sts_override {
+            sts_b = sts_b.endpoint_url(u.clone());
+        }
+        let sts_url =
+            sts_override.unwrap_or_else(|| format!("https://sts.{primary}.amazonaws.com"));
+        let regions = Regions::new(regions, config.failover_cooldown);
+        let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
+        let shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
+        tracing::debug!(
+            regions = ?shared.config.regions,
+            max_connections = shared.config.pool.max_connections_per_host,
+            idle_timeout = ?shared.config.pool.idle_timeout,
+            "bedrock factory built"
+        );
+        Ok(LlmFactory::from_shared(shared))
+    }
+}
+
+/// Names the retry partitions of one factory: one per region, one for STS.
+///
+/// The SDK shares the retry token bucket and the adaptive rate limiter of a partition (by
+/// default: service and region) across the whole process, so one factory's timeouts or
+/// throttles would drain another's retries. Each factory gets its own partitions; the SDK
+/// keeps each partition's small state for the life of the process.
+struct RetryPartitions(u64);
+
+impl RetryPartitions {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        RetryPartitions(NEXT.fetch_add(1, Relaxed))
+    }
+
+    fn get(&self, scope: &str) -> RetryPartition {
+        RetryPartition::new(format!("bedrock-pool-{}-{scope}", self.0))
+    }
+}
+
+/// Longest timeout or interval the builder accepts: a day.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn validate_duration(d: Duration, field: &'static str) -> Result<()> {
+    if d.is_zero() {
+        return Err(Error::invalid(field, "must be greater than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(Error::invalid(field, format!("{d:?} is longer than a day")));
+    }
+    Ok(())
+}
+
+fn validate_region(region: &str, field: &'static str) -> Result<()> {
+    let ok = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{region:?} is not a region name (such as us-west-2)"),
+        ))
+    }
+}
+
+/// Checks an endpoint URL: http(s), a host, and no plain http off loopback unless allowed.
+pub(crate) fn validate_url(url: &str, field: &'static str, allow_insecure: bool) -> Result<()> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| Error::invalid(field, format!("{url:?} is not a URL")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::invalid(field, format!("{url:?} has no host")))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let h = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(false);
+            if loopback || allow_insecure {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    field,
+                    format!(
+                        "{url:?} is plain http to a non-loopback host: requests would travel unencrypted (allow_insecure_http(true) to permit)"
+                    ),
+                ))
+            }
+        }
+        _ => Err(Error::invalid(
+            field,
+            format!("{url:?} must start with https:// (or http:// for loopback)"),
+        )),
+    }
+}
+
+fn validate(c: &FactoryConfig) -> Result<()> {
+    if c.pool.max_connections_per_host == 0 {
+        return Err(Error::invalid(
+            "pool_max_connections_per_host",
+            "must be at least 1",
+        ));
+    }
+    if c.pool.max_connections_per_host > 10_000 {
+        return Err(Error::invalid(
+            "pool_max_connections_per_host",
+            format!(
+                "{} is absurd (at most 10000)",
+                c.pool.max_connections_per_host
+            ),
+        ));
+    }
+    if let Some(d) = c.pool.idle_timeout {
+        validate_duration(d, "pool_idle_timeout")?;
+    }
+    if let Some(d) = c.pool.tcp_keepalive {
+        validate_duration(d, "pool_tcp_keepalive")?;
+        if d < Duration::from_secs(1) {
+            return Err(Error::invalid(
+                "pool_tcp_keepalive",
+                "the kernel's keepalive idle time has a 1 s resolution",
+            ));
+        }
+    }
+    validate_duration(c.timeouts.connect, "connect_timeout")?;
+    validate_duration(c.timeouts.read, "read_timeout")?;
+    validate_duration(c.timeouts.stream_stall, "stream_stall_timeout")?;
+    validate_duration(c.wakeup_threshold, "wakeup_threshold")?;
+    validate_duration(c.failover_cooldown, "failover_cooldown")?;
+    if c.retry.max_attempts == 0 {
+        return Err(Error::invalid("retry_max_attempts", "must be at least 1"));
+    }
+    if c.retry.max_attempts > 20 {
+        return Err(Error::invalid(
+            "retry_max_attempts",
+            format!("{} is absurd (at most 20)", c.retry.max_attempts),
+        ));
+    }
+    let mut seen = Vec::new();
+    for r in &c.regions {
+        validate_region(r, "regions")?;
+        if seen.contains(&r) {
+            return Err(Error::invalid("regions", format!("{r} is listed twice")));
+        }
+        seen.push(r);
+    }
+    for pem in &c.extra_ca_pem {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::invalid(
+                "ca_certificate_pem",
+                "expected a PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(
+            validate_url(
+                "https://bedrock-runtime.us-west-2.amazonaws.com",
+                "f",
+                false
+            )
+            .is_ok()
+        );
+        assert!(validate_url("http://127.0.0.1:8080", "f", false).is_ok());
+        assert!(validate_url("http://[::1]:8080", "f", false).is_ok());
+        let e = validate_url("http://10.1.2.3", "bedrock_endpoint_url", false).unwrap_err();
+        assert_eq!(e.field(), Some("bedrock_endpoint_url"));
+        assert!(validate_url("http://10.1.2.3", "f", true).is_ok());
+        assert!(validate_url("ftp://x", "f", false).is_err());
+        assert!(validate_url("not a url", "f", false).is_err());
+    }
+}
+

@@ -1,0 +1,197 @@
+//! Region clients, their health, the order a call tries them in, and the failover policy.
+//!
+//! The policy lives here, apart from the loop that applies it (`call.rs`), as tower keeps a
+//! retry policy apart from the retry loop.
+
+use crate::error::Error;
+use crate::stats::{Activity, OriginPoolStats, RequestCounters, RequestStats};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Most regions one call tries: the first allowed healthy one, then at most one failover.
+pub(crate) const MAX_REGIONS_PER_CALL: usize = 2;
+
+/// Returns true when a failure in one region should move the call to the next region: one
+/// that another region might not have (timeouts, network errors, 5xx, throttling left after
+/// the SDK's retries). Invalid input, validation, access denied and unknown models never move.
+pub(crate) fn fails_over(e: &Error) -> bool {
+    e.is_regional()
+}
+
+/// One region's Bedrock client and its health.
+pub(crate) struct RegionClient {
+    pub(crate) region: String,
+    pub(crate) client: aws_sdk_bedrockruntime::Client,
+    pub(crate) endpoint_url: String,
+    pub(crate) counters: Arc<RequestCounters>,
+    /// When model calls last reached this region (for activity-aware keep-warm).
+    pub(crate) activity: Arc<Activity>,
+    /// Milliseconds since the regions' epoch until which the region is skipped (0 = healthy).
+    unhealthy_until_ms: AtomicU64,
+    pub(crate) failovers: AtomicU64,
+}
+
+impl RegionClient {
+    pub(crate) fn new(
+        region: String,
+        client: aws_sdk_bedrockruntime::Client,
+        endpoint_url: String,
+        wakeup_threshold: Duration,
+    ) -> Self {
+        RegionClient {
+            region,
+            client,
+            endpoint_url,
+            counters: Arc::new(RequestCounters::new()),
+            activity: Arc::new(Activity::new(wakeup_threshold)),
+            unhealthy_until_ms: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Health and traffic figures of one region.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RegionStats {
+    /// The region name.
+    pub region: String,
+    /// The Bedrock Runtime endpoint used for it.
+    pub endpoint_url: String,
+    /// False while the region cools down after a regional failure.
+    pub healthy: bool,
+    /// Calls that moved away from this region to the next one after it failed.
+    pub failovers: u64,
+    /// Request figures of calls sent to this region.
+    pub requests: RequestStats,
+    /// Pool figures of this region's Bedrock origin.
+    pub pool: OriginPoolStats,
+}
+
+/// The regions of a factory, primary first, with their health.
+pub(crate) struct Regions {
+    list: Vec<RegionClient>,
+    epoch: Instant,
+    cooldown: Duration,
+}
+
+impl Regions {
+    /// Returns the regions; `list` holds at least one (the builder sees to it).
+    pub(crate) fn new(list: Vec<RegionClient>, cooldown: Duration) -> Self {
+        Regions {
+            list,
+            epoch: Instant::now(),
+            cooldown,
+        }
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, RegionClient> {
+        self.list.iter()
+    }
+
+    pub(crate) fn primary(&self) -> &RegionClient {
+        &self.list[0]
+    }
+
+    pub(crate) fn find(&self, region: &str) -> Option<&RegionClient> {
+        self.list.iter().find(|r| r.region == region)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
+    }
+
+    pub(crate) fn is_healthy(&self, r: &RegionClient) -> bool {
+        r.unhealthy_until_ms.load(Relaxed) <= self.now_ms()
+    }
+
+    /// Takes `r` out of rotation for the cooldown.
+    pub(crate) fn mark_unhealthy(&self, r: &RegionClient) {
+        let until = self.now_ms() + u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX / 4);
+        r.unhealthy_until_ms.store(until, Relaxed);
+        tracing::warn!(region = %r.region, cooldown_s = self.cooldown.as_secs_f64(), "region marked unhealthy");
+    }
+
+    pub(crate) fn mark_healthy(&self, r: &RegionClient) {
+        if r.unhealthy_until_ms.swap(0, Relaxed) != 0 {
+            tracing::info!(region = %r.region, "region healthy again");
+        }
+    }
+
+    /// Returns the regions a call for `model_id` may use, healthy ones first, primary first.
+    pub(crate) fn order(&self, model_id: &str) -> Vec<&RegionClient> {
+        let allowed: Vec<&RegionClient> = self
+            .list
+            .iter()
+            .filter(|r| region_allows(&r.region, model_id))
+            .collect();
+        let pool = if allowed.is_empty() {
+            self.list.iter().collect()
+        } else {
+            allowed
+        };
+        let (mut healthy, sick): (Vec<_>, Vec<_>) =
+            pool.into_iter().partition(|r| self.is_healthy(r));
+        healthy.extend(sick);
+        healthy
+    }
+}
+
+/// Returns false when `model_id` names a region or geography that `region` is not in:
+/// ARNs (`arn:aws:bedrock:us-east-1:...`) and cross-region inference profiles (`us.`, `eu.`,
+/// `apac.`, `us-gov.`, ... prefixes). Plain model ids and `global.` profiles go anywhere.
+pub(crate) fn region_allows(region: &str, model_id: &str) -> bool {
+    if let Some(rest) = model_id.strip_prefix("arn:") {
+        // arn:partition:service:region:account:resource
+        return match rest.split(':').nth(2) {
+            Some("") | None => true,
+            Some(r) => r == region,
+        };
+    }
+    let Some((prefix, _)) = model_id.split_once('.') else {
+        return true;
+    };
+    match prefix {
+        "us" => region.starts_with("us-") && !region.starts_with("us-gov-"),
+        "us-gov" => region.starts_with("us-gov-"),
+        "eu" => region.starts_with("eu-"),
+        "apac" => region.starts_with("ap-"),
+        "jp" => region == "ap-northeast-1" || region == "ap-northeast-3",
+        "au" => region == "ap-southeast-2" || region == "ap-southeast-4",
+        "ca" => region.starts_with("ca-"),
+        _ => true, // a provider name such as `anthropic.`, or `global.`
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_profiles_and_arns_scope_regions() {
+        assert!(region_allows(
+            "us-east-1",
+            "us.anthropic.claude-3-haiku-20240307-v1:0"
+        ));
+        assert!(!region_allows(
+            "eu-west-1",
+            "us.anthropic.claude-3-haiku-20240307-v1:0"
+        ));
+        assert!(region_allows(
+            "eu-west-1",
+            "eu.meta.llama3-2-1b-instruct-v1:0"
+        ));
+        assert!(region_allows(
+            "eu-west-1",
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        ));
+        assert!(region_allows(
+            "eu-west-1",
+            "global.anthropic.claude-sonnet-4-v1:0"
+        ));
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/x";
+        assert!(region_allows("us-east-1", arn));
+        assert!(!region_allows("us-west-2", arn));
+    }
+}

@@ -1,0 +1,89 @@
+//! What every handle of a factory shares: the clients, the pool, the statistics.
+
+use crate::config::FactoryConfig;
+use crate::region::{RegionClient, Regions};
+use crate::stats::{Activity, ModelTable, RequestCounters};
+use crate::transport::Transport;
+use aws_config::SdkConfig;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Most model ids whose statistics (and metric labels) are kept apart; later ids are counted
+/// together under `other`.
+pub(crate) const MAX_TRACKED_MODELS: usize = 256;
+
+/// Shortest gap between two "pool exhausted" warnings.
+const EXHAUSTED_WARN_EVERY_MS: u64 = 10_000;
+
+/// The state behind a factory and every handle it gave out.
+pub(crate) struct Shared {
+    pub(crate) config: FactoryConfig,
+    pub(crate) transport: Transport,
+    pub(crate) sdk_config: SdkConfig,
+    pub(crate) regions: Regions,
+    pub(crate) sts: aws_sdk_sts::Client,
+    pub(crate) sts_url: String,
+    pub(crate) overall: Arc<RequestCounters>,
+    pub(crate) models: ModelTable,
+    pub(crate) activity: Arc<Activity>,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last "pool exhausted" warning (rate limit).
+    last_exhausted_warn_ms: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: FactoryConfig,
+        transport: Transport,
+        sdk_config: SdkConfig,
+        regions: Regions,
+        sts: aws_sdk_sts::Client,
+        sts_url: String,
+    ) -> Self {
+        Shared {
+            activity: Arc::new(Activity::new(config.wakeup_threshold)),
+            config,
+            transport,
+            sdk_config,
+            regions,
+            sts,
+            sts_url,
+            overall: Arc::new(RequestCounters::new()),
+            models: ModelTable::new(MAX_TRACKED_MODELS),
+            epoch: Instant::now(),
+            last_exhausted_warn_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Warns (at most every 10 s) when calls queue for a connection of `r`'s host.
+    ///
+    /// Cheap on the hot path: the pool is asked only when the region's calls in flight (this
+    /// one included) exceed the cap, the only time HTTP/1.1 requests can queue.
+    pub(crate) fn check_exhaustion(&self, r: &RegionClient) {
+        let cap = self.config.pool.max_connections_per_host as u64;
+        if r.counters.in_flight() <= cap {
+            return;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.last_exhausted_warn_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < EXHAUSTED_WARN_EVERY_MS {
+            return;
+        }
+        let stats = self.transport.origin_stats(&r.endpoint_url);
+        if stats.waiting > 0
+            && self
+                .last_exhausted_warn_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                region = %r.region,
+                cap = stats.capacity,
+                open = stats.open,
+                waiting = stats.waiting,
+                "connection pool exhausted: calls are queueing for a connection (the wait counts against the read timeout); raise pool_max_connections_per_host or lower concurrency"
+            );
+        }
+    }
+}

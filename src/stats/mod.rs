@@ -1,0 +1,184 @@
+//! Statistics: `Copy` snapshots read from relaxed atomics.
+//!
+//! Every figure is approximate under load: counters are read one by one, not as one
+//! transaction, so a snapshot taken while requests run may be off by the requests in flight.
+
+mod record;
+
+pub(crate) use record::{Activity, CallGuard, ModelTable, Outcome, RequestCounters};
+
+use crate::error::ErrorKind;
+use std::time::Duration;
+
+/// Negotiated HTTP protocol of a pool's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpProtocol {
+    /// HTTP/1.1: one request per connection at a time.
+    Http1,
+    /// HTTP/2: every request multiplexed on one connection.
+    Http2,
+}
+
+/// Connection pool figures for one origin (one Bedrock region, or STS).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct OriginPoolStats {
+    /// Connection cap of this origin.
+    pub capacity: usize,
+    /// Connections open now (idle + active), including those still establishing.
+    pub open: usize,
+    /// Open connections with no request on them (HTTP/1.1).
+    pub idle: usize,
+    /// Connections carrying a request now (HTTP/1.1), or accepting HTTP/2 connections.
+    pub active: usize,
+    /// Connections being established now.
+    pub establishing: usize,
+    /// Requests waiting for a connection now (the pool is exhausted when this is above 0).
+    pub waiting: usize,
+    /// Share of the cap in use now, `0.0..=1.0`.
+    pub utilization: f64,
+    /// Protocol negotiated by the most recent connection, if any was opened.
+    pub protocol: Option<HttpProtocol>,
+    /// Connections this crate retired (poisoned) after an attempt on them timed out or failed
+    /// with an IO error, or their stream stalled or broke: counted once per connection. They
+    /// are also counted in `closed_error` once the pool closes them, together with connections
+    /// the pool discarded for its own reasons.
+    pub retired: u64,
+    /// Most requests seen in flight at once on one connection (from dispatch until the
+    /// response body is done). Over HTTP/1.1 it is 1; over HTTP/2 it shows the multiplexing.
+    pub max_in_flight_per_connection: u32,
+    /// Connections opened since the factory was built.
+    pub opened: u64,
+    /// Connections closed by the client's idle eviction.
+    pub closed_idle: u64,
+    /// Connections discarded after an error (poisoned, incomplete exchange).
+    pub closed_error: u64,
+    /// Connections whose protocol ended: closed by the server or reset by the network.
+    pub closed_by_peer: u64,
+    /// Connections closed because the pool was dropped, its runtime stopped, or capacity moved.
+    pub closed_dropped: u64,
+    /// Connection establishments that failed (DNS, TCP, TLS).
+    pub establishment_failures: u64,
+    /// Time the most recent connection took to establish.
+    pub establishment_last: Duration,
+    /// Mean establishment time.
+    pub establishment_mean: Duration,
+    /// Longest establishment time.
+    pub establishment_max: Duration,
+    /// Mean time of the transport part (DNS + TCP).
+    pub transport_mean: Duration,
+    /// Mean time of the protocol handshake part (TLS and ALPN), when the pool reports it.
+    pub handshake_mean: Duration,
+}
+
+impl OriginPoolStats {
+    /// Returns the connections closed so far, whatever the cause.
+    pub fn closed(&self) -> u64 {
+        self.closed_idle + self.closed_error + self.closed_by_peer + self.closed_dropped
+    }
+}
+
+/// Connection pool figures of a factory: Bedrock (all regions summed) and STS.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The Bedrock Runtime origins, summed over regions (see
+    /// [`LlmFactory::pool_stats_by_region`](crate::LlmFactory::pool_stats_by_region)).
+    pub bedrock: OriginPoolStats,
+    /// The STS origin.
+    pub sts: OriginPoolStats,
+}
+
+/// Model handle cache figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Handles cached now.
+    pub cached: usize,
+    /// Calls of `model(id)` answered from the cache.
+    pub hits: u64,
+    /// Calls of `model(id)` that created a handle.
+    pub misses: u64,
+    /// Handles removed by `invalidate` or `invalidate_all`.
+    pub invalidated: u64,
+}
+
+/// Latency distribution of a set of requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LatencySummary {
+    /// Requests measured.
+    pub count: u64,
+    /// Mean latency.
+    pub mean: Duration,
+    /// Median (within the histogram's 6% bucket width).
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Longest latency seen.
+    pub max: Duration,
+}
+
+/// Failures counted by [`ErrorKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureCounts {
+    pub(crate) counts: [u64; ErrorKind::ALL.len()],
+}
+
+impl FailureCounts {
+    /// Returns the failures of one kind.
+    pub fn get(&self, kind: ErrorKind) -> u64 {
+        self.counts[kind.index()]
+    }
+
+    /// Returns every failure, whatever the kind.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Returns `(kind, count)` for each kind with at least one failure.
+    pub fn iter(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL
+            .iter()
+            .zip(self.counts.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (*k, *n))
+    }
+}
+
+/// Request figures, overall or for one model id or region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestStats {
+    /// Calls started (invalid input included).
+    pub requests: u64,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that failed, by kind.
+    pub failures: FailureCounts,
+    /// Calls that failed on a timeout (also counted in `failures`).
+    pub timeouts: u64,
+    /// Calls that failed throttled (also counted in `failures`).
+    pub throttles: u64,
+    /// Attempts beyond the first, made by the SDK's retries.
+    pub retries: u64,
+    /// Calls in flight now.
+    pub in_flight: u64,
+    /// Calls that gave up without an answer because their future was dropped.
+    pub cancelled: u64,
+    /// Connections retired (poisoned) because an attempt of these calls timed out or failed
+    /// with an IO error, or their stream stalled or broke.
+    pub retired_connections: u64,
+    /// Latency of completed calls (success or failure; for streams, until the stream ended).
+    pub latency: LatencySummary,
+    /// Calls that came after at least the wake-up threshold with no traffic.
+    pub wakeups: u64,
+    /// Latency of those wake-up calls: the figure an idle service's users feel.
+    pub wakeup_latency: LatencySummary,
+    /// Time to the first event of streams.
+    pub time_to_first_token: LatencySummary,
+}
