@@ -8,6 +8,8 @@
 
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::factory::{LlmFactory, WeakFactory};
+use crate::shared::Shared;
+use std::sync::atomic::Ordering::Relaxed;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
@@ -19,6 +21,8 @@ use tokio::time::Instant;
 
 /// Shortest interval or timeout the heartbeat accepts.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest interval, timeout or backoff accepted: a day.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Settings of the heartbeat task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,11 +127,19 @@ impl HeartbeatConfig {
             ("keep_warm_interval", self.keep_warm_interval),
             ("probe_timeout", self.probe_timeout),
             ("backoff_floor", self.backoff_floor),
+            ("backoff_max", self.backoff_max),
         ] {
             if d < MIN_INTERVAL {
                 return Err(Error::invalid(
                     field,
                     format!("{d:?} is shorter than {MIN_INTERVAL:?}"),
+                ));
+            }
+            // Beyond this, `Instant + d` could overflow and panic.
+            if d > MAX_INTERVAL {
+                return Err(Error::invalid(
+                    field,
+                    format!("{d:?} is longer than {MAX_INTERVAL:?} (a day)"),
                 ));
             }
         }
@@ -246,6 +258,32 @@ pub struct HeartbeatHandle {
     status: Arc<Mutex<HeartbeatStatus>>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Frees the factory's heartbeat slot when the handle goes.
+    _slot: Slot,
+}
+
+/// The factory's one heartbeat slot, taken by a running heartbeat; it never keeps the factory
+/// alive.
+struct Slot(std::sync::Weak<Shared>);
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Result<Slot> {
+        if shared.heartbeat_running.swap(true, Relaxed) {
+            return Err(Error::invalid(
+                "start_heartbeat",
+                "a heartbeat is already running for this factory: stop or drop its handle first",
+            ));
+        }
+        Ok(Slot(Arc::downgrade(shared)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.heartbeat_running.store(false, Relaxed);
+        }
+    }
 }
 
 impl fmt::Debug for HeartbeatHandle {
@@ -351,10 +389,15 @@ impl LlmFactory {
     /// the factory is dropped, when [`HeartbeatHandle::stop`] is called, or when the handle is
     /// dropped.
     ///
+    /// A factory runs at most one heartbeat: a second call while the first one's handle lives
+    /// is refused (one task already probes everything there is to probe). Stop or drop the
+    /// handle to start another with a new configuration.
+    ///
     /// # Errors
-    /// An invalid-input error naming the setting: intervals shorter than 10 ms, a keep-warm
-    /// interval not shorter than the pool idle timeout, zero connections to keep warm, or
-    /// both probes off. Also fails outside a tokio runtime.
+    /// An invalid-input error naming the setting: intervals, timeouts or backoffs shorter than
+    /// 10 ms or longer than a day, a keep-warm interval not shorter than the pool idle timeout,
+    /// zero connections to keep warm, or both probes off; `start_heartbeat` when a heartbeat
+    /// of this factory is already running. Also fails outside a tokio runtime.
     pub fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<HeartbeatHandle> {
         config.validate(self.config().pool.idle_timeout)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -363,6 +406,7 @@ impl LlmFactory {
                 "start_heartbeat must run inside a tokio runtime",
             )
         })?;
+        let slot = Slot::take(self.shared())?;
         let status = Arc::new(Mutex::new(HeartbeatStatus {
             running: true,
             ..HeartbeatStatus::default()
@@ -404,6 +448,7 @@ impl LlmFactory {
             status,
             stop,
             task: Some(task),
+            _slot: slot,
         })
     }
 

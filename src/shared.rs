@@ -6,7 +6,7 @@ use crate::stats::{Activity, ModelTable, RequestCounters};
 use crate::transport::Transport;
 use aws_config::SdkConfig;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 /// Most model ids whose statistics (and metric labels) are kept apart; later ids are counted
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) overall: Arc<RequestCounters>,
     pub(crate) models: ModelTable,
     pub(crate) activity: Arc<Activity>,
+    /// True while a heartbeat task of this factory runs (at most one does).
+    pub(crate) heartbeat_running: AtomicBool,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last "pool exhausted" warning (rate limit).
     last_exhausted_warn_ms: AtomicU64,
@@ -51,6 +53,7 @@ impl Shared {
             sts_url,
             overall: Arc::new(RequestCounters::new()),
             models: ModelTable::new(MAX_TRACKED_MODELS),
+            heartbeat_running: AtomicBool::new(false),
             epoch: Instant::now(),
             last_exhausted_warn_ms: AtomicU64::new(0),
         }
