@@ -754,9 +754,10 @@ impl LocalServer {
     /// Closes every open Bedrock connection gracefully, as AWS does when it rotates a host;
     /// returns how many it asked to close.
     ///
-    /// Over HTTP/2 the connection sends GOAWAY (hyper's graceful shutdown: a first GOAWAY, a PING,
-    /// then the final GOAWAY naming the last stream it accepts), lets the streams in flight
-    /// finish, then closes; the client must open a new connection for new requests. Over
+    /// Over HTTP/2 the connection sends GOAWAY (hyper's graceful shutdown: a first GOAWAY with
+    /// last stream id 2^31-1, a PING, then the final GOAWAY naming the last stream it accepts),
+    /// lets the streams in flight finish, then closes; the client must open a new connection for
+    /// new requests. Over
     /// HTTP/1.1 an idle connection closes at once and a busy one answers its request in flight
     /// with `Connection: close`, then closes. Silenced connections are left alone; connections
     /// accepted afterwards work normally. [`ConnectionCounts::goaway`] counts the connections hit.
