@@ -440,3 +440,24 @@ async fn goaway_h2_new_requests_go_to_a_new_connection() {
         StreamEnd::Ended { error: false, .. }
     ));
 }
+
+/// A skipping rule lets the requests it skips pass to the later rules, then applies.
+#[tokio::test]
+async fn skip_passes_requests_to_later_rules() {
+    use bedrock_pool::local::ServiceError;
+    let server = LocalServer::start().await.unwrap();
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::AccessDenied("third".into())))
+            .skip(2)
+            .times(1),
+    );
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::Validation("first".into()))).times(1),
+    );
+    let client = client(&server);
+    for _ in 0..4 {
+        let _ = converse(&client, "hi").await;
+    }
+    let outcomes: Vec<u16> = server.requests().iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [400, 200, 403, 200]);
+}

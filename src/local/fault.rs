@@ -161,7 +161,8 @@ pub enum Fault {
     ///
     /// The request never gets an answer, and neither does any other request in flight on the same
     /// connection (over HTTP/2, every stream of it: unary calls wait for headers, streams get no
-    /// more events). Their recorded outcome stays 0. Connections opened later work normally.
+    /// more events). Requests not answered yet keep the recorded outcome 0 (a stream whose
+    /// headers went out keeps its 200). Connections opened later work normally.
     GoSilent,
 }
 

@@ -740,9 +740,9 @@ impl LocalServer {
     ///
     /// This is [`Fault::GoSilent`] for connections that are open now, busy or not: they swallow
     /// what they read, drop what they write and never close (until the server is dropped), so
-    /// every request in flight on them (over HTTP/2, every stream) stays unanswered, with a
-    /// recorded outcome of 0. Connections accepted afterwards work normally. Call it once
-    /// [`LocalServer::wait_for_requests`] saw the requests that should be caught in flight.
+    /// every request in flight on them (over HTTP/2, every stream) stays unanswered; those not
+    /// answered yet keep the recorded outcome 0. Connections accepted afterwards work normally.
+    /// Call it once [`LocalServer::wait_for_requests`] saw the requests to catch in flight.
     pub fn silence_connections(&self) -> usize {
         self.shared
             .open_connections(Listener::Bedrock)
