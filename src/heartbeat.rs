@@ -38,7 +38,10 @@ pub struct HeartbeatConfig {
     /// Interval of the keep-warm probe; must be shorter than the pool idle timeout.
     /// Default is 40 s.
     pub keep_warm_interval: Duration,
-    /// Connections to keep warm per region (concurrent probes; over HTTP/2 they share one).
+    /// Concurrent keep-warm probes per region and round. Over HTTP/1.1 each probe keeps its own
+    /// connection warm. Over HTTP/2 the probes are multiplexed on the one connection that carries
+    /// every call, so a value above 1 keeps no more connections, only sends more probes (and
+    /// on a cold pool the first round may race that many handshakes, of which one is kept).
     /// Default is 1.
     pub keep_warm_connections: usize,
     /// Skips a keep-warm probe when model calls reached that region within the interval; the
@@ -94,7 +97,8 @@ impl HeartbeatConfig {
         self
     }
 
-    /// Sets how many connections per region the keep-warm probe keeps warm.
+    /// Sets how many connections per region the keep-warm probe keeps warm over HTTP/1.1;
+    /// over HTTP/2 it keeps the one connection, whatever `n`.
     pub fn keep_warm_connections(mut self, n: usize) -> Self {
         self.keep_warm_connections = n;
         self
@@ -452,10 +456,13 @@ impl LlmFactory {
         })
     }
 
-    /// Opens `n` connections to each region's Bedrock host before the first real request, with
+    /// Opens connections to each region's Bedrock host before the first real request, with
     /// `n` concurrent keep-warm probes (`ListAsyncInvokes`, free and read-only).
     ///
-    /// Over HTTP/2 all requests share one connection, so one is opened.
+    /// Over HTTP/1.1 it leaves `n` connections open. Over HTTP/2 (what Bedrock negotiates) it
+    /// leaves one, which every later call shares: on a cold pool the `n` probes may race up to
+    /// `n` handshakes, and the pool keeps one and drops the rest (they do not show in the pool
+    /// statistics). `warm_up(1)` is therefore enough over HTTP/2.
     ///
     /// # Errors
     /// Invalid input for `n` of 0 or above the pool cap; otherwise the first probe error.

@@ -7,9 +7,18 @@ use bedrock_pool::local::{
     Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError,
 };
 use bedrock_pool::types::{ContentBlock, ConversationRole, Message};
-use bedrock_pool::{ErrorKind, LlmFactory, Model, TimeoutKind};
-use common::{MODEL, builder_for, eventually, factory_for, server};
+use bedrock_pool::{ErrorKind, HttpProtocol, LlmFactory, Model, TimeoutKind};
+use common::{MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+/// Returns the protocol the pool must report for `protocol`.
+fn negotiated(protocol: Protocol) -> HttpProtocol {
+    match protocol {
+        Protocol::HttpsH1Only => HttpProtocol::Http1,
+        _ => HttpProtocol::Http2,
+    }
+}
 
 #[tokio::test]
 async fn converse_returns_the_reply_and_its_figures() {
@@ -36,37 +45,40 @@ async fn converse_returns_the_reply_and_its_figures() {
     assert_eq!(seen[0].body["system"][0]["text"], "be brief");
 }
 
-#[tokio::test]
-async fn every_handle_and_sts_share_one_pool() {
-    let server = server(Protocol::HttpsH1Only).await;
-    let factory = factory_for(&server).await;
-    for m in 0..10 {
-        let model = factory.model(format!("vendor.model-{m}"));
-        for i in 0..20 {
-            model
-                .converse()
-                .user(format!("request {i}"))
-                .send()
-                .await
-                .expect("converse succeeds");
+both_protocols! {
+    async fn every_handle_and_sts_share_one_pool(protocol: Protocol) {
+        let server = server(protocol).await;
+        let factory = factory_for(&server).await;
+        for m in 0..10 {
+            let model = factory.model(format!("vendor.model-{m}"));
+            for i in 0..20 {
+                model
+                    .converse()
+                    .user(format!("request {i}"))
+                    .send()
+                    .await
+                    .expect("converse succeeds");
+            }
         }
+        factory
+            .sts_client()
+            .get_caller_identity()
+            .send()
+            .await
+            .expect("sts answers");
+        assert_eq!(server.requests_for(Operation::Converse).len(), 200);
+        assert_eq!(
+            server.bedrock_connections().accepted,
+            1,
+            "one Bedrock connection for 200 calls"
+        );
+        assert_eq!(server.sts_connections().accepted, 1);
+        let pool = factory.pool_stats();
+        assert_eq!(pool.bedrock.opened, 1);
+        assert_eq!(pool.sts.opened, 1);
+        assert_eq!(pool.bedrock.protocol, Some(negotiated(protocol)));
+        assert_eq!(pool.sts.protocol, Some(negotiated(protocol)));
     }
-    factory
-        .sts_client()
-        .get_caller_identity()
-        .send()
-        .await
-        .expect("sts answers");
-    assert_eq!(server.requests_for(Operation::Converse).len(), 200);
-    assert_eq!(
-        server.bedrock_connections().accepted,
-        1,
-        "one Bedrock connection for 200 calls"
-    );
-    assert_eq!(server.sts_connections().accepted, 1);
-    let pool = factory.pool_stats();
-    assert_eq!(pool.bedrock.opened, 1);
-    assert_eq!(pool.sts.opened, 1);
 }
 
 #[tokio::test]
@@ -152,82 +164,110 @@ async fn a_503_is_attempted_exactly_three_times() {
     assert_eq!(factory.request_stats().retries, 2);
 }
 
-#[tokio::test]
-async fn sixty_concurrent_calls_never_open_more_than_the_cap() {
-    let server = server(Protocol::HttpsH1Only).await;
-    server.set_latency(Latency::fixed(Duration::from_millis(300)));
-    let factory = factory_for(&server).await;
-    let model = factory.model(MODEL);
-    let calls = (0..60).map(|i| {
-        let model = model.clone();
-        tokio::spawn(async move { model.converse().user(format!("call {i}")).send().await })
-    });
-    for c in futures_util::future::join_all(calls).await {
-        c.unwrap().expect("every call succeeds");
+both_protocols! {
+    /// Over HTTP/1.1 sixty concurrent calls stay within the cap of fifty connections; over h2 the
+    /// cap counts connections, not streams, and the sixty calls share ONE connection.
+    async fn sixty_concurrent_calls_never_open_more_than_the_cap(protocol: Protocol) {
+        let server = server(protocol).await;
+        server.set_latency(Latency::fixed(Duration::from_millis(300)));
+        let factory = factory_for(&server).await;
+        let model = factory.model(MODEL);
+        let calls = (0..60).map(|i| {
+            let model = model.clone();
+            tokio::spawn(async move { model.converse().user(format!("call {i}")).send().await })
+        });
+        for c in futures_util::future::join_all(calls).await {
+            c.unwrap().expect("every call succeeds");
+        }
+        let conns = server.bedrock_connections();
+        assert!(conns.max_open <= 50, "{conns:?}");
+        let pool = factory.pool_stats().bedrock;
+        assert_eq!(pool.protocol, Some(negotiated(protocol)));
+        let carried: BTreeSet<u64> = server
+            .requests_for(Operation::Converse)
+            .iter()
+            .map(|r| r.connection_id)
+            .collect();
+        if protocol == Protocol::HttpsH1Only {
+            assert!(
+                conns.max_open >= 40,
+                "the calls did run concurrently: {conns:?}"
+            );
+            assert!(carried.len() >= 40 && carried.len() <= 50, "{carried:?}");
+        } else {
+            // A cold burst may race handshakes (bounded by the cap), but one connection is kept.
+            assert_eq!(carried.len(), 1, "{carried:?}");
+            assert_eq!((pool.opened, pool.open), (1, 1), "{pool:?}");
+            assert!(
+                pool.max_in_flight_per_connection >= 40,
+                "the calls did run concurrently: {pool:?}"
+            );
+        }
     }
-    let conns = server.bedrock_connections();
-    assert!(conns.max_open <= 50, "{conns:?}");
-    assert!(
-        conns.max_open >= 40,
-        "the calls did run concurrently: {conns:?}"
-    );
 }
 
-#[tokio::test]
-async fn the_client_closes_idle_connections_after_the_idle_timeout() {
-    let server = server(Protocol::HttpsH1Only).await;
-    let factory = builder_for(&server)
-        .pool_idle_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
-    factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(server.bedrock_connections().open, 1);
-    assert!(
-        eventually(Duration::from_secs(5), || server.bedrock_connections().open
-            == 0)
-        .await,
-        "the idle connection was not closed: {:?}",
-        server.bedrock_connections()
-    );
-    assert_eq!(factory.pool_stats().bedrock.closed_idle, 1);
+both_protocols! {
+    async fn the_client_closes_idle_connections_after_the_idle_timeout(protocol: Protocol) {
+        let server = server(protocol).await;
+        let factory = builder_for(&server)
+            .pool_idle_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap();
+        factory
+            .model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(server.bedrock_connections().open, 1);
+        assert!(
+            eventually(Duration::from_secs(5), || server.bedrock_connections().open
+                == 0)
+            .await,
+            "the idle connection was not closed: {:?}",
+            server.bedrock_connections()
+        );
+        let pool = factory.pool_stats().bedrock;
+        assert_eq!(pool.closed_idle, 1, "{pool:?}");
+        assert_eq!(pool.protocol, Some(negotiated(protocol)));
+    }
 }
 
-/// The headline fix: a middlebox that silently drops idle flows no longer costs a read timeout,
-/// because the pool evicts idle connections before the middlebox kills them.
-#[tokio::test]
-async fn the_first_call_after_a_long_idle_does_not_wait_for_the_read_timeout() {
-    let server = server(Protocol::HttpsH1Only).await;
-    server.set_idle_fault(Some(IdleFault::SilentlyDead {
-        after: Duration::from_millis(800),
-    }));
-    let read_timeout = Duration::from_secs(4);
-    let factory = builder_for(&server)
-        .pool_idle_timeout(Duration::from_millis(400))
-        .read_timeout(read_timeout)
-        .build()
-        .await
-        .unwrap();
-    let model = factory.model(MODEL);
-    model.converse().user("warm").send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    let start = Instant::now();
-    let reply = model.converse().user("after idle").send().await.unwrap();
-    let took = start.elapsed();
-    assert_eq!(reply.text(), "after idle");
-    assert!(took < read_timeout / 2, "the wake-up waited {took:?}");
-    assert_eq!(reply.attempts(), 1, "no retry was needed");
-    assert_eq!(
-        server.bedrock_connections().accepted,
-        2,
-        "a fresh connection served it"
-    );
+both_protocols! {
+    /// The headline fix: a middlebox that silently drops idle flows no longer costs a read timeout,
+    /// because the pool evicts idle connections before the middlebox kills them.
+    async fn the_first_call_after_a_long_idle_does_not_wait_for_the_read_timeout(protocol: Protocol) {
+        let server = server(protocol).await;
+        server.set_idle_fault(Some(IdleFault::SilentlyDead {
+            after: Duration::from_millis(800),
+        }));
+        let read_timeout = Duration::from_secs(4);
+        let factory = builder_for(&server)
+            .pool_idle_timeout(Duration::from_millis(400))
+            .read_timeout(read_timeout)
+            .build()
+            .await
+            .unwrap();
+        let model = factory.model(MODEL);
+        model.converse().user("warm").send().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let start = Instant::now();
+        let reply = model.converse().user("after idle").send().await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(reply.text(), "after idle");
+        assert!(took < read_timeout / 2, "the wake-up waited {took:?}");
+        assert_eq!(reply.attempts(), 1, "no retry was needed");
+        assert_eq!(
+            server.bedrock_connections().accepted,
+            2,
+            "a fresh connection served it"
+        );
+        let pool = factory.pool_stats().bedrock;
+        assert_eq!(pool.protocol, Some(negotiated(protocol)));
+        assert_eq!((pool.closed_idle, pool.retired), (1, 0), "{pool:?}");
+    }
 }
 
 fn text(role: ConversationRole, t: &str) -> Message {
@@ -315,33 +355,40 @@ async fn the_same_id_gives_the_same_cached_handle() {
     assert_eq!(body["inferenceConfig"]["temperature"], 0.0);
 }
 
-#[tokio::test]
-async fn clearing_the_cache_mid_flight_breaks_nothing() {
-    let server = server(Protocol::HttpsH1Only).await;
-    server.set_latency(Latency::fixed(Duration::from_millis(300)));
-    let factory = factory_for(&server).await;
-    let calls: Vec<_> = (0..10)
-        .map(|i| {
-            let model = factory.model(format!("vendor.model-{i}"));
-            tokio::spawn(async move { model.converse().user("hi").send().await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    factory.clear_cache();
-    assert_eq!(factory.cache_stats().cached, 0);
-    for c in calls {
-        c.await
-            .unwrap()
-            .expect("in-flight call survives clear_cache");
+both_protocols! {
+    async fn clearing_the_cache_mid_flight_breaks_nothing(protocol: Protocol) {
+        let server = server(protocol).await;
+        server.set_latency(Latency::fixed(Duration::from_millis(300)));
+        let factory = factory_for(&server).await;
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let model = factory.model(format!("vendor.model-{i}"));
+                tokio::spawn(async move { model.converse().user("hi").send().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        factory.clear_cache();
+        assert_eq!(factory.cache_stats().cached, 0);
+        for c in calls {
+            c.await
+                .unwrap()
+                .expect("in-flight call survives clear_cache");
+        }
+        factory
+            .model(MODEL)
+            .converse()
+            .user("after")
+            .send()
+            .await
+            .unwrap();
+        assert!(server.bedrock_connections().accepted <= 10);
+        let pool = factory.pool_stats().bedrock;
+        assert_eq!(pool.protocol, Some(negotiated(protocol)));
+        if protocol == Protocol::Https {
+            // The ten calls shared the one h2 connection.
+            assert_eq!(pool.opened, 1, "{pool:?}");
+        }
     }
-    factory
-        .model(MODEL)
-        .converse()
-        .user("after")
-        .send()
-        .await
-        .unwrap();
-    assert!(server.bedrock_connections().accepted <= 10);
 }
 
 #[test]
@@ -351,29 +398,30 @@ fn factory_and_model_are_send_sync_clone() {
     check::<Model>();
 }
 
-#[tokio::test]
-async fn dropping_the_last_factory_closes_its_connections() {
-    let server = server(Protocol::HttpsH1Only).await;
-    let factory = factory_for(&server).await;
-    let clone = factory.clone();
-    let model = factory.model(MODEL);
-    model.converse().user("hi").send().await.unwrap();
-    drop(factory);
-    drop(model);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        server.bedrock_connections().open,
-        1,
-        "a clone still holds the pool"
-    );
-    drop(clone);
-    assert!(
-        eventually(Duration::from_secs(5), || server.bedrock_connections().open
-            == 0)
-        .await,
-        "connections stayed open: {:?}",
-        server.bedrock_connections()
-    );
+both_protocols! {
+    async fn dropping_the_last_factory_closes_its_connections(protocol: Protocol) {
+        let server = server(protocol).await;
+        let factory = factory_for(&server).await;
+        let clone = factory.clone();
+        let model = factory.model(MODEL);
+        model.converse().user("hi").send().await.unwrap();
+        drop(factory);
+        drop(model);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            server.bedrock_connections().open,
+            1,
+            "a clone still holds the pool"
+        );
+        drop(clone);
+        assert!(
+            eventually(Duration::from_secs(5), || server.bedrock_connections().open
+                == 0)
+            .await,
+            "connections stayed open: {:?}",
+            server.bedrock_connections()
+        );
+    }
 }
 
 #[test]
@@ -383,35 +431,41 @@ fn a_factory_works_from_other_runtimes_while_its_own_lives() {
         .enable_all()
         .build()
         .unwrap();
-    let (server, factory) = owner.block_on(async {
-        let server = server(Protocol::HttpsH1Only).await;
-        let factory = factory_for(&server).await;
-        (server, factory)
-    });
-    for _ in 0..3 {
-        // A fresh runtime per use, as a test harness or a sync wrapper would do.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let reply = rt
-            .block_on(
-                factory
-                    .model(MODEL)
-                    .converse()
-                    .user("from elsewhere")
-                    .send(),
-            )
-            .expect("the pool keeps working while its runtime lives");
-        assert_eq!(reply.text(), "from elsewhere");
+    for protocol in PROTOCOLS {
+        let (server, factory) = owner.block_on(async {
+            let server = server(protocol).await;
+            let factory = factory_for(&server).await;
+            (server, factory)
+        });
+        for _ in 0..3 {
+            // A fresh runtime per use, as a test harness or a sync wrapper would do.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let reply = rt
+                .block_on(
+                    factory
+                        .model(MODEL)
+                        .converse()
+                        .user("from elsewhere")
+                        .send(),
+                )
+                .expect("the pool keeps working while its runtime lives");
+            assert_eq!(reply.text(), "from elsewhere");
+        }
+        assert_eq!(
+            server.bedrock_connections().accepted,
+            1,
+            "one pooled connection served them all"
+        );
+        assert_eq!(
+            factory.pool_stats().bedrock.protocol,
+            Some(negotiated(protocol))
+        );
+        drop(factory);
+        drop(server);
     }
-    assert_eq!(
-        server.bedrock_connections().accepted,
-        1,
-        "one pooled connection served them all"
-    );
-    drop(factory);
-    drop(server);
     drop(owner);
 }
 

@@ -555,3 +555,134 @@ async fn concurrent_calls_per_connection(protocol: Protocol) {
     }
 }
 }
+
+both_protocols! {
+/// Busy death: the connection(s) carrying 20 unary calls and 5 streams go silent with the calls
+/// in flight. Every unary call succeeds after one read timeout plus backoff, on a new
+/// connection; a stream already answering ends with a stall; later calls are fast.
+async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
+    use bedrock_pool::local::Latency;
+    let server = server(protocol).await;
+    let read_timeout = Duration::from_millis(1500);
+    let factory = builder_for(&server)
+        .read_timeout(read_timeout)
+        .stream_stall_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    let first_conn = server.requests()[0].connection_id;
+    // Unary answers take long enough to be in flight when the connection dies; streams answer
+    // at once, send one event, then pause: they are mid-stream.
+    server.set_latency(Latency::from_fn(|r| {
+        if r.operation == Operation::Converse {
+            Duration::from_secs(3)
+        } else {
+            Duration::ZERO
+        }
+    }));
+    server.push_fault(
+        FaultRule::new(Fault::StreamStall {
+            after_events: 1,
+            duration: Duration::from_secs(5),
+        })
+        .times(5),
+    );
+    let unary: Vec<_> = (0..20)
+        .map(|i| {
+            let m = factory.model(MODEL);
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let r = m.converse().user(format!("unary {i}")).send().await;
+                (r, start.elapsed())
+            })
+        })
+        .collect();
+    let streams: Vec<_> = (0..5)
+        .map(|i| {
+            let m = factory.model(MODEL);
+            tokio::spawn(async move {
+                let mut s = m.converse_stream().user(format!("stream {i}")).send().await?;
+                let first = s.next().await;
+                assert!(matches!(first, Some(Ok(_))), "{first:?}");
+                s.collect().await
+            })
+        })
+        .collect();
+    assert!(server.wait_for_requests(26, Duration::from_secs(10)).await);
+    // Give the streams their first event before the silence.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let silenced = server.silence_connections();
+    assert!(silenced >= 1);
+    server.set_latency(Latency::none());
+    for (i, h) in unary.into_iter().enumerate() {
+        let (r, took) = h.await.unwrap();
+        let reply = r.unwrap_or_else(|e| panic!("unary {i}: {e:?}"));
+        assert_eq!(reply.attempts(), 2, "unary {i}");
+        // One read timeout, the SDK's backoff (under 1 s) and a fast answer; wide margin.
+        assert!(took < read_timeout * 2 + Duration::from_secs(3), "unary {i}: {took:?}");
+    }
+    for (i, h) in streams.into_iter().enumerate() {
+        match h.await.unwrap() {
+            Ok(_) => {}
+            Err(e) => assert_eq!(
+                e.timeout_kind(),
+                Some(TimeoutKind::StreamStall),
+                "stream {i}: {e:?}"
+            ),
+        }
+    }
+    let pool = factory.pool_stats().bedrock;
+    assert!(pool.retired >= silenced as u64, "{pool:?} silenced {silenced}");
+    let start = std::time::Instant::now();
+    let reply = factory.model(MODEL).converse().user("later").send().await.unwrap();
+    assert_eq!(reply.attempts(), 1);
+    assert!(start.elapsed() < read_timeout);
+    let last = server.requests_for(Operation::Converse);
+    assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
+    assert_eq!(factory.request_stats().in_flight, 0);
+}
+}
+
+both_protocols! {
+/// GOAWAY (a graceful close, as AWS does when it rotates a host): calls and streams in flight
+/// finish, new calls go to a new connection, no call fails and nothing is retired.
+async fn goaway_loses_no_call(protocol: Protocol) {
+    use bedrock_pool::local::Latency;
+    let server = server(protocol).await;
+    let factory = factory(&server).await;
+    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    let first_conn = server.requests()[0].connection_id;
+    server.set_latency(Latency::fixed(Duration::from_millis(300)));
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            let m = factory.model(MODEL);
+            tokio::spawn(async move { m.converse().user(format!("call {i}")).send().await })
+        })
+        .collect();
+    let stream = {
+        let m = factory.model(MODEL);
+        tokio::spawn(async move {
+            m.converse_stream()
+                .user("a stream in flight")
+                .send()
+                .await?
+                .collect()
+                .await
+        })
+    };
+    assert!(server.wait_for_requests(7, Duration::from_secs(10)).await);
+    assert!(server.goaway() >= 1);
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    let reply = stream.await.unwrap().unwrap();
+    assert_eq!(reply.text(), "a stream in flight");
+    server.set_latency(Latency::none());
+    factory.model(MODEL).converse().user("after").send().await.unwrap();
+    let last = server.requests_for(Operation::Converse);
+    assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
+    assert_eq!(factory.pool_stats().bedrock.retired, 0);
+    assert_eq!(factory.request_stats().failures.total(), 0);
+}
+}

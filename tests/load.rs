@@ -2,14 +2,34 @@
 
 mod common;
 
+use bedrock_pool::HttpProtocol;
 use bedrock_pool::local::{Latency, LocalServer, Protocol};
 use common::{MODEL, builder_for, eventually};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_callers_share_at_most_fifty_connections_without_errors() {
+/// Runs `body` on a two-worker runtime, as a service under load would.
+fn multi_thread<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body)
+}
+
+/// Over HTTP/1.1 fifty callers stay within the cap of fifty connections; over h2 they all share
+/// one connection (the cap counts connections, not streams).
+#[test]
+fn fifty_callers_share_the_pool_without_errors() {
+    for protocol in common::PROTOCOLS {
+        multi_thread(fifty_callers(protocol));
+    }
+}
+
+async fn fifty_callers(protocol: Protocol) {
     let server = LocalServer::builder()
-        .protocol(Protocol::HttpsH1Only)
+        .protocol(protocol)
         .record_limit(10)
         .start()
         .await
@@ -38,8 +58,27 @@ async fn fifty_callers_share_at_most_fifty_connections_without_errors() {
     let s = factory.request_stats();
     assert_eq!((s.requests, s.successes, s.in_flight), (2000, 2000, 0));
     let conns = server.bedrock_connections();
-    assert!(conns.accepted <= 50 && conns.max_open <= 50, "{conns:?}");
-    assert_eq!(factory.pool_stats().bedrock.opened, conns.accepted);
+    let pool = factory.pool_stats().bedrock;
+    if protocol == Protocol::HttpsH1Only {
+        assert!(conns.accepted <= 50 && conns.max_open <= 50, "{conns:?}");
+        assert_eq!(pool.opened, conns.accepted);
+        assert_eq!(pool.protocol, Some(HttpProtocol::Http1));
+    } else {
+        // The cap still bounds the handshakes a cold burst races; one connection is kept.
+        assert!(conns.max_open <= 50, "{conns:?}");
+        assert_eq!((pool.opened, pool.open), (1, 1), "{pool:?}");
+        assert_eq!(pool.protocol, Some(HttpProtocol::Http2));
+        assert!(pool.max_in_flight_per_connection > 1, "{pool:?}");
+        let carried: BTreeSet<u64> = server.requests().iter().map(|r| r.connection_id).collect();
+        assert_eq!(carried.len(), 1, "{carried:?}");
+        assert!(
+            eventually(Duration::from_secs(5), || server.bedrock_connections().open
+                == 1)
+            .await,
+            "{:?}",
+            server.bedrock_connections()
+        );
+    }
 }
 
 /// A small deterministic generator, so a failure can be replayed.
@@ -55,10 +94,17 @@ impl Lcg {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn futures_dropped_at_random_points_leak_nothing() {
+/// Cancelled calls never leave a half-read exchange in the pool, over h2 or HTTP/1.1.
+#[test]
+fn futures_dropped_at_random_points_leak_nothing() {
+    for protocol in common::PROTOCOLS {
+        multi_thread(futures_dropped(protocol));
+    }
+}
+
+async fn futures_dropped(protocol: Protocol) {
     let server = LocalServer::builder()
-        .protocol(Protocol::HttpsH1Only)
+        .protocol(protocol)
         .start()
         .await
         .unwrap();
@@ -69,6 +115,8 @@ async fn futures_dropped_at_random_points_leak_nothing() {
     }));
     let factory = builder_for(&server).build().await.unwrap();
     let model = factory.model(MODEL);
+    // A warm pool: on a cold h2 origin every call would be dropped during the handshakes.
+    model.converse().user("warm").send().await.unwrap();
     let mut rng = Lcg(42);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -113,8 +161,9 @@ async fn futures_dropped_at_random_points_leak_nothing() {
         factory.request_stats()
     );
     let s = factory.request_stats();
-    assert_eq!(s.requests, 300);
-    assert_eq!(s.successes + s.failures.total() + s.cancelled, 300, "{s:?}");
+    // 300 calls and the warming one.
+    assert_eq!(s.requests, 301);
+    assert_eq!(s.successes + s.failures.total() + s.cancelled, 301, "{s:?}");
     assert!(s.cancelled > 0, "some calls were cancelled: {s:?}");
     assert!(factory.pool_stats().bedrock.open <= 50);
     // Cancelled exchanges are discarded, never reused half-read: the next calls all work.
@@ -128,4 +177,26 @@ async fn futures_dropped_at_random_points_leak_nothing() {
     }
     let conns = server.bedrock_connections();
     assert!(conns.max_open <= 50, "{conns:?}");
+    // A cancelled call is no evidence against its connection: over h2 retiring it would cut
+    // every other caller's stream. (Over h2 the server may close the connection after so many
+    // reset streams; an attempt caught in that close may retire it.)
+    let pool = factory.pool_stats().bedrock;
+    if pool.closed_by_peer == 0 {
+        assert_eq!(pool.retired, 0, "{pool:?}");
+        assert_eq!(factory.request_stats().retired_connections, 0);
+    }
+    if protocol == Protocol::Https {
+        assert_eq!(pool.protocol, Some(HttpProtocol::Http2));
+        // The calls after the storm share one h2 connection.
+        let last: BTreeSet<u64> = server
+            .requests()
+            .iter()
+            .rev()
+            .take(20)
+            .map(|r| r.connection_id)
+            .collect();
+        assert_eq!(last.len(), 1, "{last:?}");
+    } else {
+        assert_eq!(pool.protocol, Some(HttpProtocol::Http1));
+    }
 }

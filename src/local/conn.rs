@@ -1,9 +1,10 @@
 //! The per-connection middlebox: a TCP stream wrapper (below TLS) that tracks idle time and can
-//! go silent, close (FIN) or reset (RST) the connection.
+//! go silent, close (FIN) or reset (RST) the connection; plus the graceful-close request its
+//! task turns into an HTTP/2 GOAWAY or an HTTP/1.1 `Connection: close`.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use super::fault::IdleFault;
+use super::record::Counters;
 use super::server::lock;
 
 /// The connection works normally.
@@ -39,11 +41,20 @@ pub(crate) struct ConnShared {
     kill: Notify,
     closed: watch::Receiver<()>,
     idle: Arc<IdleSetting>,
+    /// The counters of the connection's listener.
+    counters: Arc<Counters>,
+    /// Set once a graceful close was asked for.
+    goaway_asked: AtomicBool,
+    goaway: Notify,
 }
 
 impl ConnShared {
     /// Returns the shared state and the sender whose drop marks the connection closed.
-    pub(crate) fn new(id: u64, idle: Arc<IdleSetting>) -> (Arc<Self>, watch::Sender<()>) {
+    pub(crate) fn new(
+        id: u64,
+        idle: Arc<IdleSetting>,
+        counters: Arc<Counters>,
+    ) -> (Arc<Self>, watch::Sender<()>) {
         let (tx, rx) = watch::channel(());
         let conn = Arc::new(Self {
             id,
@@ -53,6 +64,9 @@ impl ConnShared {
             kill: Notify::new(),
             closed: rx,
             idle,
+            counters,
+            goaway_asked: AtomicBool::new(false),
+            goaway: Notify::new(),
         });
         (conn, tx)
     }
@@ -79,22 +93,57 @@ impl ConnShared {
         self.state.load(Ordering::Relaxed) == LIVE
     }
 
+    /// Returns whether the connection is a black hole.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == DEAD
+    }
+
     fn transition(&self, to: u8) -> bool {
         self.state
             .compare_exchange(LIVE, to, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// Resets the connection (RST): its task drops it with SO_LINGER 0.
+    /// Resets the connection (RST): its task drops it with SO_LINGER 0. A black hole stays one.
     pub(crate) fn reset(&self) {
-        self.transition(RESET);
-        self.kill.notify_one();
+        if self.transition(RESET) || !self.is_silent() {
+            self.kill.notify_one();
+        }
     }
 
-    /// Closes the connection cleanly (FIN): its task drops it.
+    /// Turns a live connection into a black hole at once; returns whether it was live.
+    ///
+    /// Reads are swallowed, writes dropped, and the connection never closes (until the server is
+    /// dropped); every request in flight on it stays unanswered.
+    pub(crate) fn silence(&self) -> bool {
+        let silenced = self.transition(DEAD);
+        if silenced {
+            self.counters.silenced();
+        }
+        silenced
+    }
+
+    /// Asks the connection task to close a live connection gracefully (HTTP/2 GOAWAY, HTTP/1.1
+    /// `Connection: close` after the response in flight); returns whether this was the first ask.
+    pub(crate) fn ask_goaway(&self) -> bool {
+        if !self.is_live() || self.goaway_asked.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.counters.goaway();
+        self.goaway.notify_one();
+        true
+    }
+
+    /// Waits until a graceful close is asked for.
+    pub(crate) async fn goaway_asked(&self) {
+        self.goaway.notified().await;
+    }
+
+    /// Closes the connection cleanly (FIN): its task drops it. A black hole stays one.
     pub(crate) fn close(&self) {
-        self.transition(CLOSE);
-        self.kill.notify_one();
+        if self.transition(CLOSE) || !self.is_silent() {
+            self.kill.notify_one();
+        }
     }
 
     /// Waits until the task is told to drop the connection.
@@ -160,7 +209,7 @@ impl AsyncRead for TrackedStream {
             match this.conn.idle_fault() {
                 Some(IdleFault::SilentlyDead { after }) if idle >= after => {
                     buf.set_filled(before);
-                    this.conn.transition(DEAD);
+                    this.conn.silence();
                 }
                 Some(IdleFault::Reset { after }) if idle >= after => {
                     buf.set_filled(before);

@@ -156,6 +156,14 @@ pub enum Fault {
         /// Events sent before the end.
         after_events: usize,
     },
+    /// Turns the request's connection into a black hole at once, as a middlebox that dies while
+    /// the connection is busy: it swallows what it reads, drops what it writes and never closes.
+    ///
+    /// The request never gets an answer, and neither does any other request in flight on the same
+    /// connection (over HTTP/2, every stream of it: unary calls wait for headers, streams get no
+    /// more events). Requests not answered yet keep the recorded outcome 0 (a stream whose
+    /// headers went out keeps its 200). Connections opened later work normally.
+    GoSilent,
 }
 
 impl Fault {
@@ -170,10 +178,12 @@ impl Fault {
 
 /// Pairs a [`Fault`] with the requests it applies to.
 ///
-/// Rules are checked in push order; the first matching rule with a remaining count applies.
+/// Rules are checked in push order; the first matching rule with a remaining count applies. A
+/// rule still skipping ([`FaultRule::skip`]) counts the request and lets the later rules check it.
 #[derive(Clone, Debug)]
 pub struct FaultRule {
     pub(crate) fault: Fault,
+    pub(crate) skip: usize,
     pub(crate) remaining: Option<usize>,
     pub(crate) model: Option<String>,
     pub(crate) operation: Option<Operation>,
@@ -186,6 +196,7 @@ impl FaultRule {
     pub fn new(fault: Fault) -> Self {
         Self {
             fault,
+            skip: 0,
             remaining: None,
             model: None,
             operation: None,
@@ -195,6 +206,14 @@ impl FaultRule {
     /// Returns the rule limited to the next `n` matching requests.
     pub fn times(mut self, n: usize) -> Self {
         self.remaining = Some(n);
+        self
+    }
+
+    /// Returns the rule letting the first `n` matching requests pass before it applies, e.g.
+    /// `FaultRule::new(Fault::GoSilent).skip(24).times(1)` silences the connection of the 25th
+    /// request, when the 24 before it are still in flight (with a [`Latency`]).
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = n;
         self
     }
 

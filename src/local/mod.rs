@@ -33,7 +33,17 @@
 //!   and apply a [`Fault`]: a [`ServiceError`] (status, `x-amzn-ErrorType`, body; XML on STS), a
 //!   delay before the headers, a reset (RST) or clean close (FIN) instead of an answer, a reset
 //!   after the headers, or a broken stream (stall, in-stream exception, cut without
-//!   `messageStop`).
+//!   `messageStop`). [`Fault::GoSilent`] kills the request's connection while it is busy: it
+//!   turns into a black hole at once, so this request and every other request in flight on it
+//!   (over HTTP/2, every stream of the one shared connection) never get an answer or a close.
+//!   [`FaultRule::skip`] lets the first requests pass, so that the fault hits the N-th one while
+//!   the others are still in flight.
+//! - [`LocalServer::silence_connections`] does the same to every open Bedrock connection at once
+//!   (typically after [`LocalServer::wait_for_requests`] saw the requests to catch in flight);
+//!   [`LocalServer::goaway`] closes them gracefully instead, as AWS does when it rotates a host:
+//!   over HTTP/2 a GOAWAY, the streams in flight finish, new requests need a new connection; over
+//!   HTTP/1.1 the response in flight carries `Connection: close`. Both hit only the connections
+//!   open at the call: the listener keeps accepting, and later connections work normally.
 //! - An [`IdleFault`] ([`LocalServer::set_idle_fault`]) plays the middlebox that kills idle
 //!   connections: after a connection carried no byte for `after` it turns into a black hole, is
 //!   closed, or is reset on its next request. Scale `after` down (hundreds of milliseconds) to
@@ -41,8 +51,9 @@
 //! - [`Latency`] delays model answers.
 //!
 //! Every request is recorded ([`LocalServer::requests`]: operation, model, SDK attempt number,
-//! connection id, HTTP version, body, outcome), and connections are counted per listener
-//! ([`LocalServer::bedrock_connections`]).
+//! connection id, HTTP version, body, outcome; a request whose connection went silent keeps the
+//! outcome 0), and connections are counted per listener ([`LocalServer::bedrock_connections`]:
+//! accepted, open, silenced, sent away).
 //!
 //! # Limits versus real Bedrock
 //!
@@ -58,6 +69,13 @@
 //!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
 //! - A reset (per-request fault or idle fault) kills the whole connection: over HTTP/2 every
 //!   request in flight on it fails.
+//! - A silenced connection (busy death) stays open on this side until the server is dropped; its
+//!   kernel still ACKs, and the client times out (read timeout for headers, its own bound on a
+//!   stream's `recv()`). Over HTTP/2 the SDK keeps it in the pool after the timeouts (see the
+//!   design notes): test recovery with a new client or a poisoning interceptor.
+//! - GOAWAY is hyper's graceful shutdown: a first GOAWAY with last stream id 2^31-1, a PING,
+//!   then the final GOAWAY; streams the client opened before it saw the GOAWAY are still served.
+//!   No deadline is set: a stream that never ends keeps its connection open.
 //!
 //! # Example
 //!

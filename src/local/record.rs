@@ -50,7 +50,9 @@ pub struct RecordedRequest {
     pub http_version: http::Version,
     /// The parsed JSON body (`Null` if none or not JSON; for STS the form fields as an object).
     pub body: serde_json::Value,
-    /// The HTTP status answered, or 0 if the server reset or closed instead (or is still busy).
+    /// The HTTP status answered, or 0 if the server reset or closed instead, its connection went
+    /// silent before the answer (see [`Fault::GoSilent`](super::Fault::GoSilent)), or it is still
+    /// busy.
     pub outcome: u16,
     /// The error type name if the request was rejected or its stream ended in an exception.
     pub error: Option<String>,
@@ -68,6 +70,12 @@ pub struct ConnectionCounts {
     pub open: u64,
     /// The high-water mark of simultaneously open connections.
     pub max_open: u64,
+    /// Connections turned into black holes ([`Fault::GoSilent`](super::Fault::GoSilent),
+    /// [`LocalServer::silence_connections`](super::LocalServer::silence_connections),
+    /// [`IdleFault::SilentlyDead`](super::IdleFault::SilentlyDead)).
+    pub silenced: u64,
+    /// Connections told to close gracefully by [`LocalServer::goaway`](super::LocalServer::goaway).
+    pub goaway: u64,
 }
 
 /// Holds the live connection counters of one listener.
@@ -76,6 +84,8 @@ pub(crate) struct Counters {
     accepted: AtomicU64,
     open: AtomicU64,
     max_open: AtomicU64,
+    silenced: AtomicU64,
+    goaway: AtomicU64,
 }
 
 impl Counters {
@@ -91,12 +101,24 @@ impl Counters {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection turned into a black hole.
+    pub(crate) fn silenced(&self) {
+        self.silenced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection told to close gracefully.
+    pub(crate) fn goaway(&self) {
+        self.goaway.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Returns a snapshot.
     pub(crate) fn snapshot(&self) -> ConnectionCounts {
         ConnectionCounts {
             accepted: self.accepted.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
             max_open: self.max_open.load(Ordering::Relaxed),
+            silenced: self.silenced.load(Ordering::Relaxed),
+            goaway: self.goaway.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The server: listeners, connections, request dispatch, and the public handle.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -75,16 +76,27 @@ pub(crate) struct Shared {
     request_added: Notify,
     next_seq: AtomicU64,
     next_conn_id: AtomicU64,
-    bedrock: Counters,
-    sts: Counters,
+    /// Every open connection of both listeners, by id.
+    conns: Mutex<HashMap<u64, (Listener, Arc<ConnShared>)>>,
+    bedrock: Arc<Counters>,
+    sts: Arc<Counters>,
 }
 
 impl Shared {
-    fn counters(&self, listener: Listener) -> &Counters {
+    fn counters(&self, listener: Listener) -> &Arc<Counters> {
         match listener {
             Listener::Bedrock => &self.bedrock,
             Listener::Sts => &self.sts,
         }
+    }
+
+    /// Returns the open connections of one listener.
+    fn open_connections(&self, listener: Listener) -> Vec<Arc<ConnShared>> {
+        lock(&self.conns)
+            .values()
+            .filter(|(l, _)| *l == listener)
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// Records a request at arrival; returns its sequence number.
@@ -111,14 +123,37 @@ impl Shared {
         }
     }
 
-    /// Returns the fault of the first matching rule with a remaining count, counting it down.
+    /// Returns the fault of the first matching rule with a remaining count, counting it down
+    /// (rules still skipping count the request and pass it on).
+    ///
+    /// [`Fault::GoSilent`] is applied here: the request's connection turns into a black hole and
+    /// `None` is returned, so the handler answers into the void (and [`handle`] drops the answer).
     pub(crate) fn take_fault(&self, req: &RecordedRequest) -> Option<Fault> {
-        let mut rules = lock(&self.faults);
-        let rule = rules.iter_mut().find(|r| r.matches(req))?;
-        if let Some(n) = rule.remaining.as_mut() {
-            *n -= 1;
+        let fault = {
+            let mut rules = lock(&self.faults);
+            let mut matching = rules.iter_mut().filter(|r| r.matches(req));
+            loop {
+                let rule = matching.next()?;
+                if rule.skip > 0 {
+                    rule.skip -= 1;
+                    continue;
+                }
+                if let Some(n) = rule.remaining.as_mut() {
+                    *n -= 1;
+                }
+                break rule.fault.clone();
+            }
+        };
+        if matches!(fault, Fault::GoSilent) {
+            let conn = lock(&self.conns)
+                .get(&req.connection_id)
+                .map(|(_, c)| c.clone());
+            if let Some(conn) = conn {
+                conn.silence();
+            }
+            return None;
         }
-        Some(rule.fault.clone())
+        Some(fault)
     }
 
     /// Returns the current latency setting.
@@ -229,6 +264,12 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
         }
     };
     match answer {
+        Answer::Respond(res, _) if ctx.conn.is_silent() => {
+            // A black hole answers nothing: the outcome stays 0 and the request hangs until the
+            // connection task ends (when the server is dropped).
+            ctx.conn.closed().await;
+            res
+        }
         Answer::Respond(res, error) => {
             ctx.shared.finish(seq, res.status().as_u16(), error);
             res
@@ -246,22 +287,25 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
     }
 }
 
-/// Decrements the open count when a connection task ends (or is aborted).
-struct OpenGuard(Arc<Shared>, Listener);
+/// Decrements the open count and forgets the connection when its task ends (or is aborted).
+struct OpenGuard(Arc<Shared>, Listener, u64);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        lock(&self.0.conns).remove(&self.2);
         self.0.counters(self.1).closed();
     }
 }
 
 /// Serves one accepted connection until it ends, is killed, or closes idle.
 async fn serve_connection(tcp: TcpStream, listener: Listener, shared: Arc<Shared>) {
-    shared.counters(listener).opened();
-    let _open = OpenGuard(shared.clone(), listener);
-    let _ = tcp.set_nodelay(true);
     let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let (conn, _closed_tx) = ConnShared::new(id, shared.idle.clone());
+    let counters = shared.counters(listener).clone();
+    counters.opened();
+    let (conn, _closed_tx) = ConnShared::new(id, shared.idle.clone(), counters);
+    lock(&shared.conns).insert(id, (listener, conn.clone()));
+    let _open = OpenGuard(shared.clone(), listener, id);
+    let _ = tcp.set_nodelay(true);
     let stream = TrackedStream::new(tcp, conn.clone());
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -286,7 +330,7 @@ async fn serve_connection(tcp: TcpStream, listener: Listener, shared: Arc<Shared
     }
 }
 
-/// Runs hyper on the connection, applying kills and the idle close.
+/// Runs hyper on the connection, applying kills, graceful closes and the idle close.
 async fn drive<I>(io: I, ctx: Arc<Ctx>, h1_only: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -302,6 +346,7 @@ where
     }
     let serving = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(serving);
+    let mut draining = false;
     loop {
         let wait = match conn.idle_fault() {
             Some(IdleFault::Close { after }) if conn.is_live() => {
@@ -312,6 +357,12 @@ where
         tokio::select! {
             _ = &mut serving => return,
             () = conn.killed() => return,
+            () = conn.goaway_asked(), if !draining => {
+                // h2: GOAWAY, the streams in flight finish, then the connection closes.
+                // HTTP/1.1: keep-alive off, the response in flight gets `Connection: close`.
+                serving.as_mut().graceful_shutdown();
+                draining = true;
+            }
             () = tokio::time::sleep(wait) => {
                 if let Some(IdleFault::Close { after }) = conn.idle_fault()
                     && conn.is_live()
@@ -492,8 +543,9 @@ impl LocalServerBuilder {
             request_added: Notify::new(),
             next_seq: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
-            bedrock: Counters::default(),
-            sts: Counters::default(),
+            conns: Mutex::new(HashMap::new()),
+            bedrock: Arc::default(),
+            sts: Arc::default(),
         });
         let tasks = vec![
             tokio::spawn(accept_loop(
@@ -682,6 +734,39 @@ impl LocalServer {
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// Makes every open Bedrock connection a black hole at once; returns how many it hit.
+    ///
+    /// This is [`Fault::GoSilent`] for connections that are open now, busy or not: they swallow
+    /// what they read, drop what they write and never close (until the server is dropped), so
+    /// every request in flight on them (over HTTP/2, every stream) stays unanswered; those not
+    /// answered yet keep the recorded outcome 0. Connections accepted afterwards work normally.
+    /// Call it once [`LocalServer::wait_for_requests`] saw the requests to catch in flight.
+    pub fn silence_connections(&self) -> usize {
+        self.shared
+            .open_connections(Listener::Bedrock)
+            .iter()
+            .filter(|c| c.silence())
+            .count()
+    }
+
+    /// Closes every open Bedrock connection gracefully, as AWS does when it rotates a host;
+    /// returns how many it asked to close.
+    ///
+    /// Over HTTP/2 the connection sends GOAWAY (hyper's graceful shutdown: a first GOAWAY with
+    /// last stream id 2^31-1, a PING, then the final GOAWAY naming the last stream it accepts),
+    /// lets the streams in flight finish, then closes; the client must open a new connection for
+    /// new requests. Over
+    /// HTTP/1.1 an idle connection closes at once and a busy one answers its request in flight
+    /// with `Connection: close`, then closes. Silenced connections are left alone; connections
+    /// accepted afterwards work normally. [`ConnectionCounts::goaway`] counts the connections hit.
+    pub fn goaway(&self) -> usize {
+        self.shared
+            .open_connections(Listener::Bedrock)
+            .iter()
+            .filter(|c| c.ask_goaway())
+            .count()
     }
 
     /// Sets (or with `None` removes) the idle fault of both listeners; it applies to open
