@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::factory::{LlmFactory, WeakFactory};
 use crate::shared::Shared;
 use std::sync::atomic::Ordering::Relaxed;
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -495,7 +495,10 @@ impl LlmFactory {
 fn probe_settings(timeout: Duration) -> (TimeoutConfig, RetryConfig) {
     (
         TimeoutConfig::builder().read_timeout(timeout).build(),
-        RetryConfig::standard().with_max_attempts(1),
+        RetryConfig::standard()
+            .with_max_attempts(1)
+            // As the factory's clients: an error answer keeps its (healthy) connection.
+            .with_reconnect_mode(ReconnectMode::ReuseAllConnections),
     )
 }
 
