@@ -32,7 +32,11 @@ impl Target {
     fn call_guard(&self) -> CallGuard {
         let mut scopes = vec![self.shared.overall.clone()];
         scopes.extend(self.counters.clone());
-        CallGuard::start(scopes, self.shared.activity.clone(), Some(self.label.clone()))
+        CallGuard::start(
+            scopes,
+            self.shared.activity.clone(),
+            Some(self.label.clone()),
+        )
     }
 }
 

@@ -432,10 +432,9 @@ where
                 format!("{what} failed: no usable credentials"),
             )
         }
-        SdkError::DispatchFailure(df) if df.is_io() => Error::new(
-            ErrorKind::Network,
-            format!("{what} failed: network error"),
-        ),
+        SdkError::DispatchFailure(df) if df.is_io() => {
+            Error::new(ErrorKind::Network, format!("{what} failed: network error"))
+        }
         SdkError::DispatchFailure(df) if df.is_user() => Error::new(
             ErrorKind::InvalidInput,
             format!("{what} failed: request rejected by the client"),
@@ -512,7 +511,8 @@ mod tests {
     #[test]
     fn display_does_not_repeat_the_source() {
         let source = std::io::Error::other("the socket said no");
-        let e = Error::new(ErrorKind::Network, "converse failed: network error").with_source(source);
+        let e =
+            Error::new(ErrorKind::Network, "converse failed: network error").with_source(source);
         assert_eq!(e.to_string(), "converse failed: network error");
         assert_eq!(
             e.source().map(|s| s.to_string()).as_deref(),

@@ -9,10 +9,10 @@
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::factory::{LlmFactory, WeakFactory};
 use crate::shared::Shared;
-use std::sync::atomic::Ordering::Relaxed;
 use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;

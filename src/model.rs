@@ -6,6 +6,7 @@
 use crate::call::Target;
 use crate::error::{Error, Result};
 use crate::shared::Shared;
+use crate::stats::OTHER_MODELS;
 use std::fmt;
 use std::sync::Arc;
 
@@ -51,7 +52,8 @@ impl Model {
                 let (c, l) = shared.models.entry(id);
                 (Some(c), l)
             }
-            Some(_) => (None, Arc::from("invalid")),
+            // Counted overall only; in metric labels with the untracked ids.
+            Some(_) => (None, Arc::from(OTHER_MODELS)),
         };
         Model {
             inner: Arc::new(ModelInner {
@@ -142,7 +144,6 @@ pub(crate) fn validate_model_id(id: &str) -> Result<()> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -108,7 +108,8 @@ impl Regions {
 
     /// Takes `r` out of rotation for the cooldown.
     pub(crate) fn mark_unhealthy(&self, r: &RegionClient) {
-        let until = self.now_ms() + u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX / 4);
+        let until =
+            self.now_ms() + u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX / 4);
         r.unhealthy_until_ms.store(until, Relaxed);
         tracing::warn!(region = %r.region, cooldown_s = self.cooldown.as_secs_f64(), "region marked unhealthy");
     }

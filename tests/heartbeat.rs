@@ -540,3 +540,35 @@ async fn a_keep_warm_interval_not_below_the_idle_timeout_is_rejected() {
         assert!(server.requests().is_empty(), "{protocol:?}");
     }
 }
+
+/// Pure configuration checks: no protocol involved.
+#[tokio::test]
+async fn absurd_intervals_are_refused_and_one_heartbeat_runs_at_a_time() {
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    for (field, config) in [
+        (
+            "identity_interval",
+            HeartbeatConfig::default().identity_interval(Duration::MAX),
+        ),
+        (
+            "backoff_max",
+            HeartbeatConfig::default().backoff(Duration::from_secs(1), Duration::MAX),
+        ),
+        (
+            "probe_timeout",
+            HeartbeatConfig::default().probe_timeout(Duration::from_secs(2 * 24 * 3600)),
+        ),
+    ] {
+        let e = factory.start_heartbeat(config).unwrap_err();
+        assert_eq!(e.field(), Some(field), "{e}");
+    }
+    let config = HeartbeatConfig::default().identity_interval(Duration::from_millis(50));
+    let first = factory.start_heartbeat(config.clone()).unwrap();
+    let e = factory.start_heartbeat(config.clone()).unwrap_err();
+    assert_eq!(e.field(), Some("start_heartbeat"), "{e}");
+    first.stop().await;
+    let again = factory.start_heartbeat(config.clone()).unwrap();
+    drop(again);
+    factory.start_heartbeat(config).unwrap().stop().await;
+}

@@ -441,3 +441,16 @@ async fn an_arn_goes_to_the_region_it_names() {
     assert!(west.requests().is_empty(), "{:?}", west.requests());
     assert!(factory.region_stats().iter().all(|r| r.failovers == 0));
 }
+
+#[tokio::test]
+async fn an_endpoint_for_a_region_not_served_is_refused() {
+    let (a, b) = two("us-east-1", "us-west-2").await;
+    let e = builder(&a, &b)
+        .region_endpoint_url("eu-west-1", a.bedrock_url())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input());
+    assert_eq!(e.field(), Some("region_endpoint_url"));
+    assert!(e.to_string().contains("eu-west-1"), "{e}");
+}

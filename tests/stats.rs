@@ -248,3 +248,65 @@ async fn wakeups_count_calls_after_an_idle_threshold() {
     assert_eq!(s.wakeup_latency.count, 1);
     assert!(factory.idle_for().unwrap() < Duration::from_millis(300));
 }
+
+/// Distinct model ids cannot grow the factory's tables without bound: invalid ids allocate
+/// nothing, valid ones beyond the cap share one `other` entry, the cache stops growing at the
+/// cap, and `invalidate` prunes.
+#[tokio::test]
+async fn distinct_model_ids_do_not_grow_the_tables() {
+    const CAP: usize = 256;
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    for i in 0..10_000 {
+        let bad = factory.model(format!("bad id {i}"));
+        assert!(bad.id().contains(' '));
+        let _good = factory.model(format!("vendor.model-{i}"));
+    }
+    assert!(
+        factory.cache_stats().cached <= CAP,
+        "{:?}",
+        factory.cache_stats()
+    );
+    assert!(factory.request_stats_by_model().len() <= CAP + 1);
+    assert_eq!(factory.model_request_stats("bad id 7"), None);
+    // Calls with ids past the cap are counted under `other`.
+    factory
+        .model("vendor.model-9999")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    let e = factory
+        .model("bad id 1")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input());
+    let by_model = factory.request_stats_by_model();
+    assert!(by_model.len() <= CAP + 1, "{}", by_model.len());
+    let other = factory
+        .model_request_stats("other")
+        .expect("an `other` entry");
+    assert_eq!(other.successes, 1);
+    assert_eq!(factory.request_stats().requests, 2);
+    // A tracked id is pruned by invalidate; its slot is free again.
+    assert!(factory.model_request_stats("vendor.model-0").is_some());
+    factory.invalidate("vendor.model-0");
+    assert_eq!(factory.model_request_stats("vendor.model-0"), None);
+    factory
+        .model("vendor.model-new")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        factory
+            .model_request_stats("vendor.model-new")
+            .map(|s| s.successes),
+        Some(1)
+    );
+}

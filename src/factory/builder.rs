@@ -494,4 +494,3 @@ mod tests {
         assert!(validate_url("not a url", "f", false).is_err());
     }
 }
-

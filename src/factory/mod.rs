@@ -302,4 +302,3 @@ impl WeakFactory {
         self.0.upgrade().map(|inner| LlmFactory { inner })
     }
 }
-

@@ -5,7 +5,7 @@
 
 mod record;
 
-pub(crate) use record::{Activity, CallGuard, ModelTable, Outcome, RequestCounters};
+pub(crate) use record::{Activity, CallGuard, ModelTable, OTHER_MODELS, Outcome, RequestCounters};
 
 use crate::error::ErrorKind;
 use std::time::Duration;

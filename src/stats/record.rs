@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 /// Sub-buckets per power of two: about 9% bucket width, 4.5% error at the midpoint.
 const SUB: usize = 8;
 /// Powers of two covered, in microseconds: up to 2^40 us (about 12 days).

@@ -1,7 +1,9 @@
 //! Pool events folded into per-origin totals, and the requests in flight per connection.
 
 use crate::stats::HttpProtocol;
-use aws_smithy_http_client::pool::{ConnectionEvent, ConnectionProtocol, LogicalCloseCause, OriginKey};
+use aws_smithy_http_client::pool::{
+    ConnectionEvent, ConnectionProtocol, LogicalCloseCause, OriginKey,
+};
 use aws_smithy_runtime_api::client::connection::ConnectionId;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -218,4 +220,3 @@ impl PoolEvents {
         }
     }
 }
-
