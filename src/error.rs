@@ -1,4 +1,7 @@
 //! The crate's one error type, and the one place that maps the SDK's errors into it.
+//!
+//! Over 500 lines on purpose: the type and its one mapping function belong together (the
+//! mapping sets the type's private fields), and a fifth of the file is their unit tests.
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use std::error::Error as StdError;

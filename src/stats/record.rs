@@ -321,12 +321,15 @@ impl Activity {
 /// Label under which model ids beyond the cap are counted, in statistics and metric labels.
 pub(crate) const OTHER_MODELS: &str = "other";
 
+/// One model's counters and its metric label.
+type ModelEntry = (Arc<RequestCounters>, Arc<str>);
+
 /// Per-model request counters, with at most `cap` distinct ids; later ids share one "other"
 /// entry so that a stream of distinct ids cannot grow the table (or the metric labels).
 pub(crate) struct ModelTable {
     cap: usize,
-    map: Mutex<HashMap<String, (Arc<RequestCounters>, Arc<str>)>>,
-    other: (Arc<RequestCounters>, Arc<str>),
+    map: Mutex<HashMap<String, ModelEntry>>,
+    other: ModelEntry,
 }
 
 impl ModelTable {
@@ -338,13 +341,13 @@ impl ModelTable {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<RequestCounters>, Arc<str>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ModelEntry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Returns the counters and the metric label of `id`: its own while fewer than the cap are
     /// tracked, else the shared "other" entry.
-    pub(crate) fn entry(&self, id: &str) -> (Arc<RequestCounters>, Arc<str>) {
+    pub(crate) fn entry(&self, id: &str) -> ModelEntry {
         let mut map = self.lock();
         if let Some(e) = map.get(id) {
             return e.clone();

@@ -1,0 +1,82 @@
+//! What the heartbeat reports: probe kinds, counts, the last error, the status snapshot.
+
+use crate::error::ErrorKind;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Which probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbeKind {
+    /// STS GetCallerIdentity.
+    Identity,
+    /// Bedrock ListAsyncInvokes on a region's host.
+    KeepWarm,
+}
+
+impl ProbeKind {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            ProbeKind::Identity => "identity",
+            ProbeKind::KeepWarm => "keep_warm",
+        }
+    }
+
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            ProbeKind::Identity => "identity probe (STS GetCallerIdentity)",
+            ProbeKind::KeepWarm => "keep-warm probe (Bedrock ListAsyncInvokes, maxResults=1)",
+        }
+    }
+}
+
+/// Counts of one probe kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbeCounts {
+    /// Probes sent.
+    pub sent: u64,
+    /// Probes that succeeded.
+    pub succeeded: u64,
+    /// Probes that failed.
+    pub failed: u64,
+    /// Probes skipped because real traffic kept the host warm.
+    pub skipped: u64,
+}
+
+/// The last probe error: its kind and message (never a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbeError {
+    /// Which probe failed.
+    pub probe: ProbeKind,
+    /// The error kind.
+    pub kind: ErrorKind,
+    /// The error message.
+    pub message: String,
+}
+
+/// A snapshot of the heartbeat's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeartbeatStatus {
+    /// Time of the last successful probe.
+    pub last_success: Option<SystemTime>,
+    /// Time of the last failed probe.
+    pub last_failure: Option<SystemTime>,
+    /// Failed probes since the last success.
+    pub consecutive_failures: u32,
+    /// The last error.
+    pub last_error: Option<ProbeError>,
+    /// Identity probe counts.
+    pub identity: ProbeCounts,
+    /// Keep-warm probe counts (all regions).
+    pub keep_warm: ProbeCounts,
+    /// False once the task has stopped.
+    pub running: bool,
+}
+
+/// Returns the guard of a mutex, ignoring poisoning (the status stays consistent).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
