@@ -43,6 +43,7 @@ mod stream;
 mod transport;
 
 #[cfg(feature = "local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub mod local;
 
 pub use config::{

@@ -8,7 +8,7 @@ use bedrock_pool::local::{
 };
 use bedrock_pool::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::{ErrorKind, HttpProtocol, LlmFactory, Model, TimeoutKind};
-use common::{MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
+use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -92,13 +92,7 @@ async fn a_slow_answer_fails_as_a_read_timeout() {
         .await
         .unwrap();
     let start = Instant::now();
-    let e = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = factory.ask("hi").await.unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::Read), "{e:?}");
     assert!(
@@ -122,13 +116,7 @@ async fn a_listener_that_never_accepts_fails_as_a_connect_timeout() {
         .await
         .unwrap();
     let start = Instant::now();
-    let e = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = factory.ask("hi").await.unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::Connect), "{e:?}");
     assert!(
@@ -146,13 +134,7 @@ async fn a_503_is_attempted_exactly_three_times() {
         ServiceError::ServiceUnavailable("down".into()),
     )));
     let factory = factory_for(&server).await;
-    let e = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = factory.ask("hi").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e:?}");
     assert_eq!(e.status(), Some(503));
     let attempts: Vec<_> = server
@@ -214,12 +196,7 @@ both_protocols! {
             .build()
             .await
             .unwrap();
-        factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        factory.ask("hi").await
             .unwrap();
         assert_eq!(server.bedrock_connections().open, 1);
         assert!(
@@ -374,12 +351,7 @@ both_protocols! {
                 .unwrap()
                 .expect("in-flight call survives clear_cache");
         }
-        factory
-            .model(MODEL)
-            .converse()
-            .user("after")
-            .send()
-            .await
+        factory.ask("after").await
             .unwrap();
         assert!(server.bedrock_connections().accepted <= 10);
         let pool = factory.pool_stats().bedrock;

@@ -9,7 +9,7 @@ use bedrock_pool::local::{
     Fault, FaultRule, IdleFault, LocalServer, Operation, Protocol, ServiceError,
 };
 use bedrock_pool::{ErrorKind, LlmFactory, TimeoutKind};
-use common::{MODEL, builder_for, server};
+use common::{Ask, MODEL, builder_for, server};
 use std::time::Duration;
 
 const MAX_ATTEMPTS: u32 = 3;
@@ -37,10 +37,7 @@ async fn after_fault(server: &LocalServer, factory: &LlmFactory, label: &str) {
     assert_eq!(factory.request_stats().in_flight, 0, "{label}");
     server.clear_faults();
     factory
-        .model(MODEL)
-        .converse()
-        .user("next")
-        .send()
+        .ask("next")
         .await
         .unwrap_or_else(|e| panic!("{label}: the next request failed: {e:?}"));
 }
@@ -86,12 +83,7 @@ async fn every_error_status_maps_to_its_kind(protocol: Protocol) {
         let label = err.name().to_owned();
         server.clear_requests();
         server.push_fault(FaultRule::new(Fault::Error(err.clone())));
-        let e = factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        let e = factory.ask("hi").await
             .unwrap_err();
         assert_eq!(e.kind(), kind, "{label}: {e:?}");
         assert_eq!(e.status(), Some(err.status()), "{label}");
@@ -124,12 +116,7 @@ async fn transient_network_faults_succeed_after_a_retry(protocol: Protocol) {
         let server = server(protocol).await;
         let factory = factory(&server).await;
         server.push_fault(FaultRule::new(fault).times(1));
-        let reply = factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        let reply = factory.ask("hi").await
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
         assert_eq!(reply.attempts(), 2, "{label}");
         assert_eq!(factory.request_stats().retries, 1, "{label}");
@@ -175,12 +162,7 @@ async fn persistent_network_faults_give_network_and_timeout_kinds(protocol: Prot
         let server = server(protocol).await;
         let factory = factory(&server).await;
         server.push_fault(FaultRule::new(fault));
-        let e = factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        let e = factory.ask("hi").await
             .unwrap_err();
         assert_eq!(e.kind(), kind, "{label}: {e:?}");
         if kind == ErrorKind::Timeout {
@@ -227,20 +209,10 @@ async fn idle_faults_without_eviction_recover(protocol: Protocol) {
             .build()
             .await
             .unwrap();
-        factory
-            .model(MODEL)
-            .converse()
-            .user("warm")
-            .send()
-            .await
+        factory.ask("warm").await
             .unwrap();
         tokio::time::sleep(idle * 3).await;
-        let reply = factory
-            .model(MODEL)
-            .converse()
-            .user("after idle")
-            .send()
-            .await
+        let reply = factory.ask("after idle").await
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
         assert!(
             reply.attempts() <= max_attempts,
@@ -251,7 +223,7 @@ async fn idle_faults_without_eviction_recover(protocol: Protocol) {
         after_fault(&server, &factory, label).await;
         // The call after the wake-up is fast, on the new connection.
         let start = std::time::Instant::now();
-        let again = factory.model(MODEL).converse().user("again").send().await.unwrap();
+        let again = factory.ask("again").await.unwrap();
         assert_eq!(again.attempts(), 1, "{label}");
         assert!(start.elapsed() < Duration::from_millis(800), "{label}");
         assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
@@ -276,21 +248,11 @@ async fn idle_faults_with_eviction_are_never_hit(protocol: Protocol) {
             .build()
             .await
             .unwrap();
-        factory
-            .model(MODEL)
-            .converse()
-            .user("warm")
-            .send()
-            .await
+        factory.ask("warm").await
             .unwrap();
         tokio::time::sleep(idle * 2).await;
         let start = std::time::Instant::now();
-        let reply = factory
-            .model(MODEL)
-            .converse()
-            .user("again")
-            .send()
-            .await
+        let reply = factory.ask("again").await
             .unwrap();
         assert_eq!(reply.attempts(), 1, "{fault:?}");
         assert!(start.elapsed() < Duration::from_secs(2), "{fault:?}");
@@ -343,21 +305,9 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
         .build()
         .await
         .unwrap();
-    factory
-        .model(MODEL)
-        .converse()
-        .user("one")
-        .send()
-        .await
-        .unwrap();
+    factory.ask("one").await.unwrap();
     drop(first);
-    let e = factory
-        .model(MODEL)
-        .converse()
-        .user("down")
-        .send()
-        .await
-        .unwrap_err();
+    let e = factory.ask("down").await.unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout),
         "{e:?}"
@@ -369,13 +319,7 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
         .start()
         .await
         .unwrap();
-    let reply = factory
-        .model(MODEL)
-        .converse()
-        .user("back")
-        .send()
-        .await
-        .unwrap();
+    let reply = factory.ask("back").await.unwrap();
     assert_eq!(reply.text(), "back");
     assert_eq!(second.bedrock_connections().accepted, 1);
     assert_eq!(factory.request_stats().in_flight, 0);
@@ -397,7 +341,7 @@ async fn a_5xx_keeps_its_connection(protocol: Protocol) {
     server.push_fault(
         FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable("busy".into()))).times(2),
     );
-    let reply = factory.model(MODEL).converse().user("hi").send().await.unwrap();
+    let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.attempts(), 3);
     assert_eq!(server.bedrock_connections().accepted, 1);
     let pool = factory.pool_stats().bedrock;
@@ -413,9 +357,9 @@ both_protocols! {
 async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
     let server = server(protocol).await;
     let factory = factory(&server).await;
-    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    factory.ask("warm").await.unwrap();
     server.push_fault(FaultRule::new(Fault::Delay(Duration::from_secs(3))).times(1));
-    let reply = factory.model(MODEL).converse().user("slow").send().await.unwrap();
+    let reply = factory.ask("slow").await.unwrap();
     assert_eq!(reply.attempts(), 2);
     let conns: Vec<u64> = server
         .requests_for(Operation::Converse)
@@ -425,7 +369,7 @@ async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
     assert_eq!(conns.len(), 3);
     assert_eq!(conns[0], conns[1], "the timed-out attempt ran on the warm connection");
     assert_ne!(conns[1], conns[2], "the retry ran on a new connection");
-    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    factory.ask("next").await.unwrap();
     let last = server.requests_for(Operation::Converse);
     assert_eq!(last.last().map(|r| r.connection_id), Some(conns[2]));
     let pool = factory.pool_stats().bedrock;
@@ -470,7 +414,7 @@ async fn a_stream_stall_retires_its_connection(protocol: Protocol) {
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::StreamStall), "{e:?}");
     assert_eq!(factory.pool_stats().bedrock.retired, 1);
     assert_eq!(factory.request_stats().retired_connections, 1);
-    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    factory.ask("next").await.unwrap();
     assert_eq!(server.bedrock_connections().accepted, 2);
 }
 }
@@ -498,7 +442,7 @@ async fn an_in_stream_exception_keeps_its_connection(protocol: Protocol) {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ModelFailure, "{e:?}");
-    factory.model(MODEL).converse().user("next").send().await.unwrap();
+    factory.ask("next").await.unwrap();
     assert_eq!(factory.pool_stats().bedrock.retired, 0);
     if protocol == Protocol::Https {
         assert_eq!(server.bedrock_connections().accepted, 1);
@@ -532,7 +476,7 @@ async fn concurrent_calls_per_connection(protocol: Protocol) {
     let server = server(protocol).await;
     let factory = factory(&server).await;
     // Warm first: from cold, the pool opens a connection per waiting call before ALPN tells h2.
-    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    factory.ask("warm").await.unwrap();
     server.set_latency(bedrock_pool::local::Latency::fixed(Duration::from_millis(300)));
     let calls = (0..20).map(|i| {
         let m = factory.model(MODEL);
@@ -570,7 +514,7 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
         .build()
         .await
         .unwrap();
-    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    factory.ask("warm").await.unwrap();
     let first_conn = server.requests()[0].connection_id;
     // Unary answers take long enough to be in flight when the connection dies; streams answer
     // at once, send one event, then pause: they are mid-stream.
@@ -635,7 +579,7 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
     let pool = factory.pool_stats().bedrock;
     assert!(pool.retired >= silenced as u64, "{pool:?} silenced {silenced}");
     let start = std::time::Instant::now();
-    let reply = factory.model(MODEL).converse().user("later").send().await.unwrap();
+    let reply = factory.ask("later").await.unwrap();
     assert_eq!(reply.attempts(), 1);
     assert!(start.elapsed() < read_timeout);
     let last = server.requests_for(Operation::Converse);
@@ -651,7 +595,7 @@ async fn goaway_loses_no_call(protocol: Protocol) {
     use bedrock_pool::local::Latency;
     let server = server(protocol).await;
     let factory = factory(&server).await;
-    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    factory.ask("warm").await.unwrap();
     let first_conn = server.requests()[0].connection_id;
     server.set_latency(Latency::fixed(Duration::from_millis(300)));
     let calls: Vec<_> = (0..5)
@@ -679,7 +623,7 @@ async fn goaway_loses_no_call(protocol: Protocol) {
     let reply = stream.await.unwrap().unwrap();
     assert_eq!(reply.text(), "a stream in flight");
     server.set_latency(Latency::none());
-    factory.model(MODEL).converse().user("after").send().await.unwrap();
+    factory.ask("after").await.unwrap();
     let last = server.requests_for(Operation::Converse);
     assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
     assert_eq!(factory.pool_stats().bedrock.retired, 0);

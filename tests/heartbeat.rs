@@ -4,7 +4,7 @@ mod common;
 
 use bedrock_pool::local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HeartbeatConfig, HttpProtocol, ProbeKind};
-use common::{MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
+use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -97,20 +97,11 @@ both_protocols! {
                     .keep_warm_interval(ms(200)),
             )
             .unwrap();
-        warm.model(MODEL)
-            .converse()
-            .user("first")
-            .send()
-            .await
+        warm.ask("first").await
             .unwrap();
         tokio::time::sleep(t * 3).await;
         let start = Instant::now();
-        let reply = warm
-            .model(MODEL)
-            .converse()
-            .user("after idle")
-            .send()
-            .await
+        let reply = warm.ask("after idle").await
             .unwrap();
         let warm_took = start.elapsed();
         assert!(
@@ -135,20 +126,11 @@ both_protocols! {
             .build()
             .await
             .unwrap();
-        cold.model(MODEL)
-            .converse()
-            .user("first")
-            .send()
-            .await
+        cold.ask("first").await
             .unwrap();
         tokio::time::sleep(t * 3).await;
         let start = Instant::now();
-        let reply = cold
-            .model(MODEL)
-            .converse()
-            .user("after idle")
-            .send()
-            .await
+        let reply = cold.ask("after idle").await
             .unwrap();
         let cold_took = start.elapsed();
         assert!(
@@ -191,12 +173,7 @@ both_protocols! {
             .unwrap();
         // Traffic at ~100 ms: the tick at 400 ms skips; the probe is due at ~500 ms, not 800 ms.
         tokio::time::sleep(ms(100)).await;
-        factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        factory.ask("hi").await
             .unwrap();
         tokio::time::sleep(ms(900)).await;
         let st = hb.status();
@@ -436,12 +413,7 @@ both_protocols! {
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!(pool.open, warmed as usize, "{pool:?}");
         let accepted = server.bedrock_connections().accepted;
-        factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
+        factory.ask("hi").await
             .unwrap();
         assert_eq!(
             server.bedrock_connections().accepted,

@@ -12,7 +12,7 @@ mod common;
 
 use bedrock_pool::HeartbeatConfig;
 use bedrock_pool::local::{IdleFault, Operation};
-use common::{MODEL, builder_for, server};
+use common::{Ask, builder_for, server};
 use std::time::{Duration, Instant};
 
 both_protocols! {
@@ -27,7 +27,7 @@ async fn keep_warm_probe_finds_a_dead_connection(protocol: Protocol) {
         .build()
         .await
         .unwrap();
-    factory.model(MODEL).converse().user("warm").send().await.unwrap();
+    factory.ask("warm").await.unwrap();
     // From now on, a connection idle for 200 ms swallows everything and never answers.
     server.set_idle_fault(Some(IdleFault::SilentlyDead {
         after: Duration::from_millis(200),
@@ -51,7 +51,7 @@ async fn keep_warm_probe_finds_a_dead_connection(protocol: Protocol) {
     hb.stop().await;
     server.set_idle_fault(None);
     let start = Instant::now();
-    let reply = factory.model(MODEL).converse().user("after").send().await.unwrap();
+    let reply = factory.ask("after").await.unwrap();
     assert_eq!(reply.attempts(), 1);
     assert!(start.elapsed() < read_timeout, "{:?}", start.elapsed());
     let last = server.requests_for(Operation::Converse);

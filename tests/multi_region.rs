@@ -6,7 +6,7 @@ mod common;
 
 use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, RetryMode, StreamEvent};
-use common::{MODEL, eventually};
+use common::{Ask, MODEL, eventually};
 use std::time::{Duration, Instant};
 
 const US_PROFILE: &str = "us.anthropic.claude-3-haiku-20240307-v1:0";
@@ -134,13 +134,7 @@ async fn a_reset_before_headers_fails_over() {
     let (west, east) = two("us-west-2", "us-east-1").await;
     west.push_fault(FaultRule::new(Fault::ResetBeforeHeaders));
     let factory = factory(&west, &east).await;
-    let reply = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap();
+    let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.region(), "us-east-1");
     let stats = factory.region_stats();
     assert!(!stats[0].healthy);
@@ -163,13 +157,7 @@ async fn a_read_timeout_fails_over() {
         .await
         .unwrap();
     let start = Instant::now();
-    let reply = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap();
+    let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.region(), "us-east-1");
     assert!(
         start.elapsed() < Duration::from_secs(4),
@@ -202,13 +190,7 @@ async fn client_errors_never_fail_over() {
     ];
     for (i, (error, kind)) in cases.into_iter().enumerate() {
         west.push_fault(FaultRule::new(Fault::Error(error)).times(2));
-        let e = factory
-            .model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
-            .expect_err("the error is returned");
+        let e = factory.ask("hi").await.expect_err("the error is returned");
         assert_eq!(e.kind(), kind, "{e:?}");
         let e = factory
             .model(MODEL)
@@ -343,13 +325,7 @@ async fn a_us_profile_goes_to_us_regions_only() {
     assert_eq!(reply.region(), "us-east-1");
     assert_eq!(us.requests()[0].model_id.as_deref(), Some(US_PROFILE));
     // A plain model id goes to the primary.
-    let reply = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap();
+    let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.region(), "eu-west-1");
     assert_eq!(model_calls(&eu), 1);
 

@@ -11,7 +11,7 @@ use bedrock_pool::types::{
     ToolSpecification,
 };
 use bedrock_pool::{HeartbeatConfig, LlmFactory};
-use common::{MODEL, builder_for, server};
+use common::{Ask, MODEL, builder_for, server};
 use std::time::Duration;
 
 const SESSION_TOKEN: &str = "SessionTokenThatMustNeverBeLogged0123456789";
@@ -102,13 +102,7 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         .build()
         .await
         .unwrap();
-    let e = wrong
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = wrong.ask("hi").await.unwrap_err();
     assert!(e.is_access_denied(), "{e:?}");
     seen.push(format!("{e:?} {e}"));
 

@@ -4,7 +4,7 @@ mod common;
 
 use bedrock_pool::local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HttpProtocol};
-use common::{MODEL, builder_for, eventually, factory_for, server};
+use common::{Ask, MODEL, builder_for, eventually, factory_for, server};
 use std::time::Duration;
 
 #[tokio::test]
@@ -72,13 +72,7 @@ async fn retries_equal_the_extra_attempts_the_server_received() {
         .times(2),
     );
     let factory = factory_for(&server).await;
-    let reply = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap();
+    let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.attempts(), 3);
     let received = server.requests_for(Operation::Converse).len() as u64;
     let stats = factory.request_stats();

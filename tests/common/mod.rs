@@ -106,3 +106,23 @@ macro_rules! both_protocols {
         }
     };
 }
+
+/// The call chain most tests repeat: one Converse call to [`MODEL`] with one user text.
+pub trait Ask {
+    /// Sends `text` to [`MODEL`] and returns the reply.
+    fn ask(
+        &self,
+        text: impl Into<String>,
+    ) -> impl std::future::Future<Output = bedrock_pool::Result<bedrock_pool::Reply>> + Send;
+}
+
+impl Ask for LlmFactory {
+    fn ask(
+        &self,
+        text: impl Into<String>,
+    ) -> impl std::future::Future<Output = bedrock_pool::Result<bedrock_pool::Reply>> + Send {
+        let model = self.model(MODEL);
+        let text = text.into();
+        async move { model.converse().user(text).send().await }
+    }
+}
