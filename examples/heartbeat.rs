@@ -4,7 +4,7 @@
 //! Run: `cargo run --example heartbeat` (add `RUST_LOG=debug` to see every probe).
 
 use bedrock_pool::HeartbeatConfig;
-use bedrock_pool::local::{LocalServer, Operation, Protocol};
+use bedrock_pool::local::{LocalServer, Operation};
 use std::time::Duration;
 
 #[tokio::main]
@@ -15,10 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "bedrock_pool=info".into()),
         )
         .init();
-    let server = LocalServer::builder()
-        .protocol(Protocol::HttpsH1Only)
-        .start()
-        .await?;
+    let server = LocalServer::start().await?;
     // Scaled down: the pool evicts after 2 s idle; keep-warm every 500 ms keeps one connection.
     let factory = server
         .factory_builder()
