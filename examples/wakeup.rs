@@ -6,7 +6,8 @@
 //! for both protocols. A cell whose calls fail shows FAIL and the error, never a ratio.
 //! Run: `cargo run --release --example wakeup [-- --protocol h1|h2|both] [--reps N]
 //! [--json PATH] [--trace]` (defaults: both protocols, 3 repetitions; `--trace` prints the
-//! server's record of every wake-up call: attempt, connection id, status).
+//! connections opened before the idle and the server's record of every wake-up call: attempt,
+//! connection id, status; printed anyway for a FAIL cell or a wake-up over its bound).
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
 use aws_sdk_bedrockruntime::error::DisplayErrorContext;
@@ -204,7 +205,8 @@ struct Sample {
     conns: u64,
     /// The highest attempt number of the wake-up call the server saw.
     attempt: u32,
-    /// The server's records of the wake-up call: attempt, connection id, status.
+    /// The connections opened before the idle, and the server's records of the wake-up call:
+    /// attempt, connection id, status (a black-holed attempt leaves no record).
     trace: String,
     /// The HTTP versions the server recorded for this client's Converse calls.
     versions: BTreeSet<String>,
@@ -254,6 +256,7 @@ async fn run_once(proto: Proto, fault_name: &str, idle: Duration, client: usize)
     let after = converse(server.requests());
     let (pool, retired) = sender.pool();
     sender.stop().await;
+    let used: BTreeSet<u64> = before.iter().map(|r| r.connection_id).collect();
     let trace = waking
         .iter()
         .map(|r| {
@@ -278,11 +281,14 @@ async fn run_once(proto: Proto, fault_name: &str, idle: Duration, client: usize)
         next,
         conns: server.bedrock_connections().accepted - accepted,
         attempt: waking.iter().filter_map(|r| r.attempt).max().unwrap_or(0),
-        trace: if trace.is_empty() {
-            "no record".into()
-        } else {
-            trace
-        },
+        trace: format!(
+            "{accepted} connection(s) opened before the idle, calls on {used:?}; wake-up: {}",
+            if trace.is_empty() {
+                "no record"
+            } else {
+                &trace
+            }
+        ),
         versions: (before.iter().chain(&waking).chain(&after))
             .map(|r| format!("{:?}", r.http_version))
             .collect(),
@@ -332,6 +338,12 @@ fn json_str(s: &str) -> String {
 /// Checks the negotiated protocol of a cell: what the server saw, and the factory's pool.
 fn protocol_ok(proto: Proto, s: &Sample) -> bool {
     s.versions.iter().all(|v| v == proto.version) && s.pool.is_none_or(|p| p == proto.pool)
+}
+
+/// Returns the longest the eviction-off factory's wake-up may take: one read timeout, the first
+/// retry's backoff, and two warm calls (the retry on a new connection, with room for its handshake).
+fn bound(s: &Sample) -> f64 {
+    READ_TIMEOUT_MS + BACKOFF_MS + 2.0 * s.base
 }
 
 /// Prints one protocol's table and verdicts, and appends its cells to the JSON array.
@@ -407,7 +419,9 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
         for e in s.iter().filter_map(|s| s.error.as_deref()) {
             println!("    FAIL {e}");
         }
-        if trace || failed > 0 {
+        // Eviction off at 2x: a wake-up over its bound shows its records too.
+        let over = c == 4 && x == 1 && s.iter().any(|s| s.wake > bound(s));
+        if trace || failed > 0 || over {
             for (r, s) in s.iter().enumerate() {
                 println!("    rep {}: wake-up {:.0} ms: {}", r + 1, s.wake, s.trace);
             }
@@ -500,7 +514,6 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) {
             "FAIL"
         );
     } else {
-        let bound = |s: &Sample| READ_TIMEOUT_MS + BACKOFF_MS + 2.0 * s.base;
         let w = s
             .iter()
             .max_by(|a, b| (a.wake / bound(a)).total_cmp(&(b.wake / bound(b))))
