@@ -391,7 +391,7 @@ mod tests {
     use aws_smithy_runtime_api::client::identity::Identity;
 
     use super::*;
-    use crate::local::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+    use crate::local::identity::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
     const BEDROCK: Expected<'static> = Expected {
         access_key_id: TEST_ACCESS_KEY_ID,
