@@ -97,6 +97,7 @@
 
 mod accept;
 mod bedrock;
+mod canonical;
 mod conn;
 mod dispatch;
 mod fault;
