@@ -58,7 +58,7 @@ impl LocalServerBuilder {
     }
 
     /// Returns the builder with this region; requests signed for another region are rejected.
-    /// Default is [`TEST_REGION`](super::TEST_REGION).
+    /// Default is [`TEST_REGION`].
     pub fn region(mut self, r: impl Into<String>) -> Self {
         self.setup.region = r.into();
         self
