@@ -17,7 +17,7 @@ async fn run(
     concurrency: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let server = LocalServer::builder().protocol(protocol).start().await?;
-    let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config());
+    let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config()?);
     let message = Message::builder()
         .role(ConversationRole::User)
         .content(ContentBlock::Text(

@@ -42,7 +42,7 @@ fn user(text: &str) -> Message {
 
 /// Returns a fresh client (its own pool): one attempt, the test read timeout.
 fn client(server: &LocalServer) -> br::Client {
-    let conf = server.sdk_config();
+    let conf = server.sdk_config().expect("sdk config");
     br::Client::from_conf(
         br::config::Builder::from(&conf)
             .retry_config(RetryConfig::standard().with_max_attempts(1))

@@ -30,14 +30,19 @@ fn user(text: &str) -> Message {
 }
 
 fn client(server: &LocalServer) -> br::Client {
-    br::Client::new(&server.sdk_config())
+    br::Client::new(&server.sdk_config().expect("sdk config"))
 }
 
 fn client_with(
     server: &LocalServer,
     f: impl FnOnce(br::config::Builder) -> br::config::Builder,
 ) -> br::Client {
-    br::Client::from_conf(f(br::config::Builder::from(&server.sdk_config())).build())
+    br::Client::from_conf(
+        f(br::config::Builder::from(
+            &server.sdk_config().expect("sdk config"),
+        ))
+        .build(),
+    )
 }
 
 /// Returns a client that never retries.
@@ -59,7 +64,7 @@ fn fast_retries(server: &LocalServer) -> br::Client {
 }
 
 fn sts_client(server: &LocalServer) -> sts::Client {
-    let conf = server.sdk_config();
+    let conf = server.sdk_config().expect("sdk config");
     sts::Client::from_conf(
         sts::config::Builder::from(&conf)
             .endpoint_url(server.sts_url())
@@ -467,7 +472,7 @@ async fn sts_errors_as_xml() {
     assert_eq!(err.message(), Some("expired"));
 
     // An unknown key id: InvalidClientTokenId.
-    let conf = server.sdk_config();
+    let conf = server.sdk_config().expect("sdk config");
     let client = sts::Client::from_conf(
         sts::config::Builder::from(&conf)
             .endpoint_url(server.sts_url())

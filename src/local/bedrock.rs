@@ -11,8 +11,8 @@ use super::conn::ConnShared;
 use super::fault::{Fault, ServiceError};
 use super::model::{ConverseCall, ModelReply, ReplyBlock, count_words, split_pieces};
 use super::record::{Listener, Operation, RecordedRequest};
-use super::server::{Answer, Shared};
 use super::sigv4::{self, Expected};
+use super::state::{Answer, Shared};
 use super::wire::{self, Step};
 
 /// The message of an invalid model id, as Bedrock words it.

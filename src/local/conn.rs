@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use super::fault::IdleFault;
+use super::lock::lock;
 use super::record::Counters;
-use super::server::lock;
 
 /// The connection works normally.
 const LIVE: u8 = 0;

@@ -84,7 +84,7 @@
 //! use bedrock_pool::local::LocalServer;
 //!
 //! let server = LocalServer::start().await?;
-//! let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config());
+//! let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config()?);
 //! let out = client
 //!     .list_async_invokes()
 //!     .max_results(1)
@@ -95,30 +95,29 @@
 //! # }
 //! ```
 
+mod accept;
 mod bedrock;
+mod canonical;
 mod conn;
+mod dispatch;
 mod fault;
+mod identity;
+mod lock;
 mod model;
 mod record;
 mod server;
 mod sigv4;
+mod state;
 mod sts;
 mod tls;
 mod wire;
 
 pub use fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
+pub use identity::{TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
-pub use server::{LocalServer, LocalServerBuilder, Protocol};
-
-/// The access key id the server accepts by default (a public, fake test constant).
-pub const TEST_ACCESS_KEY_ID: &str = "AKIALOCALTESTKEY0001";
-/// The secret access key the server accepts by default (a public, fake test constant).
-pub const TEST_SECRET_ACCESS_KEY: &str = "localTestSecretKeyNotARealSecret000000000";
-/// The region the server expects requests to be signed for by default.
-pub const TEST_REGION: &str = "us-west-2";
-/// The account id in the STS caller identity.
-pub const TEST_ACCOUNT_ID: &str = "123456789012";
+pub use server::{LocalServer, LocalServerBuilder};
+pub use state::Protocol;
 
 #[cfg(test)]
 mod tests {

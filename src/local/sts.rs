@@ -6,12 +6,12 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Map, Value};
 
-use super::TEST_ACCOUNT_ID;
 use super::conn::ConnShared;
 use super::fault::{Fault, ServiceError};
+use super::identity::TEST_ACCOUNT_ID;
 use super::record::{Listener, Operation, RecordedRequest};
-use super::server::{Answer, Shared};
 use super::sigv4::{self, Expected};
+use super::state::{Answer, Shared};
 use super::wire::{self, Step};
 
 /// Returns the form fields of a body as a JSON object (`Null` if the body is empty).
