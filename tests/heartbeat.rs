@@ -536,11 +536,11 @@ async fn absurd_intervals_are_refused_and_one_heartbeat_runs_at_a_time() {
         assert_eq!(e.field(), Some(field), "{e}");
     }
     let config = HeartbeatConfig::default().identity_interval(Duration::from_millis(50));
-    let first = factory.start_heartbeat(config.clone()).unwrap();
-    let e = factory.start_heartbeat(config.clone()).unwrap_err();
+    let first = factory.start_heartbeat(config).unwrap();
+    let e = factory.start_heartbeat(config).unwrap_err();
     assert_eq!(e.field(), Some("start_heartbeat"), "{e}");
     first.stop().await;
-    let again = factory.start_heartbeat(config.clone()).unwrap();
+    let again = factory.start_heartbeat(config).unwrap();
     drop(again);
     factory.start_heartbeat(config).unwrap().stop().await;
 }

@@ -377,6 +377,17 @@ async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
             "region_endpoint_url",
             builder_for(&server).region_endpoint_url("us-east-1", "https://"),
         ),
+        (
+            "ca_certificate_pem",
+            builder_for(&server).ca_certificate_pem("not a certificate"),
+        ),
+        // A PEM frame around garbage: the TLS setup would panic on it at the first connection.
+        (
+            "ca_certificate_pem",
+            builder_for(&server).ca_certificate_pem(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+        ),
     ];
     for (field, b) in builders {
         let e = b.build().await.expect_err(field);

@@ -6,7 +6,7 @@ use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
 use crate::error::{Error, Result};
 use crate::region::{RegionClient, Regions};
 use crate::shared::Shared;
-use crate::transport::{AttemptCounter, Transport};
+use crate::transport::{AttemptCounter, Transport, check_ca_pem};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_runtime::client::retries::RetryPartition;
@@ -461,12 +461,7 @@ fn validate(c: &FactoryConfig) -> Result<()> {
         seen.push(r);
     }
     for pem in &c.extra_ca_pem {
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(Error::invalid(
-                "ca_certificate_pem",
-                "expected a PEM certificate (-----BEGIN CERTIFICATE-----)",
-            ));
-        }
+        check_ca_pem(pem, "ca_certificate_pem")?;
     }
     Ok(())
 }

@@ -12,8 +12,10 @@
 //! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
 //!   `127.0.0.1` and `localhost`; ALPN offers `h2` and `http/1.1` ([`Protocol`] selects HTTP/1.1
 //!   only, or plain HTTP).
-//! - **SigV4** is verified by re-signing each request with `aws-sigv4`: the key id, secret, region,
-//!   service and a 5-minute clock skew are checked and rejected with the errors AWS sends
+//! - **SigV4** is verified by recomputing each request's signature (the canonical request from
+//!   the client's own `SignedHeaders`, `:authority` included over h2; `aws-sigv4`'s signing key
+//!   and signature functions): the key id, secret, region, service and a 5-minute clock skew are
+//!   checked and rejected with the errors AWS sends
 //!   (`UnrecognizedClientException`, `InvalidSignatureException`, STS `InvalidClientTokenId`,
 //!   `SignatureDoesNotMatch`, `MissingAuthenticationTokenException`).
 //! - **Validation** as the service does it (the SDK checks nothing client-side): a `400

@@ -398,7 +398,6 @@ mod tests {
 
     // The generated CA is always valid, so the error of `sdk_config` comes from the transport.
     #[tokio::test]
-    #[ignore = "transport::plain_client defers PEM parsing to the first connection (and panics there)"]
     async fn an_unusable_ca_is_an_error_naming_the_field() {
         let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         let err = crate::transport::plain_client(pem).unwrap_err();

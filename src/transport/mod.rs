@@ -175,6 +175,7 @@ impl Transport {
 /// own build error.
 #[cfg(feature = "local")]
 pub(crate) fn plain_client(ca_pem: &str) -> Result<SharedHttpClient> {
+    check_ca_pem(ca_pem, "ca_pem")?;
     let trust = TrustStore::empty().with_pem_certificate(ca_pem.as_bytes().to_vec());
     let context = TlsContext::builder()
         .with_trust_store(trust)
@@ -199,6 +200,32 @@ pub(crate) fn plain_client(ca_pem: &str) -> Result<SharedHttpClient> {
         Error::new(ErrorKind::Other, "could not build the pool client").with_source(e)
     })?;
     Ok(SharedHttpClient::new(client))
+}
+
+/// Checks that `pem` holds at least one certificate a root store accepts, as the pool's TLS
+/// setup will when it opens the first connection (where a bad one would panic).
+///
+/// # Errors
+/// An invalid-input error naming `field`.
+pub(crate) fn check_ca_pem(pem: &str, field: &'static str) -> Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(field, format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::invalid(
+            field,
+            "no certificate in it (expected -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| Error::invalid(field, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Parses the origin of an endpoint URL.
