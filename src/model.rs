@@ -7,16 +7,28 @@ use crate::call::Target;
 use crate::error::{Error, Result};
 use crate::shared::Shared;
 use crate::stats::OTHER_MODELS;
+use aws_sdk_bedrockruntime::types::{
+    CachePointBlock, CachePointType, ServiceTierType, SystemContentBlock,
+};
+use aws_smithy_types::Document;
 use std::fmt;
 use std::sync::Arc;
 
-/// Inference defaults carried by a handle; a request's own values win.
+/// Defaults carried by a handle; a request's own values win (request metadata and additional
+/// model request fields merge, the request's keys winning).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct InferenceDefaults {
     pub(crate) temperature: Option<f32>,
     pub(crate) max_tokens: Option<i32>,
     pub(crate) top_p: Option<f32>,
-    pub(crate) system: Option<String>,
+    pub(crate) top_k: Option<i32>,
+    pub(crate) thinking: Option<i32>,
+    pub(crate) system: Option<Vec<SystemContentBlock>>,
+    pub(crate) additional_fields: Option<Document>,
+    pub(crate) guardrail: Option<(String, String)>,
+    pub(crate) latency_optimized: bool,
+    pub(crate) service_tier: Option<ServiceTierType>,
+    pub(crate) request_metadata: Vec<(String, String)>,
 }
 
 /// The data behind a handle: what its calls target, and the defaults its requests start from.
@@ -118,8 +130,83 @@ impl Model {
 
     /// Returns a handle whose calls default to this system prompt.
     pub fn with_system(&self, system: impl Into<String>) -> Model {
-        self.with(|d| d.system = Some(system.into()))
+        let text = system.into();
+        self.with(|d| d.system = Some(vec![SystemContentBlock::Text(text)]))
     }
+
+    /// Returns a handle whose calls default to this system prompt followed by a cache point,
+    /// so the service caches it (prompt caching) and later calls read it from the cache.
+    pub fn with_cached_system(&self, system: impl Into<String>) -> Model {
+        let text = system.into();
+        self.with(|d| {
+            d.system = Some(vec![
+                SystemContentBlock::Text(text),
+                SystemContentBlock::CachePoint(cache_point(None)),
+            ])
+        })
+    }
+
+    /// Returns a handle whose calls default to extended thinking with this token budget (see
+    /// [`ConverseRequest::thinking`](crate::ConverseRequest::thinking)).
+    pub fn with_thinking(&self, budget_tokens: i32) -> Model {
+        self.with(|d| d.thinking = Some(budget_tokens))
+    }
+
+    /// Returns a handle whose calls default to this `top_k` (see
+    /// [`ConverseRequest::top_k`](crate::ConverseRequest::top_k)).
+    pub fn with_top_k(&self, top_k: i32) -> Model {
+        self.with(|d| d.top_k = Some(top_k))
+    }
+
+    /// Returns a handle whose calls default to these additional model request fields (a JSON
+    /// object; a request's own fields are merged over them).
+    pub fn with_additional_model_request_fields(&self, fields: Document) -> Model {
+        self.with(|d| d.additional_fields = Some(fields))
+    }
+
+    /// Returns a handle whose calls go through this guardrail (identifier, version).
+    pub fn with_guardrail(&self, id: impl Into<String>, version: impl Into<String>) -> Model {
+        let g = (id.into(), version.into());
+        self.with(|d| d.guardrail = Some(g))
+    }
+
+    /// Returns a handle whose calls ask for the latency-optimized version of the model.
+    pub fn with_latency_optimized(&self) -> Model {
+        self.with(|d| d.latency_optimized = true)
+    }
+
+    /// Returns a handle whose calls ask for this service tier.
+    pub fn with_service_tier(&self, tier: ServiceTierType) -> Model {
+        self.with(|d| d.service_tier = Some(tier))
+    }
+
+    /// Returns a handle whose calls carry this request metadata entry (for cost allocation and
+    /// invocation logs); a request's own value for the key wins.
+    pub fn with_request_metadata(&self, key: impl Into<String>, value: impl Into<String>) -> Model {
+        let kv = (key.into(), value.into());
+        self.with(|d| {
+            d.request_metadata.retain(|(k, _)| *k != kv.0);
+            d.request_metadata.push(kv)
+        })
+    }
+}
+
+/// Returns a cache point block, with a time to live where one is asked for.
+pub(crate) fn cache_point(ttl: Option<aws_sdk_bedrockruntime::types::CacheTtl>) -> CachePointBlock {
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .set_ttl(ttl)
+        .build()
+        .unwrap_or_else(|_| unreachable!("the type is set"))
+}
+
+/// Returns true when `id` names a prompt from Prompt management (`arn:...:prompt/...`).
+pub(crate) fn is_prompt_arn(id: &str) -> bool {
+    id.starts_with("arn:")
+        && id
+            .split(':')
+            .nth(5)
+            .is_some_and(|resource| resource.starts_with("prompt/"))
 }
 
 /// Longest model id the service accepts.

@@ -75,7 +75,17 @@ impl ConverseRequest<Streaming> {
     /// Sets the longest gap allowed between two events of this stream. Default is the
     /// factory's `stream_stall_timeout` (60 s).
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.stall_timeout = Some(timeout);
+        self.inputs.stall_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets how the guardrail processes the stream: `sync` (each chunk is assessed before it is
+    /// sent) or `async` (chunks flow while the guardrail assesses in the background).
+    pub fn stream_processing_mode(
+        mut self,
+        mode: aws_sdk_bedrockruntime::types::GuardrailStreamProcessingMode,
+    ) -> Self {
+        self.inputs.stream_processing_mode = Some(mode);
         self
     }
 
@@ -88,6 +98,7 @@ impl ConverseRequest<Streaming> {
         let model = self.model.clone();
         let target = &model.inner().target;
         let stall = self
+            .inputs
             .stall_timeout
             .unwrap_or(target.shared.config.timeouts.stream_stall);
         let answer = drive(
@@ -95,7 +106,12 @@ impl ConverseRequest<Streaming> {
             Op::ConverseStream,
             || self.validate(),
             |v, region| {
-                let call = prepared_call!(region.client.converse_stream(), &target.id, v);
+                let call = prepared_call!(
+                    region.client.converse_stream(),
+                    &target.id,
+                    v,
+                    v.guardrail_stream_config()
+                );
                 async move { call.send().await }
             },
         )
