@@ -67,7 +67,9 @@ pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
 /// The SDK types used in this crate's API, re-exported for convenience.
 pub mod types {
     pub use aws_sdk_bedrockruntime::types::{
-        ContentBlock, ConversationRole, Message, StopReason, SystemContentBlock, TokenUsage, Tool,
+        AnyToolChoice, AutoToolChoice, CachePointBlock, CacheTtl, ContentBlock, ConversationRole,
+        GuardrailStreamProcessingMode, GuardrailTrace, Message, ServiceTierType,
+        SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage, Tool, ToolChoice,
         ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
         ToolSpecification, ToolUseBlock,
     };
