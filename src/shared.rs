@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) overall: Arc<RequestCounters>,
     pub(crate) models: ModelTable,
     pub(crate) activity: Arc<Activity>,
+    /// True when Bedrock calls authenticate with an API key (bearer) rather than SigV4.
+    pub(crate) bedrock_api_key: bool,
     /// True while a heartbeat task of this factory runs (at most one does).
     pub(crate) heartbeat_running: AtomicBool,
     epoch: Instant,
@@ -53,6 +55,7 @@ impl Shared {
             sts_url,
             overall: Arc::new(RequestCounters::new()),
             models: ModelTable::new(MAX_TRACKED_MODELS),
+            bedrock_api_key: false,
             heartbeat_running: AtomicBool::new(false),
             epoch: Instant::now(),
             last_exhausted_warn_ms: AtomicU64::new(0),

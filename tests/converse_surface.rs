@@ -63,7 +63,8 @@ async fn both_ways(
 #[tokio::test]
 async fn every_option_reaches_the_wire_unary_and_stream() {
     let (server, _factory, model) = setup().await;
-    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
     macro_rules! options {
         ($r:expr) => {
             $r.system("be brief")
@@ -122,15 +123,25 @@ async fn every_option_reaches_the_wire_unary_and_stream() {
             json!({"team": "search", "cost-center": "42"}),
             "{label}"
         );
-        assert_eq!(body["performanceConfig"], json!({"latency": "optimized"}), "{label}");
+        assert_eq!(
+            body["performanceConfig"],
+            json!({"latency": "optimized"}),
+            "{label}"
+        );
         assert_eq!(body["serviceTier"], json!({"type": "priority"}), "{label}");
         let format = &body["outputConfig"]["textFormat"];
         assert_eq!(format["type"], "json_schema", "{label}");
-        let sent: Value =
-            serde_json::from_str(format["structure"]["jsonSchema"]["schema"].as_str().unwrap())
-                .unwrap();
+        let sent: Value = serde_json::from_str(
+            format["structure"]["jsonSchema"]["schema"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(sent, schema, "{label}");
-        assert_eq!(format["structure"]["jsonSchema"]["name"], "answer", "{label}");
+        assert_eq!(
+            format["structure"]["jsonSchema"]["name"], "answer",
+            "{label}"
+        );
     }
     assert!(unary.get("guardrailConfig").is_none());
     assert_eq!(
@@ -156,11 +167,17 @@ async fn the_acceptance_chains_compile_and_work() {
         .await
         .unwrap();
     let body = last_body(&server);
-    assert_eq!(body["guardrailConfig"]["guardrailIdentifier"], "abc123def456");
+    assert_eq!(
+        body["guardrailConfig"]["guardrailIdentifier"],
+        "abc123def456"
+    );
     assert_eq!(body["guardrailConfig"]["guardrailVersion"], "1");
     assert!(!reply.text().is_empty());
     model.converse().user("hi").top_k(5).send().await.unwrap();
-    assert_eq!(last_body(&server)["additionalModelRequestFields"], json!({"top_k": 5}));
+    assert_eq!(
+        last_body(&server)["additionalModelRequestFields"],
+        json!({"top_k": 5})
+    );
 }
 
 #[tokio::test]
@@ -250,19 +267,29 @@ async fn handle_defaults_apply_and_requests_win() {
 async fn a_prompt_arn_follows_the_services_rules() {
     let (server, factory, _model) = setup().await;
     let arn = "arn:aws:bedrock:us-east-1:123456789012:prompt/PROMPT12345:1";
-    let prompt = factory.model(arn).with_system("ignored for prompts").with_max_tokens(99);
+    let prompt = factory
+        .model(arn)
+        .with_system("ignored for prompts")
+        .with_max_tokens(99);
     // Refused on the request itself, before the network.
     for (field, r) in [
         ("system", prompt.converse().system("no")),
         ("inference_config", prompt.converse().temperature(0.5)),
-        ("additional_model_request_fields", prompt.converse().thinking(2048)),
+        (
+            "additional_model_request_fields",
+            prompt.converse().thinking(2048),
+        ),
     ] {
         let e = r.prompt_variable("topic", "cats").send().await.unwrap_err();
         assert_eq!(e.field(), Some(field), "{e}");
     }
     assert!(server.requests().is_empty());
     // Messages optional; the handle's system and max_tokens are not sent.
-    let sent = prompt.converse().prompt_variable("topic", "cats").send().await;
+    let sent = prompt
+        .converse()
+        .prompt_variable("topic", "cats")
+        .send()
+        .await;
     let body = last_body(&server);
     assert_eq!(body["promptVariables"], json!({"topic": {"text": "cats"}}));
     assert!(body.get("system").is_none(), "{body}");
@@ -321,18 +348,27 @@ async fn bad_values_are_refused_before_the_network() {
         ("top_k", m().top_k(0)),
         ("guardrail", m().guardrail("Bad_Id", "1")),
         ("guardrail", m().guardrail("abc", "01")),
-        ("guardrail", m().guardrail("arn:aws:bedrock:us-east-1:12:guardrail/x", "1")),
+        (
+            "guardrail",
+            m().guardrail("arn:aws:bedrock:us-east-1:12:guardrail/x", "1"),
+        ),
         (
             "guardrail",
             m().guardrail_trace(bedrock_pool::types::GuardrailTrace::Enabled),
         ),
         ("request_metadata", m().request_metadata("", "v")),
         ("request_metadata", m().request_metadata("k", "semi;colon")),
-        ("request_metadata", m().request_metadata("k", "x".repeat(257))),
+        (
+            "request_metadata",
+            m().request_metadata("k", "x".repeat(257)),
+        ),
         ("request_metadata", many_meta),
         ("cache_point", model.converse().cache_point().user("hi")),
         ("cache_point", many_cache),
-        ("output_schema", m().output_schema("s", Document::String("no".into()))),
+        (
+            "output_schema",
+            m().output_schema("s", Document::String("no".into())),
+        ),
         (
             "additional_model_request_fields",
             m().additional_model_request_fields(Document::Array(vec![])),

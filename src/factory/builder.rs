@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct LlmFactoryBuilder {
     config: FactoryConfig,
     credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    /// A Bedrock API key; never shown by `Debug`.
+    api_key: Option<String>,
     sdk_config: Option<SdkConfig>,
     region_endpoints: Vec<(String, String)>,
 }
@@ -32,6 +34,10 @@ impl fmt::Debug for LlmFactoryBuilder {
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<provider>"),
+            )
+            .field(
+                "bedrock_api_key",
+                &self.api_key.as_ref().map(|_| "<redacted>"),
             )
             .field(
                 "sdk_config",
@@ -63,6 +69,16 @@ impl LlmFactoryBuilder {
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials =
             Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Authenticates to Bedrock Runtime with a Bedrock API key (HTTP bearer auth) instead of
+    /// SigV4, as the SDK does when `AWS_BEARER_TOKEN_BEDROCK` is set: the Bedrock clients get
+    /// the key and prefer the bearer scheme. STS still needs SigV4 credentials, so the
+    /// heartbeat's identity probe is skipped (keep-warm works). The key never appears in a log
+    /// line or a `Debug` string of this crate. Default is none: the environment decides.
+    pub fn bedrock_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
         self
     }
 
@@ -183,6 +199,14 @@ impl LlmFactoryBuilder {
     pub async fn build(self) -> Result<LlmFactory> {
         let mut config = self.config;
         validate(&config)?;
+        if let Some(key) = &self.api_key
+            && (key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(Error::invalid(
+                "bedrock_api_key",
+                "the key is empty or contains whitespace",
+            ));
+        }
         for (region, url) in &self.region_endpoints {
             validate_region(region, "region_endpoint_url")?;
             validate_url(url, "region_endpoint_url", config.allow_insecure_http)?;
@@ -296,6 +320,16 @@ impl LlmFactoryBuilder {
             if let Some(u) = &url {
                 b = b.endpoint_url(u.clone());
             }
+            if let Some(key) = &self.api_key {
+                b = b
+                    .bearer_token(aws_sdk_bedrockruntime::config::Token::new(
+                        key.clone(),
+                        None,
+                    ))
+                    .auth_scheme_preference([
+                        aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID,
+                    ]);
+            }
             let endpoint_url =
                 url.unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
             regions.push(RegionClient::new(
@@ -317,7 +351,8 @@ impl LlmFactoryBuilder {
             sts_override.unwrap_or_else(|| format!("https://sts.{primary}.amazonaws.com"));
         let regions = Regions::new(regions, config.failover_cooldown);
         let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
-        let shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
+        let mut shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
+        shared.bedrock_api_key = self.api_key.is_some();
         tracing::debug!(
             regions = ?shared.config.regions,
             max_connections = shared.config.pool.max_connections_per_host,

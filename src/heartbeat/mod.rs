@@ -110,7 +110,9 @@ impl LlmFactory {
     /// An invalid-input error naming the setting: intervals, timeouts or backoffs shorter than
     /// 10 ms or longer than a day, a keep-warm interval not shorter than the pool idle timeout,
     /// zero connections to keep warm, or both probes off; `start_heartbeat` when a heartbeat
-    /// of this factory is already running. Also fails outside a tokio runtime.
+    /// of this factory is already running; `heartbeat` when the factory uses a Bedrock API key
+    /// (the identity probe is then skipped: STS needs SigV4 credentials) and keep-warm is off.
+    /// Also fails outside a tokio runtime.
     pub fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<HeartbeatHandle> {
         config.validate(self.config().pool.idle_timeout)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -127,7 +129,20 @@ impl LlmFactory {
         let (stop, stop_rx) = watch::channel(false);
         let mut schedules = Vec::new();
         let now = Instant::now();
-        if config.identity_probe {
+        // STS takes SigV4 only: with a Bedrock API key there may be no credentials for it.
+        let identity = config.identity_probe && !self.shared().bedrock_api_key;
+        if config.identity_probe && !identity {
+            tracing::info!(
+                "heartbeat: identity probe skipped: the factory uses a Bedrock API key, and STS needs SigV4 credentials"
+            );
+        }
+        if !identity && !config.keep_warm {
+            return Err(Error::invalid(
+                "heartbeat",
+                "the factory uses a Bedrock API key, so the STS identity probe cannot run: turn keep_warm on",
+            ));
+        }
+        if identity {
             schedules.push(Schedule {
                 kind: ProbeKind::Identity,
                 interval: config.identity_interval,
