@@ -4,6 +4,7 @@
 //! streaming `send` lives in `stream.rs`.
 
 mod inputs;
+mod rules;
 mod validate;
 
 pub(crate) use validate::Validated;
@@ -358,7 +359,7 @@ impl ConverseRequest<Unary> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate::validate_messages;
+    use super::rules::validate_messages;
     use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 
     fn msg(role: ConversationRole, text: &str) -> Message {
