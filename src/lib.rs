@@ -28,6 +28,7 @@
 // The call path, bottom up: transport (the pool), stats, region (policy), shared, call (the
 // driver); then the handles: model, request, reply, stream; then factory and heartbeat.
 mod call;
+mod collect;
 mod config;
 mod error;
 mod factory;
