@@ -57,7 +57,7 @@ pub use heartbeat::{
 };
 pub use model::Model;
 pub use region::RegionStats;
-pub use reply::Reply;
+pub use reply::{Reasoning, Reply};
 pub use request::{ConverseRequest, Streaming, Unary};
 pub use stats::{
     CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
@@ -68,11 +68,14 @@ pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
 /// The SDK types used in this crate's API, re-exported for convenience.
 pub mod types {
     pub use aws_sdk_bedrockruntime::types::{
-        ContentBlock, ConversationRole, Message, StopReason, SystemContentBlock, TokenUsage, Tool,
-        ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
-        ToolSpecification, ToolUseBlock,
+        Citation, CitationGeneratedContent, CitationLocation, CitationSourceContent,
+        CitationsContentBlock, CitationsDelta, ContentBlock, ConversationRole, ConverseStreamTrace,
+        ConverseTrace, GuardrailTraceAssessment, Message, PerformanceConfiguration,
+        ReasoningContentBlock, ReasoningTextBlock, ServiceTier, StopReason, SystemContentBlock,
+        TokenUsage, Tool, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+        ToolResultContentBlock, ToolSpecification, ToolUseBlock,
     };
-    pub use aws_smithy_types::Document;
+    pub use aws_smithy_types::{Blob, Document};
 }
 
 /// The README's examples, run as doctests.

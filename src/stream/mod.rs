@@ -425,3 +425,6 @@ fn map_stream_error(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
