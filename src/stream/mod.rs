@@ -91,7 +91,8 @@ pub enum StreamEvent {
         delta: CitationsDelta,
     },
     /// Token counts (cache reads and writes included), the service's latency, the trace and the
-    /// performance and service-tier figures.
+    /// performance and service-tier figures. More fields may come: match with `..`.
+    #[non_exhaustive]
     Metadata {
         /// Token counts.
         usage: Option<TokenUsage>,
