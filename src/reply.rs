@@ -21,17 +21,25 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Returns the text blocks of the assistant message, concatenated.
+    /// Returns the text of the assistant message: its text blocks and the text of its
+    /// citations blocks, concatenated in order (reasoning is left out).
     pub fn text(&self) -> String {
-        self.message()
-            .map(|m| {
-                m.content()
+        let Some(m) = self.message() else {
+            return String::new();
+        };
+        let mut text = String::new();
+        for b in m.content() {
+            match b {
+                ContentBlock::Text(t) => text.push_str(t),
+                ContentBlock::CitationsContent(c) => c
+                    .content()
                     .iter()
-                    .filter_map(|b| b.as_text().ok())
-                    .map(String::as_str)
-                    .collect()
-            })
-            .unwrap_or_default()
+                    .filter_map(|g| g.as_text().ok())
+                    .for_each(|t| text.push_str(t)),
+                _ => {}
+            }
+        }
+        text
     }
 
     /// Returns the assistant message.
@@ -98,7 +106,8 @@ impl Reply {
             .then_some(Reasoning { content })
     }
 
-    /// Returns the text blocks that come with citations, in order.
+    /// Returns the text blocks that come with citations (their text is part of
+    /// [`text`](Self::text)), in order.
     pub fn citations(&self) -> Vec<&CitationsContentBlock> {
         self.message()
             .map(|m| {
@@ -153,7 +162,10 @@ impl Reply {
     /// parse failure).
     pub fn structured_output(&self) -> Option<Result<Document>> {
         let content = self.message()?.content();
-        if !content.iter().any(ContentBlock::is_text) {
+        if !content
+            .iter()
+            .any(|b| b.is_text() || b.is_citations_content())
+        {
             return None;
         }
         Some(parse_json(&self.text()).map_err(|e| {
@@ -217,7 +229,9 @@ impl<'a> Reasoning<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_bedrockruntime::types::{ConversationRole, ReasoningTextBlock};
+    use aws_sdk_bedrockruntime::types::{
+        CitationGeneratedContent, ConversationRole, ReasoningTextBlock,
+    };
 
     fn reply(content: Vec<ContentBlock>, stop: StopReason) -> Reply {
         let message = Message::builder()
@@ -268,6 +282,19 @@ mod tests {
         assert_eq!(reasoning.redacted(), vec![&Blob::new(b"x".to_vec())]);
         assert_eq!(reasoning.blocks().count(), 3);
         assert_eq!(r.text(), "answer");
+        let cited = reply(
+            vec![
+                ContentBlock::Text("The sky ".into()),
+                ContentBlock::CitationsContent(
+                    CitationsContentBlock::builder()
+                        .content(CitationGeneratedContent::Text("is blue".into()))
+                        .build(),
+                ),
+            ],
+            StopReason::EndTurn,
+        );
+        assert_eq!(cited.text(), "The sky is blue");
+        assert_eq!(cited.citations().len(), 1);
         assert!(!r.guardrail_intervened());
         let plain = reply(vec![ContentBlock::Text("x".into())], StopReason::EndTurn);
         assert!(plain.reasoning().is_none());

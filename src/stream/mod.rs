@@ -256,6 +256,12 @@ impl ReplyStream {
     /// Reads the rest of the stream and returns the whole answer as a [`Reply`] (including the
     /// events already read).
     ///
+    /// The message is the one unary Converse returns for the same answer: blocks in index
+    /// order, reasoning with its signature (or redacted), citations, tool calls and text, so it
+    /// can go back as history (multi-turn thinking with tool use); stop reason, usage, metrics,
+    /// trace, performance and service tier come from the last events. Blocks kept as
+    /// [`StreamEvent::Other`] (image, tool result) are left out.
+    ///
     /// # Errors
     /// The first error [`next`](Self::next) returns.
     pub async fn collect(mut self) -> Result<Reply> {
