@@ -28,6 +28,7 @@
 // The call path, bottom up: transport (the pool), stats, region (policy), shared, call (the
 // driver); then the handles: model, request, reply, stream; then factory and heartbeat.
 mod call;
+mod collect;
 mod config;
 mod error;
 mod factory;
@@ -56,7 +57,7 @@ pub use heartbeat::{
 };
 pub use model::Model;
 pub use region::RegionStats;
-pub use reply::Reply;
+pub use reply::{Reasoning, Reply};
 pub use request::{ConverseRequest, Streaming, Unary};
 pub use stats::{
     CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
@@ -67,13 +68,16 @@ pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
 /// The SDK types used in this crate's API, re-exported for convenience.
 pub mod types {
     pub use aws_sdk_bedrockruntime::types::{
-        AnyToolChoice, AutoToolChoice, CachePointBlock, CacheTtl, ContentBlock, ConversationRole,
-        GuardrailStreamProcessingMode, GuardrailTrace, Message, ServiceTierType,
-        SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage, Tool, ToolChoice,
-        ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
+        AnyToolChoice, AutoToolChoice, CachePointBlock, CacheTtl, Citation,
+        CitationGeneratedContent, CitationLocation, CitationSourceContent, CitationsContentBlock,
+        CitationsDelta, ContentBlock, ConversationRole, ConverseStreamTrace, ConverseTrace,
+        GuardrailStreamProcessingMode, GuardrailTrace, GuardrailTraceAssessment, Message,
+        PerformanceConfiguration, ReasoningContentBlock, ReasoningTextBlock, ServiceTier,
+        ServiceTierType, SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage, Tool,
+        ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
         ToolSpecification, ToolUseBlock,
     };
-    pub use aws_smithy_types::Document;
+    pub use aws_smithy_types::{Blob, Document};
 }
 
 /// The README's examples, run as doctests.

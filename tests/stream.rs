@@ -4,13 +4,17 @@
 mod common;
 
 use bedrock_pool::local::{
-    Fault, FaultRule, ModelReply, Operation, Protocol, Responder, ServiceError,
+    Fault, FaultRule, ModelReply, Operation, Protocol, ReplyBlock, Responder, ServiceError,
 };
-use bedrock_pool::types::Document;
+use bedrock_pool::types::{
+    ContentBlock, ConversationRole, Document, Message, Tool, ToolConfiguration, ToolInputSchema,
+    ToolResultBlock, ToolResultContentBlock, ToolSpecification,
+};
 use bedrock_pool::{ErrorKind, StreamEvent, TimeoutKind};
 use common::{MODEL, builder_for, eventually, factory_for, server};
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Reads every event, stopping at the first error.
@@ -72,7 +76,7 @@ async fn text_streams_as_ordered_events() {
         _ => unreachable!(),
     }
     match events.last() {
-        Some(StreamEvent::Metadata { usage, latency }) => {
+        Some(StreamEvent::Metadata { usage, latency, .. }) => {
             let usage = usage.as_ref().expect("usage");
             assert_eq!(usage.output_tokens(), 5);
             assert_eq!(usage.input_tokens(), 5);
@@ -587,4 +591,149 @@ async fn request_stats_count_streams() {
             == 0)
         .await
     );
+}
+
+/// Returns the reply of turn `k` (counted from the messages sent): reasoning, text and a tool
+/// call, and on the third turn reasoning and a final text.
+fn thinking_reply(call: &bedrock_pool::local::ConverseCall) -> ModelReply {
+    let turn = call.body["messages"].as_array().map_or(0, |m| m.len() / 2);
+    let reasoning = ReplyBlock::Reasoning {
+        text: format!("step {turn}: the user wants the weather, so look it up"),
+        signature: Some(format!("sig-{turn}")),
+    };
+    if turn == 2 {
+        return ModelReply {
+            content: vec![reasoning, ReplyBlock::Text("It is 18 C in Paris.".into())],
+            stop_reason: "end_turn".into(),
+        };
+    }
+    ModelReply {
+        content: vec![
+            reasoning,
+            ReplyBlock::Text("Let me check.".into()),
+            ReplyBlock::ToolUse {
+                id: format!("tooluse-{turn}"),
+                name: "lookup".into(),
+                input: serde_json::json!({"city": "Paris", "turn": turn}),
+            },
+        ],
+        stop_reason: "tool_use".into(),
+    }
+}
+
+fn lookup_tool() -> ToolConfiguration {
+    let schema = Document::Object(HashMap::from([(
+        "type".to_owned(),
+        Document::String("object".into()),
+    )]));
+    ToolConfiguration::builder()
+        .tools(Tool::ToolSpec(
+            ToolSpecification::builder()
+                .name("lookup")
+                .input_schema(ToolInputSchema::Json(schema))
+                .build()
+                .unwrap(),
+        ))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn collect_equals_unary_for_thinking_with_tool_use_over_three_turns() {
+    let server = server(Protocol::Https).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    server.set_responder(Responder::from_fn(move |call| {
+        log.lock().unwrap().push(call.body.clone());
+        thinking_reply(call)
+    }));
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    let mut history = vec![
+        Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text("weather in Paris?".into()))
+            .build()
+            .unwrap(),
+    ];
+    for turn in 0..3 {
+        let unary = model
+            .converse()
+            .messages(history.clone())
+            .tool_config(lookup_tool())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("turn {turn}: unary: {e}"));
+        let mut events = Vec::new();
+        let mut stream = model
+            .converse_stream()
+            .messages(history.clone())
+            .tool_config(lookup_tool())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("turn {turn}: stream: {e}"));
+        for _ in 0..4 {
+            events.push(stream.next().await.unwrap().unwrap());
+        }
+        let streamed = stream.collect().await.expect("collect succeeds");
+        assert!(
+            events.contains(&StreamEvent::ReasoningDelta {
+                index: 0,
+                text: "step ".into(),
+            }),
+            "{events:?}"
+        );
+        assert_eq!(streamed.message(), unary.message(), "turn {turn}");
+        assert_eq!(streamed.stop_reason(), unary.stop_reason());
+        assert_eq!(streamed.usage(), unary.usage());
+        let reasoning = streamed.reasoning().expect("reasoning");
+        assert_eq!(
+            reasoning.text(),
+            format!("step {turn}: the user wants the weather, so look it up")
+        );
+        assert_eq!(reasoning.signature(), Some(format!("sig-{turn}").as_str()));
+        let content = streamed.message().unwrap().content();
+        assert!(content[0].is_reasoning_content(), "{content:?}");
+        history.push(streamed.message().unwrap().clone());
+        if turn == 2 {
+            assert_eq!(streamed.stop_reason().as_str(), "end_turn");
+            assert_eq!(streamed.text(), "It is 18 C in Paris.");
+            assert!(streamed.tool_uses().is_empty());
+            break;
+        }
+        assert_eq!(streamed.stop_reason().as_str(), "tool_use");
+        assert_eq!(streamed.text(), "Let me check.");
+        let uses = streamed.tool_uses();
+        assert_eq!(uses.len(), 1);
+        assert_eq!(uses[0].tool_use_id(), format!("tooluse-{turn}"));
+        let result = ToolResultBlock::builder()
+            .tool_use_id(uses[0].tool_use_id())
+            .content(ToolResultContentBlock::Text("18 C".into()))
+            .build()
+            .unwrap();
+        history.push(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::ToolResult(result))
+                .build()
+                .unwrap(),
+        );
+    }
+    // The last call carried both earlier assistant turns, reasoning and signature first.
+    let bodies = seen.lock().unwrap();
+    let last = bodies.last().unwrap();
+    let messages = last["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 5);
+    for (turn, i) in [(0, 1), (1, 3)] {
+        assert_eq!(
+            messages[i]["content"][0]["reasoningContent"]["reasoningText"]["signature"],
+            format!("sig-{turn}"),
+            "{:?}",
+            messages[i]
+        );
+        assert_eq!(
+            messages[i]["content"][2]["toolUse"]["toolUseId"],
+            format!("tooluse-{turn}")
+        );
+    }
 }

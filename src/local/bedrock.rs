@@ -210,6 +210,13 @@ fn block_json(block: &ReplyBlock) -> Value {
         ReplyBlock::ToolUse { id, name, input } => {
             json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } })
         }
+        ReplyBlock::Reasoning { text, signature } => {
+            let mut reasoning = json!({ "text": text });
+            if let Some(s) = signature {
+                reasoning["signature"] = json!(s);
+            }
+            json!({ "reasoningContent": { "reasoningText": reasoning } })
+        }
     }
 }
 
@@ -226,6 +233,16 @@ fn stream_frames(reply: &ModelReply, usage: &Value, metrics: &Value) -> Vec<Byte
                     frames.push(wire::event_frame(
                         "contentBlockDelta",
                         &json!({ "contentBlockIndex": i, "delta": { "text": piece } }),
+                    ));
+                }
+            }
+            ReplyBlock::Reasoning { text, signature } => {
+                let pieces = split_pieces(text).into_iter().map(|p| json!({ "text": p }));
+                let sig = signature.iter().map(|s| json!({ "signature": s }));
+                for delta in pieces.chain(sig) {
+                    frames.push(wire::event_frame(
+                        "contentBlockDelta",
+                        &json!({ "contentBlockIndex": i, "delta": { "reasoningContent": delta } }),
                     ));
                 }
             }

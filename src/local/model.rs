@@ -84,6 +84,13 @@ pub enum ReplyBlock {
         /// The tool input (a JSON document).
         input: Value,
     },
+    /// A reasoning (extended thinking) block.
+    Reasoning {
+        /// The reasoning text.
+        text: String,
+        /// The signature the client sends back with the block in later turns.
+        signature: Option<String>,
+    },
 }
 
 /// Describes the model's answer to one call.
@@ -133,7 +140,7 @@ impl ModelReply {
         self.content
             .iter()
             .map(|b| match b {
-                ReplyBlock::Text(t) => count_words(t),
+                ReplyBlock::Text(t) | ReplyBlock::Reasoning { text: t, .. } => count_words(t),
                 ReplyBlock::ToolUse { input, .. } => count_words(&input.to_string()).max(1),
             })
             .sum()

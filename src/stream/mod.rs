@@ -2,18 +2,20 @@
 //! a stream that ends without `messageStop` reported as the error it is.
 
 use crate::call::{Op, OpenCall, drive};
+use crate::collect::{Accumulator, Metadata};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
 use crate::model::Model;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_call};
 use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
-use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseMetrics,
-    ConverseStreamOutput as Event, Message, StopReason, TokenUsage, ToolUseBlock,
+    CitationsDelta, ContentBlockDelta, ContentBlockStart, ConverseStreamOutput as Event,
+    ConverseStreamTrace, PerformanceConfiguration, ReasoningContentBlockDelta, ServiceTier,
+    StopReason, TokenUsage,
 };
+use aws_smithy_types::Blob;
 use futures_core::Stream;
 use std::fmt;
 use std::time::Duration;
@@ -60,14 +62,51 @@ pub enum StreamEvent {
         /// Why the model stopped.
         stop_reason: StopReason,
     },
-    /// Token counts and the service's latency.
+    /// A piece of the model's reasoning (thinking) text of block `index`.
+    ReasoningDelta {
+        /// Content block index.
+        index: i32,
+        /// The reasoning text piece.
+        text: String,
+    },
+    /// The signature of the reasoning in block `index`, to send back with it in later turns.
+    ReasoningSignature {
+        /// Content block index.
+        index: i32,
+        /// The signature.
+        signature: String,
+    },
+    /// Reasoning the provider encrypted (redacted), to send back as is in later turns.
+    RedactedReasoning {
+        /// Content block index.
+        index: i32,
+        /// The encrypted reasoning.
+        data: Blob,
+    },
+    /// A citation for the text of block `index` (which becomes a `citationsContent` block).
+    CitationDelta {
+        /// Content block index.
+        index: i32,
+        /// The citation.
+        delta: CitationsDelta,
+    },
+    /// Token counts (cache reads and writes included), the service's latency, the trace and the
+    /// performance and service-tier figures. More fields may come: match with `..`.
+    #[non_exhaustive]
     Metadata {
         /// Token counts.
         usage: Option<TokenUsage>,
         /// The latency the service reported.
         latency: Option<Duration>,
+        /// The guardrail and prompt-router trace.
+        trace: Option<ConverseStreamTrace>,
+        /// The performance configuration the call ran with.
+        performance: Option<PerformanceConfiguration>,
+        /// The service tier that served the call.
+        service_tier: Option<ServiceTier>,
     },
-    /// An event of a kind this crate does not model (reasoning, citations, ...), kept raw.
+    /// An event of a kind this crate does not model (image and tool-result blocks, ...), kept
+    /// raw; [`ReplyStream::collect`] leaves it out.
     Other(Box<Event>),
 }
 
@@ -131,136 +170,6 @@ impl Model {
     /// Starts a ConverseStream call: the same inputs, a stream of events as the answer.
     pub fn converse_stream(&self) -> ConverseStreamRequest {
         ConverseRequest::new(self.clone())
-    }
-}
-
-/// Content gathered from the events, for [`ReplyStream::collect`].
-#[derive(Default)]
-struct Accumulator {
-    blocks: Vec<(i32, Block)>,
-    stop_reason: Option<StopReason>,
-    usage: Option<TokenUsage>,
-    latency_ms: Option<i64>,
-}
-
-enum Block {
-    Text(String),
-    Tool {
-        id: String,
-        name: String,
-        input: String,
-    },
-}
-
-impl Accumulator {
-    fn block(&mut self, index: i32, make: impl FnOnce() -> Block) -> &mut Block {
-        let pos = match self.blocks.iter().position(|(i, _)| *i == index) {
-            Some(p) => p,
-            None => {
-                self.blocks.push((index, make()));
-                self.blocks.len() - 1
-            }
-        };
-        &mut self.blocks[pos].1
-    }
-
-    fn add(&mut self, ev: &StreamEvent) {
-        match ev {
-            StreamEvent::TextDelta { index, text } => {
-                if let Block::Text(t) = self.block(*index, || Block::Text(String::new())) {
-                    t.push_str(text);
-                }
-            }
-            StreamEvent::ToolUseStart {
-                index,
-                tool_use_id,
-                name,
-            } => {
-                *self.block(*index, || Block::Text(String::new())) = Block::Tool {
-                    id: tool_use_id.clone(),
-                    name: name.clone(),
-                    input: String::new(),
-                };
-            }
-            StreamEvent::ToolUseDelta { index, input } => {
-                if let Block::Tool { input: i, .. } = self.block(*index, || Block::Tool {
-                    id: String::new(),
-                    name: String::new(),
-                    input: String::new(),
-                }) {
-                    i.push_str(input);
-                }
-            }
-            StreamEvent::MessageStop { stop_reason } => {
-                self.stop_reason = Some(stop_reason.clone())
-            }
-            StreamEvent::Metadata { usage, latency } => {
-                self.usage = usage.clone();
-                self.latency_ms = latency.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            }
-            _ => {}
-        }
-    }
-
-    fn into_output(mut self) -> Result<ConverseOutput> {
-        self.blocks.sort_by_key(|(i, _)| *i);
-        let mut content = Vec::new();
-        for (_, b) in self.blocks {
-            content.push(match b {
-                Block::Text(t) => ContentBlock::Text(t),
-                Block::Tool { id, name, input } => {
-                    let doc = json_to_document(&input).map_err(|e| {
-                        Error::new(
-                            ErrorKind::Other,
-                            format!("tool {name}: the streamed input is not valid JSON: {e}"),
-                        )
-                    })?;
-                    ContentBlock::ToolUse(
-                        ToolUseBlock::builder()
-                            .tool_use_id(id)
-                            .name(name)
-                            .input(doc)
-                            .build()
-                            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?,
-                    )
-                }
-            });
-        }
-        let message = Message::builder()
-            .role(ConversationRole::Assistant)
-            .set_content(Some(content))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
-        let mut b = ConverseOutput::builder()
-            .output(aws_sdk_bedrockruntime::types::ConverseOutput::Message(
-                message,
-            ))
-            .set_stop_reason(self.stop_reason)
-            .set_usage(self.usage);
-        if let Some(ms) = self.latency_ms {
-            b = b.metrics(
-                ConverseMetrics::builder()
-                    .latency_ms(ms)
-                    .build()
-                    .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?,
-            );
-        }
-        b.build()
-            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))
-    }
-}
-
-/// Parses streamed tool input JSON into the SDK's `Document`.
-fn json_to_document(s: &str) -> std::result::Result<aws_smithy_types::Document, String> {
-    if s.trim().is_empty() {
-        return Ok(aws_smithy_types::Document::Object(Default::default()));
-    }
-    let mut tokens = aws_smithy_json::deserialize::json_token_iter(s.as_bytes()).peekable();
-    let doc = aws_smithy_json::deserialize::token::expect_document(&mut tokens)
-        .map_err(|e| e.to_string())?;
-    match tokens.next() {
-        None => Ok(doc),
-        Some(_) => Err("trailing data after the JSON value".to_owned()),
     }
 }
 
@@ -353,7 +262,7 @@ impl ReplyStream {
             self.call.first_token();
         }
         let ev = convert(event);
-        self.acc.add(&ev);
+        record(&mut self.acc, &ev);
         if matches!(ev, StreamEvent::MessageStop { .. }) {
             self.call.finish(Outcome::Success);
         }
@@ -362,6 +271,12 @@ impl ReplyStream {
 
     /// Reads the rest of the stream and returns the whole answer as a [`Reply`] (including the
     /// events already read).
+    ///
+    /// The message is the one unary Converse returns for the same answer: blocks in index
+    /// order, reasoning with its signature (or redacted), citations, tool calls and text, so it
+    /// can go back as history (multi-turn thinking with tool use); stop reason, usage, metrics,
+    /// trace, performance and service tier come from the last events. Blocks kept as
+    /// [`StreamEvent::Other`] (image, tool result) are left out.
     ///
     /// # Errors
     /// The first error [`next`](Self::next) returns.
@@ -386,6 +301,7 @@ impl ReplyStream {
     }
 }
 
+/// Returns the typed event for an SDK event.
 fn convert(ev: Event) -> StreamEvent {
     match ev {
         Event::MessageStart(_) => StreamEvent::MessageStart,
@@ -397,17 +313,43 @@ fn convert(ev: Event) -> StreamEvent {
             },
             _ => StreamEvent::Other(Box::new(Event::ContentBlockStart(s))),
         },
-        Event::ContentBlockDelta(d) => match d.delta() {
-            Some(ContentBlockDelta::Text(t)) => StreamEvent::TextDelta {
-                index: d.content_block_index(),
-                text: t.clone(),
-            },
-            Some(ContentBlockDelta::ToolUse(t)) => StreamEvent::ToolUseDelta {
-                index: d.content_block_index(),
-                input: t.input().to_owned(),
-            },
-            _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
-        },
+        Event::ContentBlockDelta(d) => {
+            let index = d.content_block_index();
+            match d.delta() {
+                Some(ContentBlockDelta::Text(t)) => StreamEvent::TextDelta {
+                    index,
+                    text: t.clone(),
+                },
+                Some(ContentBlockDelta::ToolUse(t)) => StreamEvent::ToolUseDelta {
+                    index,
+                    input: t.input().to_owned(),
+                },
+                Some(ContentBlockDelta::ReasoningContent(r)) => match r {
+                    ReasoningContentBlockDelta::Text(text) => StreamEvent::ReasoningDelta {
+                        index,
+                        text: text.clone(),
+                    },
+                    ReasoningContentBlockDelta::Signature(signature) => {
+                        StreamEvent::ReasoningSignature {
+                            index,
+                            signature: signature.clone(),
+                        }
+                    }
+                    ReasoningContentBlockDelta::RedactedContent(data) => {
+                        StreamEvent::RedactedReasoning {
+                            index,
+                            data: data.clone(),
+                        }
+                    }
+                    _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
+                },
+                Some(ContentBlockDelta::Citation(c)) => StreamEvent::CitationDelta {
+                    index,
+                    delta: c.clone(),
+                },
+                _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
+            }
+        }
         Event::ContentBlockStop(s) => StreamEvent::BlockStop {
             index: s.content_block_index(),
         },
@@ -415,12 +357,49 @@ fn convert(ev: Event) -> StreamEvent {
             stop_reason: s.stop_reason().clone(),
         },
         Event::Metadata(m) => StreamEvent::Metadata {
-            usage: m.usage().cloned(),
+            usage: m.usage,
             latency: m
-                .metrics()
+                .metrics
                 .map(|x| Duration::from_millis(u64::try_from(x.latency_ms()).unwrap_or(0))),
+            trace: m.trace,
+            performance: m.performance_config,
+            service_tier: m.service_tier,
         },
         other => StreamEvent::Other(Box::new(other)),
+    }
+}
+
+/// Adds an event to what [`ReplyStream::collect`] returns.
+fn record(acc: &mut Accumulator, ev: &StreamEvent) {
+    match ev {
+        StreamEvent::TextDelta { index, text } => acc.text(*index, text),
+        StreamEvent::ToolUseStart {
+            index,
+            tool_use_id,
+            name,
+        } => acc.tool_start(*index, tool_use_id, name),
+        StreamEvent::ToolUseDelta { index, input } => acc.tool_input(*index, input),
+        StreamEvent::ReasoningDelta { index, text } => acc.reasoning_text(*index, text),
+        StreamEvent::ReasoningSignature { index, signature } => {
+            acc.reasoning_signature(*index, signature)
+        }
+        StreamEvent::RedactedReasoning { index, data } => acc.redacted(*index, data),
+        StreamEvent::CitationDelta { index, delta } => acc.citation(*index, delta),
+        StreamEvent::MessageStop { stop_reason } => acc.stop_reason = Some(stop_reason.clone()),
+        StreamEvent::Metadata {
+            usage,
+            latency,
+            trace,
+            performance,
+            service_tier,
+        } => acc.metadata(Metadata {
+            usage: usage.clone(),
+            latency_ms: latency.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            trace: trace.clone(),
+            performance: performance.clone(),
+            service_tier: service_tier.clone(),
+        }),
+        StreamEvent::MessageStart | StreamEvent::BlockStop { .. } | StreamEvent::Other(_) => {}
     }
 }
 
@@ -469,3 +448,6 @@ fn map_stream_error(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
