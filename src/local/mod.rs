@@ -103,19 +103,29 @@ mod canonical;
 mod conn;
 mod dispatch;
 mod fault;
+mod guardrail;
 mod identity;
 mod lock;
 mod model;
+mod options;
 mod record;
 mod server;
 mod sigv4;
 mod state;
 mod sts;
+mod surface;
 mod tls;
+mod validate;
 mod wire;
 
 pub use fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
-pub use identity::{TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
+pub use guardrail::{
+    DEFAULT_BLOCKED_MESSAGE, Guardrail, TEST_GUARDRAIL_ID, TEST_GUARDRAIL_TRIGGER,
+    TEST_GUARDRAIL_VERSION,
+};
+pub use identity::{
+    TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
+};
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use server::{LocalServer, LocalServerBuilder};
@@ -140,5 +150,6 @@ mod tests {
         send_sync::<ConverseCall>();
         send_sync::<ModelReply>();
         send_sync::<ConnectionCounts>();
+        send_sync::<Guardrail>();
     }
 }
