@@ -304,7 +304,11 @@ fn model_answer(shared: &Shared, call: &ConverseCall) -> (Vec<Value>, String) {
 
 /// Returns the key of an `Authorization: Bearer <key>` header, if the request carries one.
 fn bearer_key(parts: &http::request::Parts) -> Option<&str> {
-    let auth = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, key) = auth.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
@@ -334,7 +338,10 @@ fn stream_frames(content: &[Value], stop: &Value, metadata: &Value) -> Vec<Bytes
                 frames.push(delta(i, json!({ "reasoningContent": { "text": piece } })));
             }
             if let Some(sig) = reasoning.get("signature") {
-                frames.push(delta(i, json!({ "reasoningContent": { "signature": sig } })));
+                frames.push(delta(
+                    i,
+                    json!({ "reasoningContent": { "signature": sig } }),
+                ));
             }
         } else if let Some(cited) = block.get("citationsContent") {
             for text in cited

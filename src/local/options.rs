@@ -28,7 +28,10 @@ fn check_enum(v: Option<&Value>, path: &str, allowed: &[&str]) -> Result<(), Str
 
 /// Returns whether `id` matches `(|([a-z0-9]+)|(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+))`.
 pub(crate) fn valid_guardrail_id(id: &str) -> bool {
-    let lower_alnum = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let lower_alnum = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
     if lower_alnum(id) {
         return true;
     }
@@ -148,7 +151,10 @@ fn metadata_chars(s: &str) -> bool {
     s.chars().all(|c| {
         c.is_ascii_alphanumeric()
             || c.is_whitespace()
-            || matches!(c, ':' | '_' | '@' | '$' | '#' | '=' | '/' | '+' | ',' | '-' | '.')
+            || matches!(
+                c,
+                ':' | '_' | '@' | '$' | '#' | '=' | '/' | '+' | ',' | '-' | '.'
+            )
     })
 }
 
@@ -289,7 +295,9 @@ fn validate_thinking(body: &Value) -> Result<(), String> {
         .flatten()
         .filter_map(Value::as_str)
         .collect::<Vec<_>>();
-    let max_tokens = body.pointer("/inferenceConfig/maxTokens").and_then(Value::as_i64);
+    let max_tokens = body
+        .pointer("/inferenceConfig/maxTokens")
+        .and_then(Value::as_i64);
     if let Some(max) = max_tokens
         && budget >= max
         && !betas.contains(&INTERLEAVED_THINKING)
@@ -353,7 +361,9 @@ pub(crate) fn validate_prompt_request(body: &Value) -> Result<(), String> {
         };
         for (name, value) in vars {
             if member(value, "text").and_then(Value::as_str).is_none() {
-                return Err(format!("promptVariables.{name}.text: member must not be null"));
+                return Err(format!(
+                    "promptVariables.{name}.text: member must not be null"
+                ));
             }
         }
     }
@@ -373,7 +383,9 @@ mod tests {
             "arn:aws:bedrock:us-west-2:123456789012:guardrail/abc123"
         ));
         assert!(!valid_guardrail_id("ABC"));
-        assert!(!valid_guardrail_id("arn:aws:bedrock:us-west-2:1234:guardrail/abc"));
+        assert!(!valid_guardrail_id(
+            "arn:aws:bedrock:us-west-2:1234:guardrail/abc"
+        ));
         assert!(valid_guardrail_version("DRAFT"));
         assert!(valid_guardrail_version("12345678"));
         assert!(!valid_guardrail_version("0"));

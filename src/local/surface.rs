@@ -87,7 +87,10 @@ pub(crate) fn cache_usage(shared: &Shared, model_id: &str, body: &Value) -> (u64
         }
         prefix.update(role.as_bytes());
         prefix.update(block.to_string().as_bytes());
-        tokens += block.get("text").and_then(Value::as_str).map_or(0, count_words);
+        tokens += block
+            .get("text")
+            .and_then(Value::as_str)
+            .map_or(0, count_words);
     };
     let list = |p: &str| body.pointer(p).and_then(Value::as_array).cloned();
     for tool in list("/toolConfig/tools").into_iter().flatten() {
@@ -349,7 +352,10 @@ pub(crate) fn block_tokens(block: &Value) -> u64 {
     {
         return count_words(t);
     }
-    if let Some(content) = block.pointer("/citationsContent/content").and_then(Value::as_array) {
+    if let Some(content) = block
+        .pointer("/citationsContent/content")
+        .and_then(Value::as_array)
+    {
         return content
             .iter()
             .filter_map(|c| c.get("text").and_then(Value::as_str))
