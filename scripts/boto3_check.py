@@ -1,9 +1,12 @@
-"""Checks boto3 against a running local server: converse, converse_stream, STS, one validation error.
+"""Checks boto3 against a running local server: converse, converse_stream, STS, one validation error,
+thinking (a signed reasoning block, replayed and tampered with), a guardrail intervention and a
+Bedrock API key.
 
 Start the server with `cargo run --example local_server -- --port 18443`, then run
 `python3 scripts/boto3_check.py https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>`.
 """
 
+import os
 import sys
 
 import boto3
@@ -50,4 +53,41 @@ try:
 except botocore.exceptions.ClientError as e:
     print("wrong secret:", e.response["Error"]["Code"])
     assert e.response["Error"]["Code"] == "SignatureDoesNotMatch"
+thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+out = brt.converse(modelId=model, messages=messages, additionalModelRequestFields=thinking)
+content = out["output"]["message"]["content"]
+reasoning = content[0]["reasoningContent"]["reasoningText"]
+print("thinking:", repr(reasoning["text"]), "signature", reasoning["signature"][:12] + "...")
+assert reasoning["signature"] and content[1]["text"] == "hello from boto3 today"
+history = messages + [out["output"]["message"], {"role": "user", "content": [{"text": "more"}]}]
+brt.converse(modelId=model, messages=history, additionalModelRequestFields=thinking)
+reasoning["text"] = "edited"
+try:
+    brt.converse(modelId=model, messages=history, additionalModelRequestFields=thinking)
+    raise SystemExit("expected a ValidationException for a tampered reasoning block")
+except brt.exceptions.ValidationException as e:
+    print("tampered reasoning:", e.response["Error"]["Message"])
+    assert "Invalid `signature` in `thinking` block" in e.response["Error"]["Message"]
+events = list(brt.converse_stream(modelId=model, messages=messages,
+                                  additionalModelRequestFields=thinking)["stream"])
+thoughts = [e["contentBlockDelta"]["delta"]["reasoningContent"] for e in events
+            if e.get("contentBlockDelta", {}).get("contentBlockIndex") == 0]
+assert "signature" in thoughts[-1] and all("text" in t for t in thoughts[:-1])
+
+# The default test guardrail (localtestguardrail, version 1) blocks the word "forbidden".
+guard = {"guardrailIdentifier": "localtestguardrail", "guardrailVersion": "1", "trace": "enabled"}
+blocked = [{"role": "user", "content": [{"text": "a forbidden question"}]}]
+out = brt.converse(modelId=model, messages=blocked, guardrailConfig=guard)
+print("guardrail:", out["stopReason"], repr(out["output"]["message"]["content"][0]["text"]))
+assert out["stopReason"] == "guardrail_intervened"
+words = out["trace"]["guardrail"]["inputAssessment"]["localtestguardrail"]["wordPolicy"]["customWords"]
+assert words[0]["match"] == "forbidden" and words[0]["action"] == "BLOCKED"
+
+# A Bedrock API key (the server's public test key) instead of SigV4: botocore reads it from
+# AWS_BEARER_TOKEN_BEDROCK and switches to bearer auth.
+os.environ["AWS_BEARER_TOKEN_BEDROCK"] = "ABSKTG9jYWxUZXN0QXBpS2V5Tm90QVJlYWxLZXk="
+keyed = boto3.Session(region_name="us-west-2").client("bedrock-runtime", endpoint_url=bedrock_url, verify=ca)
+out = keyed.converse(modelId=model, messages=messages)
+print("api key:", out["stopReason"])
+del os.environ["AWS_BEARER_TOKEN_BEDROCK"]
 print("boto3: all checks passed")

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bedrock_pool::local::{LocalServer, Operation, Protocol};
+use bedrock_pool::local::{Guardrail, LocalServer, Operation, Protocol};
 use bedrock_pool::types::Document;
 use bedrock_pool::{ConverseRequest, LlmFactory, Model};
 use common::{MODEL, factory_for, server};
@@ -38,6 +38,8 @@ fn doc(v: Value) -> Document {
 
 async fn setup() -> (LocalServer, LlmFactory, Model) {
     let server = server(Protocol::Https).await;
+    server.set_guardrail(Guardrail::new("abc123def456", "1", "forbidden"));
+    server.set_guardrail(Guardrail::new("gr1", "DRAFT", "forbidden"));
     let factory = factory_for(&server).await;
     let model = factory.model(MODEL);
     (server, factory, model)
@@ -384,4 +386,39 @@ async fn bad_values_are_refused_before_the_network() {
     assert!(server.requests().is_empty(), "nothing reached the server");
     ok.send().await.unwrap();
     let _ = HashMap::<(), ()>::new();
+}
+
+#[tokio::test]
+async fn a_guardrail_intervention_and_thinking_come_back_typed() {
+    let (_server, _factory, model) = setup().await;
+    let reply = model
+        .converse()
+        .user("tell me something forbidden")
+        .guardrail("abc123def456", "1")
+        .guardrail_trace(bedrock_pool::types::GuardrailTrace::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.guardrail_intervened());
+    assert!(reply.guardrail_trace().is_some());
+    let reply = model
+        .converse()
+        .user("think first")
+        .thinking(2048)
+        .send()
+        .await
+        .unwrap();
+    let reasoning = reply.reasoning().expect("a reasoning block");
+    assert!(!reasoning.text().is_empty());
+    assert!(reasoning.signature().is_some());
+    // The same conversation continued with the reasoning kept: the server accepts it.
+    model
+        .converse()
+        .user("think first")
+        .message(reply.message().unwrap().clone())
+        .user("and then?")
+        .thinking(2048)
+        .send()
+        .await
+        .unwrap();
 }

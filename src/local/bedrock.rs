@@ -1,5 +1,5 @@
-//! The Bedrock Runtime listener: routing, validation, Converse, ConverseStream, CountTokens,
-//! ListAsyncInvokes.
+//! The Bedrock Runtime listener: routing, authentication (SigV4 or API key), Converse,
+//! ConverseStream, CountTokens, ListAsyncInvokes.
 
 use std::time::Instant;
 
@@ -9,11 +9,17 @@ use serde_json::{Value, json};
 
 use super::conn::ConnShared;
 use super::fault::{Fault, ServiceError};
-use super::model::{ConverseCall, ModelReply, ReplyBlock, count_words, split_pieces};
+use super::model::{ConverseCall, ModelReply, ReplyBlock, split_pieces};
+use super::options::{cache_point_count, thinking_budget};
 use super::record::{Listener, Operation, RecordedRequest};
 use super::sigv4::{self, Expected};
 use super::state::{Answer, Shared};
+use super::surface;
+use super::validate::{count_tokens, request_words, valid_model_id, validate_converse};
 use super::wire::{self, Step};
+
+/// The message of a refused Bedrock API key, as Bedrock words it.
+const INVALID_API_KEY: &str = "Authentication failed: Please make sure your API Key is valid.";
 
 /// The message of an invalid model id, as Bedrock words it.
 const INVALID_MODEL_ID: &str = "The provided model identifier is invalid.";
@@ -35,14 +41,6 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
         ["", "async-invoke"] if parts.method == Method::GET => (Operation::ListAsyncInvokes, None),
         _ => (Operation::Other, None),
     }
-}
-
-/// Returns whether a model id is plausible: 1..=2048 characters of the id/ARN charset.
-fn valid_model_id(id: &str) -> bool {
-    (1..=2048).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '/'))
 }
 
 /// Handles one authenticated-or-not Bedrock request.
@@ -68,8 +66,16 @@ pub(crate) async fn handle(
         region: &shared.region,
         service: "bedrock",
     };
-    if let Err(err) = sigv4::verify(parts, body, &expected) {
-        return fail(err);
+    match bearer_key(parts) {
+        Some(key) if key != shared.api_key => {
+            return fail(ServiceError::AccessDenied(INVALID_API_KEY.to_owned()));
+        }
+        Some(_) => {}
+        None => {
+            if let Err(err) = sigv4::verify(parts, body, &expected) {
+                return fail(err);
+            }
+        }
     }
 
     let mut reset_after_headers = false;
@@ -96,7 +102,7 @@ pub(crate) async fn handle(
     };
 
     if rec.operation == Operation::CountTokens {
-        let tokens = match count_tokens(&rec.body) {
+        let tokens = match count_tokens(&rec.body, &model_id) {
             Ok(n) => n,
             Err(msg) => return fail(ServiceError::Validation(msg)),
         };
@@ -105,28 +111,83 @@ pub(crate) async fn handle(
         return unary(bytes, conn, reset_after_headers);
     }
 
-    if let Err(msg) = validate_converse(&rec.body) {
+    let body = &rec.body;
+    let stream = rec.operation == Operation::ConverseStream;
+    if let Err(msg) = validate_converse(body, &model_id, stream)
+        .and_then(|()| surface::check_signatures(shared, body))
+    {
         return fail(ServiceError::Validation(msg));
     }
-    let input_tokens = request_words(&rec.body);
-    let call = ConverseCall::from_body(model_id, rec.body.clone());
-    let reply = shared.responder().reply(&call);
+    let call = ConverseCall::from_body(model_id.clone(), body.clone());
+    let last_user = call.last_user_text.as_deref();
+    let intervention = match surface::guardrail_check(shared, body, last_user) {
+        Ok(i) => i,
+        Err(err) => return fail(err),
+    };
+    let (content, stop_reason, trace) = match intervention {
+        Some(i) => {
+            let blocked = vec![json!({ "text": i.guardrail.blocked_message })];
+            (blocked, "guardrail_intervened".to_owned(), i.trace)
+        }
+        None => {
+            let (content, stop_reason) = model_answer(shared, &call);
+            (content, stop_reason, None)
+        }
+    };
+    let output_tokens = if trace.is_some() || stop_reason == "guardrail_intervened" {
+        0
+    } else {
+        content.iter().map(surface::block_tokens).sum()
+    };
+    let input_tokens = request_words(body);
+    let (cache_read, cache_write) = surface::cache_usage(shared, &model_id, body);
     tokio::time::sleep(shared.latency().for_request(rec)).await;
-    let usage = usage(input_tokens, reply.output_tokens());
+    let mut usage = json!({
+        "inputTokens": input_tokens.saturating_sub(cache_read + cache_write),
+        "outputTokens": output_tokens,
+        "totalTokens": input_tokens + output_tokens,
+    });
+    if cache_point_count(body) > 0 {
+        usage["cacheReadInputTokens"] = json!(cache_read);
+        usage["cacheWriteInputTokens"] = json!(cache_write);
+    }
     let metrics = json!({ "latencyMs": started.elapsed().as_millis() as u64 });
+    let mut extra = serde_json::Map::new();
+    for member in ["performanceConfig", "serviceTier"] {
+        if let Some(v) = body.get(member).filter(|v| !v.is_null()) {
+            extra.insert(member.to_owned(), v.clone());
+        }
+    }
+    if let Some(t) = trace {
+        extra.insert("trace".to_owned(), t);
+    }
+    let fields = surface::response_fields(body, &stop_reason, last_user.unwrap_or(""));
 
     if rec.operation == Operation::Converse {
-        let content: Vec<Value> = reply.content.iter().map(block_json).collect();
-        let body = json!({
+        let mut out = json!({
             "output": { "message": { "role": "assistant", "content": content } },
-            "stopReason": reply.stop_reason,
+            "stopReason": stop_reason,
             "usage": usage,
             "metrics": metrics,
         });
-        return unary(Bytes::from(body.to_string()), conn, reset_after_headers);
+        if let Some(f) = fields {
+            out["additionalModelResponseFields"] = f;
+        }
+        for (k, v) in extra {
+            out[k.as_str()] = v;
+        }
+        return unary(Bytes::from(out.to_string()), conn, reset_after_headers);
     }
 
-    let frames = stream_frames(&reply, &usage, &metrics);
+    let mut stop = json!({ "stopReason": stop_reason });
+    if let Some(f) = fields {
+        stop["additionalModelResponseFields"] = f;
+    }
+    let mut metadata = json!({ "usage": usage, "metrics": metrics });
+    for (k, v) in extra {
+        metadata[k.as_str()] = v;
+    }
+    let frames = stream_frames(&content, &stop, &metadata);
     let mut error = None;
     let steps = if reset_after_headers {
         vec![
@@ -198,71 +259,134 @@ fn apply_stream_fault(
     }
 }
 
-/// Returns the usage object.
-fn usage(input: u64, output: u64) -> Value {
-    json!({ "inputTokens": input, "outputTokens": output, "totalTokens": input + output })
-}
-
-/// Returns the Converse JSON of one reply block.
-fn block_json(block: &ReplyBlock) -> Value {
+/// Returns the Converse JSON of one reply block; a reasoning block without a signature gets
+/// the server's own, which it accepts when the block comes back as history.
+fn block_json(shared: &Shared, block: &ReplyBlock) -> Value {
     match block {
         ReplyBlock::Text(t) => json!({ "text": t }),
         ReplyBlock::ToolUse { id, name, input } => {
             json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } })
         }
         ReplyBlock::Reasoning { text, signature } => {
-            let mut reasoning = json!({ "text": text });
-            if let Some(s) = signature {
-                reasoning["signature"] = json!(s);
-            }
-            json!({ "reasoningContent": { "reasoningText": reasoning } })
+            let signature = signature
+                .clone()
+                .unwrap_or_else(|| surface::sign_reasoning(shared, text));
+            json!({ "reasoningContent": { "reasoningText": { "text": text, "signature": signature } } })
         }
     }
 }
 
-/// Returns the event frames of a reply: messageStart, blocks, messageStop, metadata.
-fn stream_frames(reply: &ModelReply, usage: &Value, metrics: &Value) -> Vec<Bytes> {
+/// Returns the model's content blocks (Converse JSON) and stop reason: the responder's reply,
+/// a schema instance for structured output (echo responder), a citation over a document with
+/// citations enabled, and a signed reasoning block first when thinking is on.
+fn model_answer(shared: &Shared, call: &ConverseCall) -> (Vec<Value>, String) {
+    let body = &call.body;
+    let responder = shared.responder();
+    let mut reply = responder.reply(call);
+    if responder.is_echo()
+        && let Some(schema) = surface::output_schema(body)
+    {
+        reply = ModelReply::text(surface::schema_instance(&schema).to_string());
+    }
+    let mut content: Vec<Value> = reply
+        .content
+        .iter()
+        .map(|b| block_json(shared, b))
+        .collect();
+    if let Some(citation) = surface::citation(body)
+        && let Some(block) = content.iter_mut().find(|b| b.get("text").is_some())
+    {
+        let text = block["text"].take();
+        *block = json!({ "citationsContent": {
+            "content": [{ "text": text }],
+            "citations": [citation],
+        } });
+    }
+    if thinking_budget(body).is_some() {
+        let text = surface::reasoning_text(call.last_user_text.as_deref());
+        let signature = surface::sign_reasoning(shared, &text);
+        content.insert(
+            0,
+            json!({ "reasoningContent": { "reasoningText": { "text": text, "signature": signature } } }),
+        );
+    }
+    (content, reply.stop_reason)
+}
+
+/// Returns the key of an `Authorization: Bearer <key>` header, if the request carries one.
+fn bearer_key(parts: &http::request::Parts) -> Option<&str> {
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// Returns one `contentBlockDelta` frame.
+fn delta(index: usize, delta: Value) -> Bytes {
+    wire::event_frame(
+        "contentBlockDelta",
+        &json!({ "contentBlockIndex": index, "delta": delta }),
+    )
+}
+
+/// Returns the event frames of an answer: messageStart, blocks, messageStop, metadata.
+fn stream_frames(content: &[Value], stop: &Value, metadata: &Value) -> Vec<Bytes> {
     let mut frames = vec![wire::event_frame(
         "messageStart",
         &json!({ "role": "assistant" }),
     )];
-    for (i, block) in reply.content.iter().enumerate() {
-        match block {
-            ReplyBlock::Text(text) => {
-                for piece in split_pieces(text) {
-                    frames.push(wire::event_frame(
-                        "contentBlockDelta",
-                        &json!({ "contentBlockIndex": i, "delta": { "text": piece } }),
-                    ));
-                }
+    for (i, block) in content.iter().enumerate() {
+        if let Some(text) = block.get("text").and_then(Value::as_str) {
+            for piece in split_pieces(text) {
+                frames.push(delta(i, json!({ "text": piece })));
             }
-            ReplyBlock::Reasoning { text, signature } => {
-                let pieces = split_pieces(text).into_iter().map(|p| json!({ "text": p }));
-                let sig = signature.iter().map(|s| json!({ "signature": s }));
-                for delta in pieces.chain(sig) {
-                    frames.push(wire::event_frame(
-                        "contentBlockDelta",
-                        &json!({ "contentBlockIndex": i, "delta": { "reasoningContent": delta } }),
-                    ));
-                }
+        } else if let Some(reasoning) = block.pointer("/reasoningContent/reasoningText") {
+            let text = reasoning.get("text").and_then(Value::as_str).unwrap_or("");
+            for piece in split_pieces(text) {
+                frames.push(delta(i, json!({ "reasoningContent": { "text": piece } })));
             }
-            ReplyBlock::ToolUse { id, name, input } => {
-                frames.push(wire::event_frame(
-                    "contentBlockStart",
-                    &json!({ "contentBlockIndex": i,
-                             "start": { "toolUse": { "toolUseId": id, "name": name } } }),
+            if let Some(sig) = reasoning.get("signature") {
+                frames.push(delta(
+                    i,
+                    json!({ "reasoningContent": { "signature": sig } }),
                 ));
-                let json = input.to_string();
-                let mid = json
-                    .char_indices()
-                    .nth(json.chars().count() / 2)
-                    .map_or(0, |(b, _)| b);
-                for piece in [&json[..mid], &json[mid..]] {
-                    frames.push(wire::event_frame(
-                        "contentBlockDelta",
-                        &json!({ "contentBlockIndex": i, "delta": { "toolUse": { "input": piece } } }),
-                    ));
+            }
+        } else if let Some(cited) = block.get("citationsContent") {
+            for text in cited
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("text").and_then(Value::as_str))
+            {
+                for piece in split_pieces(text) {
+                    frames.push(delta(i, json!({ "text": piece })));
                 }
+            }
+            for citation in cited
+                .get("citations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                frames.push(delta(i, json!({ "citation": citation })));
+            }
+        } else if let Some(tool) = block.get("toolUse") {
+            frames.push(wire::event_frame(
+                "contentBlockStart",
+                &json!({ "contentBlockIndex": i,
+                         "start": { "toolUse": { "toolUseId": tool["toolUseId"], "name": tool["name"] } } }),
+            ));
+            let json = tool["input"].to_string();
+            let mid = json
+                .char_indices()
+                .nth(json.chars().count() / 2)
+                .map_or(0, |(b, _)| b);
+            for piece in [&json[..mid], &json[mid..]] {
+                frames.push(delta(i, json!({ "toolUse": { "input": piece } })));
             }
         }
         frames.push(wire::event_frame(
@@ -270,228 +394,7 @@ fn stream_frames(reply: &ModelReply, usage: &Value, metrics: &Value) -> Vec<Byte
             &json!({ "contentBlockIndex": i }),
         ));
     }
-    frames.push(wire::event_frame(
-        "messageStop",
-        &json!({ "stopReason": reply.stop_reason }),
-    ));
-    frames.push(wire::event_frame(
-        "metadata",
-        &json!({ "usage": usage, "metrics": metrics }),
-    ));
+    frames.push(wire::event_frame("messageStop", stop));
+    frames.push(wire::event_frame("metadata", metadata));
     frames
-}
-
-/// Returns the words of every text in messages and system prompts.
-fn request_words(body: &Value) -> u64 {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("content").and_then(Value::as_array))
-        .flatten();
-    let system = body
-        .get("system")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
-    messages
-        .chain(system)
-        .filter_map(|b| b.get("text").and_then(Value::as_str))
-        .map(count_words)
-        .sum()
-}
-
-/// Returns the CountTokens answer for a body, or a validation message naming the field.
-fn count_tokens(body: &Value) -> Result<u64, String> {
-    let input = body
-        .get("input")
-        .and_then(Value::as_object)
-        .ok_or("input: member must not be null")?;
-    if input.len() != 1 {
-        return Err("input: must have exactly one of converse, invokeModel".to_owned());
-    }
-    if let Some(converse) = input.get("converse") {
-        validate_converse(converse).map_err(|m| format!("input.converse.{m}"))?;
-        return Ok(request_words(converse));
-    }
-    match input
-        .get("invokeModel")
-        .and_then(|m| m.get("body"))
-        .and_then(Value::as_str)
-    {
-        Some(b) => Ok(count_words(b)),
-        None => Err("input.invokeModel.body: member must not be null".to_owned()),
-    }
-}
-
-/// Checks a content block: exactly one member, non-blank text.
-fn validate_block(block: &Value, path: &str) -> Result<(), String> {
-    let Some(obj) = block.as_object() else {
-        return Err(format!("{path}: must be an object"));
-    };
-    if obj.values().filter(|v| !v.is_null()).count() != 1 {
-        return Err(format!(
-            "{path}: a content block must have exactly one member"
-        ));
-    }
-    if let Some(text) = obj.get("text") {
-        match text.as_str() {
-            Some(t) if !t.trim().is_empty() => {}
-            _ => return Err(format!("{path}.text: must not be blank")),
-        }
-    }
-    Ok(())
-}
-
-/// Checks a Converse body as the service does; the error names the field.
-pub(crate) fn validate_converse(body: &Value) -> Result<(), String> {
-    if !body.is_object() {
-        return Err("body: must be a JSON object".to_owned());
-    }
-    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
-        return Err("messages: member must not be null".to_owned());
-    };
-    if messages.is_empty() {
-        return Err("messages: must contain at least one message".to_owned());
-    }
-    let mut previous = None;
-    for (i, message) in messages.iter().enumerate() {
-        let role = message.get("role").and_then(Value::as_str);
-        match role {
-            Some("user" | "assistant") => {}
-            _ => return Err(format!("messages.{i}.role: must be one of user, assistant")),
-        }
-        if i == 0 && role != Some("user") {
-            return Err("messages.0.role: a conversation must start with a user message".into());
-        }
-        if previous == role {
-            return Err(format!(
-                "messages.{i}.role: roles must alternate between user and assistant"
-            ));
-        }
-        previous = role;
-        let content = message.get("content").and_then(Value::as_array);
-        let Some(content) = content.filter(|c| !c.is_empty()) else {
-            return Err(format!(
-                "messages.{i}.content: must contain at least one content block"
-            ));
-        };
-        for (j, block) in content.iter().enumerate() {
-            validate_block(block, &format!("messages.{i}.content.{j}"))?;
-        }
-    }
-    if let Some(system) = body.get("system").filter(|s| !s.is_null()) {
-        let Some(system) = system.as_array() else {
-            return Err("system: must be a list".to_owned());
-        };
-        for (k, block) in system.iter().enumerate() {
-            validate_block(block, &format!("system.{k}"))?;
-        }
-    }
-    if let Some(config) = body.get("inferenceConfig").filter(|c| !c.is_null()) {
-        validate_inference(config)?;
-    }
-    Ok(())
-}
-
-/// Checks `inferenceConfig` ranges.
-fn validate_inference(config: &Value) -> Result<(), String> {
-    if let Some(max) = config.get("maxTokens").filter(|v| !v.is_null())
-        && max.as_i64().is_none_or(|m| m < 1)
-    {
-        return Err("inferenceConfig.maxTokens: must be >= 1".to_owned());
-    }
-    for field in ["temperature", "topP"] {
-        if let Some(v) = config.get(field).filter(|v| !v.is_null())
-            && v.as_f64().is_none_or(|x| !(0.0..=1.0).contains(&x))
-        {
-            return Err(format!("inferenceConfig.{field}: must be between 0 and 1"));
-        }
-    }
-    if let Some(stops) = config.get("stopSequences").filter(|v| !v.is_null()) {
-        let Some(stops) = stops.as_array() else {
-            return Err("inferenceConfig.stopSequences: must be a list".to_owned());
-        };
-        if stops.len() > 2500 {
-            return Err("inferenceConfig.stopSequences: must have at most 2500 items".to_owned());
-        }
-        for (k, s) in stops.iter().enumerate() {
-            if s.as_str().is_none_or(str::is_empty) {
-                return Err(format!(
-                    "inferenceConfig.stopSequences.{k}: must not be empty"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(role: &str, text: &str) -> Value {
-        json!({ "role": role, "content": [{ "text": text }] })
-    }
-
-    #[test]
-    fn validation_names_fields() {
-        let ok = json!({ "messages": [msg("user", "hi")] });
-        assert_eq!(validate_converse(&ok), Ok(()));
-        let cases = [
-            (json!({ "messages": [] }), "messages:"),
-            (
-                json!({ "messages": [msg("assistant", "hi")] }),
-                "messages.0.role",
-            ),
-            (
-                json!({ "messages": [msg("user", "a"), msg("user", "b")] }),
-                "messages.1.role",
-            ),
-            (
-                json!({ "messages": [msg("user", " ")] }),
-                "messages.0.content.0.text",
-            ),
-            (
-                json!({ "messages": [{ "role": "user", "content": [{ "text": "a", "image": {} }] }] }),
-                "messages.0.content.0:",
-            ),
-            (
-                json!({ "messages": [msg("user", "a")], "inferenceConfig": { "maxTokens": 0 } }),
-                "inferenceConfig.maxTokens",
-            ),
-            (
-                json!({ "messages": [msg("user", "a")], "inferenceConfig": { "temperature": 7.0 } }),
-                "inferenceConfig.temperature",
-            ),
-            (
-                json!({ "messages": [msg("user", "a")], "inferenceConfig": { "topP": -0.1 } }),
-                "inferenceConfig.topP",
-            ),
-            (
-                json!({ "messages": [msg("user", "a")], "inferenceConfig": { "stopSequences": [""] } }),
-                "inferenceConfig.stopSequences.0",
-            ),
-            (
-                json!({ "messages": [msg("user", "a")], "system": [{ "text": "" }] }),
-                "system.0.text",
-            ),
-        ];
-        for (body, field) in cases {
-            let err = validate_converse(&body).expect_err(field);
-            assert!(err.starts_with(field), "{err} should name {field}");
-        }
-    }
-
-    #[test]
-    fn model_ids() {
-        assert!(valid_model_id("anthropic.claude-3-haiku-20240307-v1:0"));
-        assert!(valid_model_id(
-            "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.x.y"
-        ));
-        assert!(!valid_model_id(""));
-        assert!(!valid_model_id("has space"));
-        assert!(!valid_model_id(&"a".repeat(2049)));
-    }
 }

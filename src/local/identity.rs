@@ -8,3 +8,6 @@ pub const TEST_SECRET_ACCESS_KEY: &str = "localTestSecretKeyNotARealSecret000000
 pub const TEST_REGION: &str = "us-west-2";
 /// The account id in the STS caller identity.
 pub const TEST_ACCOUNT_ID: &str = "123456789012";
+/// The Bedrock API key the server accepts by default as `Authorization: Bearer <key>` (a public,
+/// fake test constant shaped like real Bedrock API keys, which start with `ABSK`).
+pub const TEST_API_KEY: &str = "ABSKTG9jYWxUZXN0QXBpS2V5Tm90QVJlYWxLZXk=";

@@ -18,14 +18,56 @@
 //!   checked and rejected with the errors AWS sends
 //!   (`UnrecognizedClientException`, `InvalidSignatureException`, STS `InvalidClientTokenId`,
 //!   `SignatureDoesNotMatch`, `MissingAuthenticationTokenException`).
+//! - **Bedrock API keys**: `Authorization: Bearer <key>` is accepted on the Bedrock listener when
+//!   the key is [`LocalServer::api_key`] ([`TEST_API_KEY`], or
+//!   [`LocalServerBuilder::api_key`]); another key gets `403 AccessDeniedException`
+//!   (`Authentication failed: Please make sure your API Key is valid.`). STS never accepts bearer
+//!   auth. No key is ever logged.
 //! - **Validation** as the service does it (the SDK checks nothing client-side): a `400
 //!   ValidationException` whose message starts with the field, e.g. `inferenceConfig.maxTokens:
 //!   must be >= 1`, for empty or non-alternating messages, blank text, content blocks without
-//!   exactly one member, out-of-range `maxTokens`, `temperature`, `topP`, `stopSequences`, and an
-//!   invalid model id.
+//!   exactly one member, out-of-range `maxTokens`, `temperature`, `topP`, `stopSequences`, an
+//!   invalid model id, and the optional members: `guardrailConfig` (identifier and version
+//!   patterns, `trace`, on streams `streamProcessingMode`), `requestMetadata` (1 to 16 entries,
+//!   lengths, charset), `performanceConfig.latency`, `serviceTier.type`,
+//!   `outputConfig.textFormat` (`json_schema` with a schema string that parses to an object),
+//!   `cachePoint` blocks (`type` `default`, `ttl` `5m`/`1h`), `promptVariables` (only with a
+//!   prompt ARN model id, which in turn refuses `system`, `inferenceConfig`, `toolConfig` and
+//!   `additionalModelRequestFields` and makes `messages` optional). What Anthropic models check
+//!   behind Bedrock comes as Bedrock wraps it, `The model returned the following errors: ...`:
+//!   more than 4 cache points, `top_k < 1`, and with `additionalModelRequestFields.thinking`
+//!   enabled a `budget_tokens` under 1024 or not under `maxTokens` (unless `anthropic_beta`
+//!   holds `interleaved-thinking-2025-05-14`), `temperature` other than 1, `topP` under 0.95,
+//!   `top_k`, and a forced tool choice (`any`, `tool`).
 //! - **A fake model**: [`Responder::echo`] (the default) answers the last user text back, counts
 //!   words as tokens, honours `maxTokens` and stop sequences; [`Responder::from_fn`] answers
 //!   anything, tool use included. Streams split text into one `contentBlockDelta` per word.
+//! - **The rest of the Converse surface**, unary and streamed alike:
+//!   - thinking on: a `reasoningContent` block (`reasoningText` with a signature, an HMAC of the
+//!     text under a per-server secret) comes first; streams send its text pieces and then its
+//!     signature on their own block index. A later request whose assistant turn holds a reasoning
+//!     block with a wrong or missing signature is refused as Anthropic on Bedrock does
+//!     ("Invalid signature in thinking block", in Anthropic's words); `redactedContent` is
+//!     accepted unread;
+//!   - cache points: the prompt prefix (tools, system, messages, per model id) up to each
+//!     `cachePoint` is remembered; a prefix seen before is reported as `cacheReadInputTokens`, the
+//!     rest up to the last cache point as `cacheWriteInputTokens`, and `inputTokens` excludes both
+//!     ([`LocalServer::clear_prompt_cache`] forgets them);
+//!   - guardrails: a request naming a known [`Guardrail`] ([`Guardrail::test`] by default, more
+//!     with [`LocalServerBuilder::guardrail`] or [`LocalServer::set_guardrail`]) by id or ARN,
+//!     with its version or `DRAFT`, is blocked when the last user message holds its trigger word:
+//!     stop reason `guardrail_intervened`, the blocked message as output, and with `trace`
+//!     enabled a `trace.guardrail` input assessment naming the word. An unknown guardrail is a
+//!     `ValidationException` (`The provided guardrail identifier is invalid.`);
+//!   - structured output: with `outputConfig.textFormat` (`json_schema`) the echo responder answers
+//!     a minimal instance of the schema (required properties, `const`, first `enum` value or
+//!     `anyOf` branch, local `$ref`s, `minimum`/`minItems`/`minLength`);
+//!   - citations: a `document` with `citations.enabled` in the last user message turns the text
+//!     answer into a `citationsContent` block citing it (`documentChar` location); streams send the
+//!     text, then a `citation` delta;
+//!   - `performanceConfig` and `serviceTier` are echoed (response, stream metadata event);
+//!     `additionalModelResponseFieldPaths` `/stop_sequence` is answered (the stop sequence that
+//!     ended the answer, or null), other paths are accepted and ignored.
 //!
 //! # Faults
 //!
@@ -61,8 +103,11 @@
 //!
 //! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
 //! - Only Converse, ConverseStream, CountTokens, ListAsyncInvokes and GetCallerIdentity exist;
-//!   InvokeModel, guardrails, documents and images are not interpreted (content blocks other than
-//!   text are accepted as opaque).
+//!   InvokeModel and ApplyGuardrail are not served. Images, documents (beyond citations) and the
+//!   other content blocks are accepted unread.
+//! - Guardrails are one word filter each; an intervention does not call the model (output tokens
+//!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.
+//!   Prompt ARNs need no prompt to exist: the echo answers the messages, or `ok`.
 //! - Validation covers the rules above, not every constraint of the service model; messages are
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
@@ -103,19 +148,29 @@ mod canonical;
 mod conn;
 mod dispatch;
 mod fault;
+mod guardrail;
 mod identity;
 mod lock;
 mod model;
+mod options;
 mod record;
 mod server;
 mod sigv4;
 mod state;
 mod sts;
+mod surface;
 mod tls;
+mod validate;
 mod wire;
 
 pub use fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
-pub use identity::{TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
+pub use guardrail::{
+    DEFAULT_BLOCKED_MESSAGE, Guardrail, TEST_GUARDRAIL_ID, TEST_GUARDRAIL_TRIGGER,
+    TEST_GUARDRAIL_VERSION,
+};
+pub use identity::{
+    TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
+};
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use server::{LocalServer, LocalServerBuilder};
@@ -140,5 +195,6 @@ mod tests {
         send_sync::<ConverseCall>();
         send_sync::<ModelReply>();
         send_sync::<ConnectionCounts>();
+        send_sync::<Guardrail>();
     }
 }

@@ -134,17 +134,6 @@ impl ModelReply {
         self.content.push(block);
         self
     }
-
-    /// Returns the output token count: whitespace-separated words of text and tool input.
-    pub(crate) fn output_tokens(&self) -> u64 {
-        self.content
-            .iter()
-            .map(|b| match b {
-                ReplyBlock::Text(t) | ReplyBlock::Reasoning { text: t, .. } => count_words(t),
-                ReplyBlock::ToolUse { input, .. } => count_words(&input.to_string()).max(1),
-            })
-            .sum()
-    }
 }
 
 type ResponderFn = dyn Fn(&ConverseCall) -> ModelReply + Send + Sync;
@@ -175,6 +164,11 @@ impl Responder {
             f: Arc::new(f),
             echo: false,
         }
+    }
+
+    /// Returns whether this is the echo responder.
+    pub(crate) fn is_echo(&self) -> bool {
+        self.echo
     }
 
     /// Returns the reply to a call.

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use super::accept::{accept_loop, bind};
 use super::fault::{FaultRule, IdleFault, Latency};
-use super::identity::{TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY};
+use super::guardrail::Guardrail;
+use super::identity::{TEST_ACCESS_KEY_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY};
 use super::model::Responder;
 use super::record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 use super::state::{Protocol, Setup, Shared};
@@ -43,6 +44,8 @@ impl Default for LocalServerBuilder {
                 latency: Latency::none(),
                 idle_fault: None,
                 record_limit: 100_000,
+                api_key: TEST_API_KEY.to_owned(),
+                guardrails: vec![Guardrail::test()],
             },
             bedrock_port: 0,
             sts_port: 0,
@@ -90,6 +93,27 @@ impl LocalServerBuilder {
     /// Returns the builder with this idle fault. Default is none.
     pub fn idle_fault(mut self, f: IdleFault) -> Self {
         self.setup.idle_fault = Some(f);
+        self
+    }
+
+    /// Returns the builder accepting this Bedrock API key (`Authorization: Bearer <key>`)
+    /// instead of [`TEST_API_KEY`](super::TEST_API_KEY). SigV4 stays accepted.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.setup.api_key = key.into();
+        self
+    }
+
+    /// Returns the builder knowing one more guardrail (replacing one with the same id). Default
+    /// is [`Guardrail::test`] alone.
+    pub fn guardrail(mut self, g: Guardrail) -> Self {
+        self.setup.guardrails.retain(|x| x.id != g.id);
+        self.setup.guardrails.push(g);
+        self
+    }
+
+    /// Returns the builder knowing no guardrail at all (not even [`Guardrail::test`]).
+    pub fn no_guardrails(mut self) -> Self {
+        self.setup.guardrails.clear();
         self
     }
 
@@ -351,6 +375,29 @@ impl LocalServer {
     /// Sets the responder.
     pub fn set_responder(&self, responder: Responder) {
         self.shared.set_responder(responder);
+    }
+
+    /// Returns the Bedrock API key the server accepts as `Authorization: Bearer <key>`
+    /// ([`TEST_API_KEY`](super::TEST_API_KEY) unless the builder set another). Other bearer keys
+    /// get `403 AccessDeniedException`; the STS listener never accepts bearer auth.
+    pub fn api_key(&self) -> &str {
+        &self.shared.api_key
+    }
+
+    /// Makes a guardrail known (replacing one with the same id), while the server runs.
+    pub fn set_guardrail(&self, guardrail: Guardrail) {
+        self.shared.set_guardrail(guardrail);
+    }
+
+    /// Forgets every guardrail (requests naming one are then refused).
+    pub fn clear_guardrails(&self) {
+        self.shared.clear_guardrails();
+    }
+
+    /// Forgets every prompt prefix seen at a cache point: the next request with cache points
+    /// reports `cacheWriteInputTokens` again.
+    pub fn clear_prompt_cache(&self) {
+        self.shared.clear_prompt_cache();
     }
 
     /// Returns every request received on either listener, in arrival order (rejected ones too).

@@ -1,7 +1,7 @@
 //! The state the listeners, connections, handlers and the public handle share, and the answer
 //! type of the handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::conn::{ConnShared, IdleSetting};
 use super::fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
+use super::guardrail::Guardrail;
 use super::lock::lock;
 use super::model::Responder;
 use super::record::{Counters, Listener, Operation, RecordedRequest};
@@ -39,7 +40,14 @@ pub(crate) struct Setup {
     pub(crate) latency: Latency,
     pub(crate) idle_fault: Option<IdleFault>,
     pub(crate) record_limit: usize,
+    /// The accepted Bedrock API key (bearer auth).
+    pub(crate) api_key: String,
+    /// The guardrails requests may name.
+    pub(crate) guardrails: Vec<Guardrail>,
 }
+
+/// The most prompt-prefix hashes remembered; the set is emptied when it is full.
+const PREFIX_CACHE_LIMIT: usize = 4096;
 
 /// Holds everything the listeners, connections and the handle share.
 pub(crate) struct Shared {
@@ -63,6 +71,13 @@ pub(crate) struct Shared {
     conns: Mutex<HashMap<u64, (Listener, Arc<ConnShared>)>>,
     bedrock: Arc<Counters>,
     sts: Arc<Counters>,
+    /// The accepted Bedrock API key (bearer auth).
+    pub(crate) api_key: String,
+    /// The key reasoning signatures are computed with, fresh at each start.
+    pub(crate) signing_secret: [u8; 32],
+    guardrails: Mutex<Vec<Guardrail>>,
+    /// Hashes of the prompt prefixes seen up to a cache point.
+    prefixes: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl Shared {
@@ -86,7 +101,45 @@ impl Shared {
             conns: Mutex::new(HashMap::new()),
             bedrock: Arc::default(),
             sts: Arc::default(),
+            api_key: setup.api_key,
+            signing_secret: fresh_secret(),
+            guardrails: Mutex::new(setup.guardrails),
+            prefixes: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Returns the known guardrails.
+    pub(crate) fn guardrails(&self) -> Vec<Guardrail> {
+        lock(&self.guardrails).clone()
+    }
+
+    /// Adds a guardrail, replacing one with the same id.
+    pub(crate) fn set_guardrail(&self, guardrail: Guardrail) {
+        let mut all = lock(&self.guardrails);
+        all.retain(|g| g.id != guardrail.id);
+        all.push(guardrail);
+    }
+
+    /// Forgets every guardrail.
+    pub(crate) fn clear_guardrails(&self) {
+        lock(&self.guardrails).clear();
+    }
+
+    /// Looks up the prefix hashes of a request's cache points (in prompt order) and remembers
+    /// them; returns the index of the last one seen before.
+    pub(crate) fn cache_lookup(&self, hashes: &[[u8; 32]]) -> Option<usize> {
+        let mut seen = lock(&self.prefixes);
+        let hit = hashes.iter().rposition(|h| seen.contains(h));
+        if seen.len() + hashes.len() > PREFIX_CACHE_LIMIT {
+            seen.clear();
+        }
+        seen.extend(hashes.iter().copied());
+        hit
+    }
+
+    /// Forgets every prompt prefix seen.
+    pub(crate) fn clear_prompt_cache(&self) {
+        lock(&self.prefixes).clear();
     }
 
     /// Returns the connection counters of one listener.
@@ -248,6 +301,23 @@ impl Shared {
     pub(crate) fn set_responder(&self, responder: Responder) {
         *lock(&self.responder) = responder;
     }
+}
+
+/// Returns 32 bytes that differ between servers and runs (not cryptographically random: they
+/// only keep one server from accepting another's reasoning signatures).
+fn fresh_secret() -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    static SERVERS: AtomicU64 = AtomicU64::new(0);
+    let mut h = Sha256::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.update(now.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(SERVERS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let local = 0u8;
+    h.update((&local as *const u8 as usize).to_le_bytes());
+    h.finalize().into()
 }
 
 /// Describes how a handler answers a request.
