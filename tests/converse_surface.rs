@@ -422,3 +422,66 @@ async fn a_guardrail_intervention_and_thinking_come_back_typed() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_bedrock_api_key_authenticates_by_bearer_and_never_shows() {
+    let server = server(Protocol::Https).await;
+    let builder = common::builder_for(&server).bedrock_api_key(server.api_key());
+    assert!(!format!("{builder:?}").contains(server.api_key()));
+    let factory = builder.build().await.unwrap();
+    assert!(!format!("{factory:?}").contains(server.api_key()));
+    factory
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    // The SigV4 credentials are valid too: a wrong key is refused, so the key is what is used.
+    let wrong = common::builder_for(&server)
+        .bedrock_api_key("ABSKbm90LXRoZS1rZXk=")
+        .build()
+        .await
+        .unwrap();
+    let e = wrong
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_access_denied(), "{e:?}");
+    assert!(!format!("{e:?}").contains("ABSKbm90LXRoZS1rZXk="));
+    // STS takes SigV4 only: the identity probe is skipped, keep-warm works over bearer.
+    let e = factory
+        .start_heartbeat(bedrock_pool::HeartbeatConfig::default())
+        .unwrap_err();
+    assert_eq!(e.field(), Some("heartbeat"), "{e}");
+    let hb = factory
+        .start_heartbeat(
+            bedrock_pool::HeartbeatConfig::default()
+                .keep_warm(true)
+                .keep_warm_interval(std::time::Duration::from_millis(50))
+                .activity_aware(false),
+        )
+        .unwrap();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || hb
+            .status()
+            .keep_warm
+            .succeeded
+            >= 2)
+        .await,
+        "{:?}",
+        hb.status()
+    );
+    assert_eq!(hb.status().identity.sent, 0);
+    assert!(server.requests_for(Operation::GetCallerIdentity).is_empty());
+    hb.stop().await;
+    let e = common::builder_for(&server)
+        .bedrock_api_key("has space")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("bedrock_api_key"));
+}

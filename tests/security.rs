@@ -15,6 +15,7 @@ use common::{Ask, MODEL, builder_for, server};
 use std::time::Duration;
 
 const SESSION_TOKEN: &str = "SessionTokenThatMustNeverBeLogged0123456789";
+const API_KEY_THAT_MUST_NEVER_BE_LOGGED: &str = "ABSKQXBpS2V5VGhhdE11c3ROZXZlckJlTG9nZ2Vk";
 
 fn assert_clean(what: &str, text: &str) {
     assert!(
@@ -105,6 +106,29 @@ async fn no_secret_reaches_logs_debug_or_errors() {
     let e = wrong.ask("hi").await.unwrap_err();
     assert!(e.is_access_denied(), "{e:?}");
     seen.push(format!("{e:?} {e}"));
+    // A Bedrock API key (bearer auth): used, refused when wrong, and never shown.
+    let keyed = builder_for(&server).bedrock_api_key(server.api_key());
+    seen.push(format!("{keyed:?}"));
+    let keyed = keyed.build().await.unwrap();
+    seen.push(format!("{keyed:?}"));
+    seen.push(format!("{:?}", keyed.ask("with a key").await.unwrap()));
+    let e = builder_for(&server)
+        .bedrock_api_key(API_KEY_THAT_MUST_NEVER_BE_LOGGED)
+        .build()
+        .await
+        .unwrap()
+        .ask("wrong key")
+        .await
+        .unwrap_err();
+    assert!(e.is_access_denied(), "{e:?}");
+    seen.push(format!("{e:?} {e}"));
+    for s in &seen {
+        assert!(!s.contains(server.api_key()), "the API key shows: {s}");
+        assert!(
+            !s.contains(API_KEY_THAT_MUST_NEVER_BE_LOGGED),
+            "a wrong API key shows: {s}"
+        );
+    }
 
     for (i, s) in seen.iter().enumerate() {
         assert_clean(&format!("debug/error output {i}"), s);
@@ -129,6 +153,10 @@ async fn no_secret_reaches_logs_debug_or_errors() {
     assert!(
         !text.contains(TEST_SECRET_ACCESS_KEY),
         "the secret key is never logged"
+    );
+    assert!(
+        !text.contains(server.api_key()) && !text.contains(API_KEY_THAT_MUST_NEVER_BE_LOGGED),
+        "an API key is never logged"
     );
 }
 
