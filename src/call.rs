@@ -5,9 +5,10 @@
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, fails_over};
 use crate::shared::Shared;
-use crate::stats::{CallGuard, Outcome, RequestCounters};
+use crate::stats::{CallGuard, Outcome, Prices, RequestCounters, Tokens};
 use crate::transport::{CALL, CallScope, ConnectionWatch};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::types::TokenUsage;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use std::future::Future;
 use std::sync::Arc;
@@ -86,8 +87,15 @@ pub(crate) struct Answer<O> {
 /// The figures of a call that has an answer but may not be over (a stream is over when its
 /// last event arrived): finish it with [`OpenCall::finish`]; dropping it counts as cancelled.
 pub(crate) struct OpenCall {
-    guard: Option<CallGuard>,
-    region_guard: Option<CallGuard>,
+    /// The model's prices when the call started, for its cost.
+    prices: Option<Prices>,
+    /// When the first event of a stream arrived.
+    first_event: Option<Instant>,
+    guard: CallGuard,
+    region_guard: CallGuard,
+    /// Set once the figures are finished; tokens reported later (a stream's metadata comes
+    /// after `messageStop`) still count.
+    finished: bool,
     span: tracing::Span,
     started: Instant,
     region: String,
@@ -115,9 +123,26 @@ impl OpenCall {
         &self.span
     }
 
+    /// Counts the call's tokens (and cost, and a stream's output tokens per second) from the
+    /// usage the service reported.
+    pub(crate) fn usage(&self, usage: &TokenUsage) {
+        let n = |v: i32| u64::try_from(v).unwrap_or(0);
+        let tokens = Tokens {
+            input: n(usage.input_tokens()),
+            output: n(usage.output_tokens()),
+            cache_read: usage.cache_read_input_tokens().map_or(0, n),
+            cache_write: usage.cache_write_input_tokens().map_or(0, n),
+        };
+        let generation = self.first_event.map(|t| t.elapsed());
+        for g in [&self.guard, &self.region_guard] {
+            g.tokens(tokens, self.prices.as_ref(), generation);
+        }
+    }
+
     /// Records the time to the first event of a stream.
-    pub(crate) fn first_token(&self) {
-        for g in [&self.guard, &self.region_guard].into_iter().flatten() {
+    pub(crate) fn first_token(&mut self) {
+        self.first_event = Some(Instant::now());
+        for g in [&self.guard, &self.region_guard] {
             g.first_token();
         }
     }
@@ -130,7 +155,7 @@ impl OpenCall {
             .as_ref()
             .is_some_and(|c| c.retire("stream stalled or broke"))
         {
-            for g in [&self.guard, &self.region_guard].into_iter().flatten() {
+            for g in [&self.guard, &self.region_guard] {
                 g.retired(1);
             }
         }
@@ -138,9 +163,10 @@ impl OpenCall {
 
     /// Ends the call's and the region's figures with `outcome` (once; later calls do nothing).
     pub(crate) fn finish(&mut self, outcome: Outcome) {
-        if self.guard.is_none() {
+        if self.finished {
             return;
         }
+        self.finished = true;
         self.span
             .record("latency_ms", self.started.elapsed().as_secs_f64() * 1000.0);
         self.span.record(
@@ -151,12 +177,8 @@ impl OpenCall {
                 Outcome::Cancelled => "cancelled",
             },
         );
-        for g in [self.guard.take(), self.region_guard.take()]
-            .into_iter()
-            .flatten()
-        {
-            g.finish(outcome);
-        }
+        self.guard.end(outcome);
+        self.region_guard.end(outcome);
     }
 }
 
@@ -236,8 +258,11 @@ where
             Ok(Answer {
                 output,
                 call: OpenCall {
-                    guard: Some(guard),
-                    region_guard: Some(region_guard),
+                    prices: target.shared.prices(&target.id),
+                    first_event: None,
+                    guard,
+                    region_guard,
+                    finished: false,
                     span,
                     started,
                     region,

@@ -60,8 +60,8 @@ pub use region::RegionStats;
 pub use reply::{Reasoning, Reply};
 pub use request::{ConverseRequest, Streaming, Unary};
 pub use stats::{
-    CacheStats, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
-    RequestStats,
+    CacheStats, Cost, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
+    Prices, RateSummary, RequestStats,
 };
 pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
 

@@ -2,10 +2,12 @@
 
 use crate::config::FactoryConfig;
 use crate::region::{RegionClient, Regions};
-use crate::stats::{Activity, ModelTable, RequestCounters};
+use crate::stats::{Activity, ModelTable, Prices, RequestCounters};
 use crate::transport::Transport;
 use aws_config::SdkConfig;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -26,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) sts_url: String,
     pub(crate) overall: Arc<RequestCounters>,
     pub(crate) models: ModelTable,
+    /// Prices per model id, for the cost estimate (never merged into `other`).
+    pub(crate) prices: RwLock<HashMap<String, Prices>>,
     pub(crate) activity: Arc<Activity>,
     /// True when Bedrock calls authenticate with an API key (bearer) rather than SigV4.
     pub(crate) bedrock_api_key: bool,
@@ -55,11 +59,21 @@ impl Shared {
             sts_url,
             overall: Arc::new(RequestCounters::new()),
             models: ModelTable::new(MAX_TRACKED_MODELS),
+            prices: RwLock::new(HashMap::new()),
             bedrock_api_key: false,
             heartbeat_running: AtomicBool::new(false),
             epoch: Instant::now(),
             last_exhausted_warn_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Returns the prices of `model_id`, if the user gave them.
+    pub(crate) fn prices(&self, model_id: &str) -> Option<Prices> {
+        self.prices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model_id)
+            .copied()
     }
 
     /// Warns (at most every 10 s) when calls queue for a connection of `r`'s host.

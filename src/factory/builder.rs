@@ -1,11 +1,13 @@
 //! `LlmFactoryBuilder`: every knob with its default, the validation of the whole
 //! configuration, and the assembly of the pool, the clients and the shared state.
 
-use super::LlmFactory;
+use super::{LlmFactory, check_prices};
 use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
 use crate::error::{Error, Result};
+use crate::model::validate_model_id;
 use crate::region::{RegionClient, Regions};
 use crate::shared::Shared;
+use crate::stats::Prices;
 use crate::transport::{AttemptCounter, Transport, check_ca_pem};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
@@ -25,6 +27,7 @@ pub struct LlmFactoryBuilder {
     api_key: Option<String>,
     sdk_config: Option<SdkConfig>,
     region_endpoints: Vec<(String, String)>,
+    prices: Vec<(String, Prices)>,
 }
 
 impl fmt::Debug for LlmFactoryBuilder {
@@ -69,6 +72,13 @@ impl LlmFactoryBuilder {
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials =
             Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Sets the prices of a model id (per million tokens) for the cost estimate in the
+    /// statistics; see [`LlmFactory::set_prices`]. Default is none: cost stays absent.
+    pub fn prices(mut self, model_id: impl Into<String>, prices: Prices) -> Self {
+        self.prices.push((model_id.into(), prices));
         self
     }
 
@@ -199,6 +209,10 @@ impl LlmFactoryBuilder {
     pub async fn build(self) -> Result<LlmFactory> {
         let mut config = self.config;
         validate(&config)?;
+        for (id, p) in &self.prices {
+            validate_model_id(id)?;
+            check_prices(p)?;
+        }
         if let Some(key) = &self.api_key
             && (key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
@@ -353,6 +367,11 @@ impl LlmFactoryBuilder {
         let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
         let mut shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
         shared.bedrock_api_key = self.api_key.is_some();
+        shared
+            .prices
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(self.prices);
         tracing::debug!(
             regions = ?shared.config.regions,
             max_connections = shared.config.pool.max_connections_per_host,

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::model::{Model, validate_model_id};
 use crate::region::RegionStats;
 use crate::shared::{MAX_TRACKED_MODELS, Shared};
-use crate::stats::{CacheStats, OriginPoolStats, PoolStats, RequestStats};
+use crate::stats::{CacheStats, OriginPoolStats, PoolStats, Prices, RequestStats};
 use crate::transport::sum_origins;
 use aws_config::SdkConfig;
 use std::collections::HashMap;
@@ -189,6 +189,24 @@ impl LlmFactory {
         }
     }
 
+    /// Sets the prices of `model_id` (per million tokens), so that the statistics estimate the
+    /// cost of its calls from their token counts; later calls use the new prices.
+    ///
+    /// # Errors
+    /// An invalid-input error naming `prices` for a negative, infinite or NaN price, or
+    /// `model_id` for an invalid id.
+    pub fn set_prices(&self, model_id: &str, prices: Prices) -> Result<()> {
+        check_prices(&prices)?;
+        validate_model_id(model_id)?;
+        self.inner
+            .shared
+            .prices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(model_id.to_owned(), prices);
+        Ok(())
+    }
+
     /// Returns the pool figures of each region's Bedrock origin, primary first.
     pub fn pool_stats_by_region(&self) -> Vec<(String, OriginPoolStats)> {
         let s = &self.inner.shared;
@@ -291,6 +309,19 @@ impl LlmFactory {
     pub(crate) fn downgrade(&self) -> WeakFactory {
         WeakFactory(Arc::downgrade(&self.inner))
     }
+}
+
+/// Checks prices: finite and not negative.
+pub(crate) fn check_prices(p: &Prices) -> Result<()> {
+    for v in [p.input, p.output, p.cache_read, p.cache_write] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(crate::error::Error::invalid(
+                "prices",
+                format!("{v} is not a price (dollars per million tokens, 0 or more)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A weak reference to a factory: it never keeps the factory alive.

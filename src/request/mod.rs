@@ -347,6 +347,9 @@ impl ConverseRequest<Unary> {
         )
         .await?;
         let mut call = answer.call;
+        if let Some(u) = answer.output.usage() {
+            call.usage(u);
+        }
         call.finish(Outcome::Success);
         Ok(Reply {
             output: answer.output,

@@ -5,7 +5,9 @@
 
 mod record;
 
-pub(crate) use record::{Activity, CallGuard, ModelTable, OTHER_MODELS, Outcome, RequestCounters};
+pub(crate) use record::{
+    Activity, CallGuard, ModelTable, OTHER_MODELS, Outcome, RequestCounters, Tokens,
+};
 
 use crate::error::ErrorKind;
 use std::time::Duration;
@@ -181,4 +183,95 @@ pub struct RequestStats {
     pub wakeup_latency: LatencySummary,
     /// Time to the first event of streams.
     pub time_to_first_token: LatencySummary,
+    /// Input tokens billed as input: Bedrock's own `inputTokens`, which excludes cache reads
+    /// and writes (as cost needs; the OpenTelemetry convention's input figure includes them).
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// Output tokens per second of generation of streams (from the first event to the last).
+    pub output_tokens_per_second: RateSummary,
+    /// Estimated cost of the calls whose model has prices (see
+    /// [`LlmFactory::set_prices`](crate::LlmFactory::set_prices)); `None` when no call had
+    /// prices: an unknown cost is never shown as zero.
+    pub cost: Option<Cost>,
+}
+
+/// A distribution of rates (whole units per second), e.g. output tokens per second of streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateSummary {
+    /// Samples measured.
+    pub count: u64,
+    /// Mean rate.
+    pub mean: u64,
+    /// Median (within the histogram's bucket width).
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// Highest rate seen.
+    pub max: u64,
+}
+
+/// An amount of US dollars, in nano-dollars (10^-9 $) so that snapshots stay `Eq` and sums
+/// stay exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cost {
+    /// The amount in nano-dollars.
+    pub nano_usd: u64,
+}
+
+impl Cost {
+    /// Returns the amount in US dollars.
+    pub fn usd(self) -> f64 {
+        self.nano_usd as f64 / 1e9
+    }
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${:.6}", self.usd())
+    }
+}
+
+/// A model's prices in US dollars per million tokens, for the cost estimate. There is no
+/// built-in price list: prices change, and a stale table is worse than none.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Prices {
+    /// Per million input tokens (Bedrock's `inputTokens`).
+    pub input: f64,
+    /// Per million output tokens.
+    pub output: f64,
+    /// Per million tokens read from the prompt cache.
+    pub cache_read: f64,
+    /// Per million tokens written to the prompt cache.
+    pub cache_write: f64,
+}
+
+impl Prices {
+    /// Returns prices for input and output tokens, in dollars per million tokens; cache reads
+    /// and writes cost nothing until set.
+    pub fn per_million_usd(input: f64, output: f64) -> Prices {
+        Prices {
+            input,
+            output,
+            ..Prices::default()
+        }
+    }
+
+    /// Returns the prices with this price per million cache-read tokens.
+    pub fn cache_read(mut self, usd_per_million: f64) -> Prices {
+        self.cache_read = usd_per_million;
+        self
+    }
+
+    /// Returns the prices with this price per million cache-write tokens.
+    pub fn cache_write(mut self, usd_per_million: f64) -> Prices {
+        self.cache_write = usd_per_million;
+        self
+    }
 }

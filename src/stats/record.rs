@@ -1,7 +1,7 @@
 //! The recording side of the statistics: relaxed atomics, a lock-free histogram, the call
 //! guard that counts one call, and the capped per-model table.
 
-use super::{FailureCounts, LatencySummary, RequestStats};
+use super::{Cost, FailureCounts, LatencySummary, Prices, RateSummary, RequestStats};
 use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -104,6 +104,11 @@ pub(crate) struct RequestCounters {
     wakeups: AtomicU64,
     wakeup_latency: Histogram,
     ttft: Histogram,
+    tokens: [AtomicU64; 4],
+    /// Output tokens per second of streams, recorded as if they were microseconds.
+    rate: Histogram,
+    cost_nano: AtomicU64,
+    priced_calls: AtomicU64,
 }
 
 impl RequestCounters {
@@ -120,6 +125,10 @@ impl RequestCounters {
             wakeups: AtomicU64::new(0),
             wakeup_latency: Histogram::new(),
             ttft: Histogram::new(),
+            tokens: std::array::from_fn(|_| AtomicU64::new(0)),
+            rate: Histogram::new(),
+            cost_nano: AtomicU64::new(0),
+            priced_calls: AtomicU64::new(0),
         }
     }
 
@@ -147,7 +156,53 @@ impl RequestCounters {
             wakeups: self.wakeups.load(Relaxed),
             wakeup_latency: self.wakeup_latency.summary(),
             time_to_first_token: self.ttft.summary(),
+            input_tokens: self.tokens[0].load(Relaxed),
+            output_tokens: self.tokens[1].load(Relaxed),
+            cache_read_tokens: self.tokens[2].load(Relaxed),
+            cache_write_tokens: self.tokens[3].load(Relaxed),
+            output_tokens_per_second: rate_summary(self.rate.summary()),
+            cost: (self.priced_calls.load(Relaxed) > 0).then(|| Cost {
+                nano_usd: self.cost_nano.load(Relaxed),
+            }),
         }
+    }
+}
+
+/// Reads a histogram of rates (recorded as microseconds) as a rate summary.
+fn rate_summary(l: LatencySummary) -> RateSummary {
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    RateSummary {
+        count: l.count,
+        mean: us(l.mean),
+        p50: us(l.p50),
+        p90: us(l.p90),
+        max: us(l.max),
+    }
+}
+
+/// The tokens of one call, as Bedrock reports them (`inputTokens` excludes cache reads and
+/// writes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tokens {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+}
+
+impl Tokens {
+    /// Returns the cost of these tokens at `prices`, in nano-dollars (rounded down).
+    pub(crate) fn cost(&self, prices: &Prices) -> u64 {
+        let part = |n: u64, usd_per_million: f64| -> u128 {
+            // usd/M tokens = 1000 nano-usd per token at 1 usd/M: n * price * 1000.
+            let nano_per_token_milli = (usd_per_million.max(0.0) * 1_000_000.0).round() as u128;
+            u128::from(n) * nano_per_token_milli / 1000
+        };
+        let total = part(self.input, prices.input)
+            + part(self.output, prices.output)
+            + part(self.cache_read, prices.cache_read)
+            + part(self.cache_write, prices.cache_write);
+        u64::try_from(total).unwrap_or(u64::MAX)
     }
 }
 
@@ -211,6 +266,31 @@ impl CallGuard {
         }
     }
 
+    /// Counts the tokens of this call, its cost when `prices` are known, and, for a stream whose
+    /// first event came `generation` before its end, its output tokens per second.
+    pub(crate) fn tokens(&self, t: Tokens, prices: Option<&Prices>, generation: Option<Duration>) {
+        let cost = prices.map(|p| t.cost(p));
+        let rate = generation
+            .filter(|g| !g.is_zero() && t.output > 0)
+            .map(|g| (t.output as f64 / g.as_secs_f64()).round() as u64);
+        for s in &self.scopes {
+            for (slot, n) in s
+                .tokens
+                .iter()
+                .zip([t.input, t.output, t.cache_read, t.cache_write])
+            {
+                slot.fetch_add(n, Relaxed);
+            }
+            if let Some(c) = cost {
+                s.cost_nano.fetch_add(c, Relaxed);
+                s.priced_calls.fetch_add(1, Relaxed);
+            }
+            if let Some(r) = rate {
+                s.rate.record(Duration::from_micros(r));
+            }
+        }
+    }
+
     /// Counts connections retired by this call.
     pub(crate) fn retired(&self, connections: u64) {
         if connections > 0 {
@@ -234,7 +314,8 @@ impl CallGuard {
         self.end(outcome);
     }
 
-    fn end(&mut self, outcome: Outcome) {
+    /// Ends the call's figures with `outcome`, once; tokens may still be counted after.
+    pub(crate) fn end(&mut self, outcome: Outcome) {
         if self.done {
             return;
         }

@@ -263,6 +263,9 @@ impl ReplyStream {
         }
         let ev = convert(event);
         record(&mut self.acc, &ev);
+        if let StreamEvent::Metadata { usage: Some(u), .. } = &ev {
+            self.call.usage(u);
+        }
         if matches!(ev, StreamEvent::MessageStop { .. }) {
             self.call.finish(Outcome::Success);
         }
