@@ -1,6 +1,7 @@
 //! `LlmFactoryBuilder`: every knob with its default, the validation of the whole
 //! configuration, and the assembly of the pool, the clients and the shared state.
 
+use super::validate::{validate, validate_region, validate_url};
 use super::{LlmFactory, check_prices};
 use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
 use crate::error::{Error, Result};
@@ -8,7 +9,7 @@ use crate::model::validate_model_id;
 use crate::region::{RegionClient, Regions};
 use crate::shared::Shared;
 use crate::stats::Prices;
-use crate::transport::{AttemptCounter, Transport, check_ca_pem};
+use crate::transport::{AttemptCounter, Transport};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_runtime::client::retries::RetryPartition;
@@ -398,148 +399,5 @@ impl RetryPartitions {
 
     fn get(&self, scope: &str) -> RetryPartition {
         RetryPartition::new(format!("bedrock-pool-{}-{scope}", self.0))
-    }
-}
-
-/// Longest timeout or interval the builder accepts: a day.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-fn validate_duration(d: Duration, field: &'static str) -> Result<()> {
-    if d.is_zero() {
-        return Err(Error::invalid(field, "must be greater than zero"));
-    }
-    if d > MAX_DURATION {
-        return Err(Error::invalid(field, format!("{d:?} is longer than a day")));
-    }
-    Ok(())
-}
-
-fn validate_region(region: &str, field: &'static str) -> Result<()> {
-    let ok = !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("{region:?} is not a region name (such as us-west-2)"),
-        ))
-    }
-}
-
-/// Checks an endpoint URL: http(s), a host, and no plain http off loopback unless allowed.
-pub(crate) fn validate_url(url: &str, field: &'static str, allow_insecure: bool) -> Result<()> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| Error::invalid(field, format!("{url:?} is not a URL")))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| Error::invalid(field, format!("{url:?} has no host")))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") => {
-            let h = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false);
-            if loopback || allow_insecure {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    field,
-                    format!(
-                        "{url:?} is plain http to a non-loopback host: requests would travel unencrypted (allow_insecure_http(true) to permit)"
-                    ),
-                ))
-            }
-        }
-        _ => Err(Error::invalid(
-            field,
-            format!("{url:?} must start with https:// (or http:// for loopback)"),
-        )),
-    }
-}
-
-fn validate(c: &FactoryConfig) -> Result<()> {
-    if c.pool.max_connections_per_host == 0 {
-        return Err(Error::invalid(
-            "pool_max_connections_per_host",
-            "must be at least 1",
-        ));
-    }
-    if c.pool.max_connections_per_host > 10_000 {
-        return Err(Error::invalid(
-            "pool_max_connections_per_host",
-            format!(
-                "{} is absurd (at most 10000)",
-                c.pool.max_connections_per_host
-            ),
-        ));
-    }
-    if let Some(d) = c.pool.idle_timeout {
-        validate_duration(d, "pool_idle_timeout")?;
-    }
-    if let Some(d) = c.pool.tcp_keepalive {
-        validate_duration(d, "pool_tcp_keepalive")?;
-        if d < Duration::from_secs(1) {
-            return Err(Error::invalid(
-                "pool_tcp_keepalive",
-                "the kernel's keepalive idle time has a 1 s resolution",
-            ));
-        }
-    }
-    validate_duration(c.timeouts.connect, "connect_timeout")?;
-    validate_duration(c.timeouts.read, "read_timeout")?;
-    validate_duration(c.timeouts.stream_stall, "stream_stall_timeout")?;
-    validate_duration(c.wakeup_threshold, "wakeup_threshold")?;
-    validate_duration(c.failover_cooldown, "failover_cooldown")?;
-    if c.retry.max_attempts == 0 {
-        return Err(Error::invalid("retry_max_attempts", "must be at least 1"));
-    }
-    if c.retry.max_attempts > 20 {
-        return Err(Error::invalid(
-            "retry_max_attempts",
-            format!("{} is absurd (at most 20)", c.retry.max_attempts),
-        ));
-    }
-    let mut seen = Vec::new();
-    for r in &c.regions {
-        validate_region(r, "regions")?;
-        if seen.contains(&r) {
-            return Err(Error::invalid("regions", format!("{r} is listed twice")));
-        }
-        seen.push(r);
-    }
-    for pem in &c.extra_ca_pem {
-        check_ca_pem(pem, "ca_certificate_pem")?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_checked() {
-        assert!(
-            validate_url(
-                "https://bedrock-runtime.us-west-2.amazonaws.com",
-                "f",
-                false
-            )
-            .is_ok()
-        );
-        assert!(validate_url("http://127.0.0.1:8080", "f", false).is_ok());
-        assert!(validate_url("http://[::1]:8080", "f", false).is_ok());
-        let e = validate_url("http://10.1.2.3", "bedrock_endpoint_url", false).unwrap_err();
-        assert_eq!(e.field(), Some("bedrock_endpoint_url"));
-        assert!(validate_url("http://10.1.2.3", "f", true).is_ok());
-        assert!(validate_url("ftp://x", "f", false).is_err());
-        assert!(validate_url("not a url", "f", false).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! the statistics getters. Its builder sits beside it, in `builder.rs`.
 
 mod builder;
+mod validate;
 
 pub use builder::LlmFactoryBuilder;
 

@@ -3,11 +3,11 @@
 //! Every figure is approximate under load: counters are read one by one, not as one
 //! transaction, so a snapshot taken while requests run may be off by the requests in flight.
 
+mod models;
 mod record;
 
-pub(crate) use record::{
-    Activity, CallGuard, ModelTable, OTHER_MODELS, Outcome, RequestCounters, Tokens,
-};
+pub(crate) use models::{ModelTable, OTHER_MODELS};
+pub(crate) use record::{Activity, CallGuard, Outcome, RequestCounters, Tokens};
 
 use crate::error::ErrorKind;
 use std::time::Duration;

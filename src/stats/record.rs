@@ -3,9 +3,7 @@
 
 use super::{Cost, FailureCounts, LatencySummary, Prices, RateSummary, RequestStats};
 use crate::error::ErrorKind;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Sub-buckets per power of two: about 9% bucket width, 4.5% error at the midpoint.
@@ -130,6 +128,11 @@ impl RequestCounters {
             cost_nano: AtomicU64::new(0),
             priced_calls: AtomicU64::new(0),
         }
+    }
+
+    /// Returns the calls started.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
     }
 
     /// Returns the calls in flight now.
@@ -399,91 +402,6 @@ impl Activity {
     }
 }
 
-/// Label under which model ids beyond the cap are counted, in statistics and metric labels.
-pub(crate) const OTHER_MODELS: &str = "other";
-
-/// One model's counters and its metric label.
-type ModelEntry = (Arc<RequestCounters>, Arc<str>);
-
-/// Per-model request counters, with at most `cap` distinct ids; later ids share one "other"
-/// entry so that a stream of distinct ids cannot grow the table (or the metric labels).
-pub(crate) struct ModelTable {
-    cap: usize,
-    map: Mutex<HashMap<String, ModelEntry>>,
-    other: ModelEntry,
-}
-
-impl ModelTable {
-    pub(crate) fn new(cap: usize) -> Self {
-        ModelTable {
-            cap,
-            map: Mutex::new(HashMap::new()),
-            other: (Arc::new(RequestCounters::new()), Arc::from(OTHER_MODELS)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ModelEntry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Returns the counters and the metric label of `id`: its own while fewer than the cap are
-    /// tracked, else the shared "other" entry.
-    pub(crate) fn entry(&self, id: &str) -> ModelEntry {
-        let mut map = self.lock();
-        if let Some(e) = map.get(id) {
-            return e.clone();
-        }
-        if map.len() >= self.cap {
-            return self.other.clone();
-        }
-        let e = (Arc::new(RequestCounters::new()), Arc::from(id));
-        map.insert(id.to_owned(), e.clone());
-        e
-    }
-
-    /// Forgets the figures of `id`.
-    pub(crate) fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// Returns the figures of `id` (or of the "other" entry), if tracked.
-    pub(crate) fn get(&self, id: &str) -> Option<RequestStats> {
-        if id == OTHER_MODELS {
-            return self.has_other().then(|| self.other.0.snapshot());
-        }
-        self.lock().get(id).map(|(c, _)| c.snapshot())
-    }
-
-    fn has_other(&self) -> bool {
-        self.other.0.requests.load(Relaxed) > 0
-    }
-
-    /// Returns every tracked id's figures sorted by id, with "other" last when it was used.
-    pub(crate) fn all(&self) -> Vec<(String, RequestStats)> {
-        let mut v: Vec<_> = self
-            .lock()
-            .iter()
-            .map(|(k, (c, _))| (k.clone(), c.snapshot()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        if self.has_other() {
-            v.push((OTHER_MODELS.to_owned(), self.other.0.snapshot()));
-        }
-        v
-    }
-
-    /// Forgets every id's figures.
-    pub(crate) fn clear(&self) {
-        self.lock().clear();
-    }
-
-    /// Returns the number of ids tracked on their own.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,18 +469,5 @@ mod tests {
             (s.throttles, s.failures.total(), s.latency.count),
             (1, 1, 1)
         );
-    }
-
-    #[test]
-    fn the_model_table_is_capped_with_one_other_entry() {
-        let t = ModelTable::new(3);
-        let labels: Vec<_> = (0..10).map(|i| t.entry(&format!("m{i}")).1).collect();
-        assert_eq!(t.len(), 3);
-        assert_eq!(&*labels[2], "m2");
-        assert_eq!(&*labels[3], OTHER_MODELS);
-        assert_eq!(&*t.entry("m1").1, "m1", "a tracked id keeps its entry");
-        t.remove("m1");
-        assert_eq!(&*t.entry("m9").1, "m9", "a pruned slot is reused");
-        assert_eq!(t.len(), 3);
     }
 }
