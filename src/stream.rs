@@ -5,7 +5,7 @@ use crate::call::{Op, OpenCall, drive};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
 use crate::model::Model;
 use crate::reply::Reply;
-use crate::request::{ConverseRequest, Streaming, prepared_call};
+use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
@@ -94,10 +94,7 @@ impl ConverseRequest<Streaming> {
             target,
             Op::ConverseStream,
             || self.validate(),
-            |v, region| {
-                let call = prepared_call!(region.client.converse_stream(), &target.id, v);
-                async move { call.send().await }
-            },
+            |v, region| prepared_send!(region.client.converse_stream(), &target.id, v),
         )
         .await?;
         Ok(ReplyStream {
