@@ -1,10 +1,12 @@
-//! What the factory costs and saves, against the local server (HTTP/1.1, TLS, no model latency):
-//! converse through a model handle versus the raw SDK client on the same pool (concurrency 1
-//! and 50), a cached `model(id)` lookup, the per-call statistics bookkeeping, and connections
-//! opened by one factory versus one SDK client per model.
+//! What the factory costs and saves, against the local server (TLS, HTTP/1.1 unless
+//! `OVERHEAD_PROTOCOL=h2`, no model latency): converse through a model handle versus the raw SDK
+//! client on the same pool and a raw SDK client on a plain pool (concurrency 1 and 50), a cached
+//! `model(id)` lookup, the per-call statistics bookkeeping, and connections opened by one factory
+//! versus one SDK client per model.
 //!
-//! Run: `cargo bench --bench overhead`. Criterion's groups come first, then a summary of
-//! side-by-side ratios measured in alternating rounds (this machine is shared and noisy).
+//! Run: `cargo bench --bench overhead` (`-- summary` skips criterion's groups). Criterion's groups
+//! come first, then a summary of side-by-side ratios measured in alternating rounds (this machine
+//! is shared and noisy).
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::local::{LocalServer, Protocol};
@@ -27,9 +29,17 @@ fn message() -> Message {
         .expect("a valid message")
 }
 
+/// The local server's protocol: HTTP/1.1 over TLS, or h2 (ALPN) with `OVERHEAD_PROTOCOL=h2`.
+fn protocol() -> Protocol {
+    match std::env::var("OVERHEAD_PROTOCOL").as_deref() {
+        Ok("h2") => Protocol::Https,
+        _ => Protocol::HttpsH1Only,
+    }
+}
+
 async fn start_server() -> LocalServer {
     LocalServer::builder()
-        .protocol(Protocol::HttpsH1Only)
+        .protocol(protocol())
         .start()
         .await
         .expect("the local server starts")
@@ -120,6 +130,8 @@ struct Setup {
     rt: Runtime,
     _server: LocalServer,
     factory: LlmFactory,
+    /// A raw SDK client on a plain pool (no connection watching): `LocalServer::sdk_config()`.
+    plain: aws_sdk_bedrockruntime::Client,
 }
 
 impl Setup {
@@ -138,22 +150,32 @@ impl Setup {
         let c = self.factory.bedrock_client().clone();
         move |_| Box::pin(via_raw(c.clone(), MODEL.to_owned()))
     }
+
+    fn plain_call(
+        &self,
+    ) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static
+    {
+        let c = self.plain.clone();
+        move |_| Box::pin(via_raw(c.clone(), MODEL.to_owned()))
+    }
+
+    fn side(&self, k: usize, n: u64, concurrency: usize) -> Duration {
+        match k {
+            0 => run(&self.rt, n, concurrency, self.factory_call()),
+            1 => run(&self.rt, n, concurrency, self.raw_call()),
+            _ => run(&self.rt, n, concurrency, self.plain_call()),
+        }
+    }
 }
 
 fn criterion_groups(c: &mut Criterion, s: &Setup) {
     for concurrency in [1usize, 50] {
         let mut g = c.benchmark_group(format!("converse_c{concurrency}"));
         g.throughput(Throughput::Elements(1));
-        let calls = [("factory", true), ("raw_sdk_same_pool", false)];
-        for (name, factory) in calls {
+        let calls = ["factory", "raw_sdk_same_pool", "raw_sdk_plain_pool"];
+        for (k, name) in calls.into_iter().enumerate() {
             g.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    if factory {
-                        run(&s.rt, iters, concurrency, s.factory_call())
-                    } else {
-                        run(&s.rt, iters, concurrency, s.raw_call())
-                    }
-                })
+                b.iter_custom(|iters| s.side(k, iters, concurrency))
             });
         }
         g.finish();
@@ -172,35 +194,60 @@ fn criterion_groups(c: &mut Criterion, s: &Setup) {
     g.finish();
 }
 
-/// Returns (median, min, max) of per-round throughput ratios factory / raw.
-fn side_by_side(
-    s: &Setup,
-    rounds: usize,
-    n: u64,
-    concurrency: usize,
-) -> (f64, f64, f64, Duration, Duration) {
-    let (mut ratios, mut f_all, mut r_all) = (Vec::new(), Duration::ZERO, Duration::ZERO);
-    for round in 0..rounds {
-        let (f, r) = if round % 2 == 0 {
-            let f = run(&s.rt, n, concurrency, s.factory_call());
-            (f, run(&s.rt, n, concurrency, s.raw_call()))
-        } else {
-            let r = run(&s.rt, n, concurrency, s.raw_call());
-            (run(&s.rt, n, concurrency, s.factory_call()), r)
-        };
-        ratios.push(r.as_secs_f64() / f.as_secs_f64());
-        f_all += f;
-        r_all += r;
+/// Figures of one concurrency: per-round throughput ratios (sorted) of the factory to the raw
+/// client on its pool, and of the factory to a raw client on a plain pool; time per call of
+/// each side (factory, raw same pool, raw plain pool).
+struct SideBySide {
+    same_pool: Vec<f64>,
+    plain_pool: Vec<f64>,
+    per_call: [Duration; 3],
+}
+
+impl SideBySide {
+    fn median(v: &[f64]) -> f64 {
+        v[v.len() / 2]
     }
-    ratios.sort_by(f64::total_cmp);
-    let per_call = |d: Duration| d / (rounds as u32 * n as u32);
-    (
-        ratios[rounds / 2],
-        ratios[0],
-        ratios[rounds - 1],
-        per_call(f_all),
-        per_call(r_all),
-    )
+}
+
+/// Runs the three sides in alternating rounds (the order rotates each round).
+fn side_by_side(s: &Setup, rounds: usize, n: u64, concurrency: usize) -> SideBySide {
+    let (mut same_pool, mut plain_pool, mut all) = (Vec::new(), Vec::new(), [Duration::ZERO; 3]);
+    for round in 0..rounds {
+        let mut t = [Duration::ZERO; 3];
+        for i in 0..3 {
+            let k = (round + i) % 3;
+            t[k] = s.side(k, n, concurrency);
+        }
+        same_pool.push(t[1].as_secs_f64() / t[0].as_secs_f64());
+        plain_pool.push(t[2].as_secs_f64() / t[0].as_secs_f64());
+        for k in 0..3 {
+            all[k] += t[k];
+        }
+    }
+    same_pool.sort_by(f64::total_cmp);
+    plain_pool.sort_by(f64::total_cmp);
+    SideBySide {
+        same_pool,
+        plain_pool,
+        per_call: all.map(|d| d / (rounds as u32 * n as u32)),
+    }
+}
+
+fn print_side_by_side(label: &str, r: &SideBySide) {
+    let [f, raw, plain] = r.per_call;
+    let (sp, pp) = (&r.same_pool, &r.plain_pool);
+    println!(
+        "converse {label}: factory/raw same pool {:.3} (rounds {:.3}..{:.3}); factory/raw plain pool {:.3} (rounds {:.3}..{:.3}); per call factory {f:.1?}, raw same pool {raw:.1?}, raw plain pool {plain:.1?} ({:.0} / {:.0} / {:.0} calls/s)",
+        SideBySide::median(sp),
+        sp[0],
+        sp[sp.len() - 1],
+        SideBySide::median(pp),
+        pp[0],
+        pp[pp.len() - 1],
+        1.0 / f.as_secs_f64(),
+        1.0 / raw.as_secs_f64(),
+        1.0 / plain.as_secs_f64(),
+    );
 }
 
 /// Median time per call of `f` over a few rounds of `n` calls.
@@ -249,12 +296,18 @@ fn main() {
         .expect("a tokio runtime");
     let server = rt.block_on(start_server());
     let factory = rt.block_on(factory_for(&server));
+    let plain = {
+        let _runtime = rt.enter(); // the plain pool binds to this runtime
+        aws_sdk_bedrockruntime::Client::new(&server.sdk_config().expect("an SDK config"))
+    };
     let s = Setup {
         rt,
         _server: server,
         factory,
+        plain,
     };
     run(&s.rt, 200, 50, s.factory_call()); // open the connections
+    run(&s.rt, 200, 50, s.plain_call());
 
     let mut c = Criterion::default()
         .sample_size(10)
@@ -264,17 +317,18 @@ fn main() {
     criterion_groups(&mut c, &s);
     c.final_summary();
 
-    println!("\n== Summary (alternating rounds, side by side) ==");
-    let (m1, lo1, hi1, f1, r1) = side_by_side(&s, 7, 400, 1);
     println!(
-        "converse c=1 : factory/raw throughput ratio {m1:.3} (rounds {lo1:.3}..{hi1:.3}); per call factory {f1:.1?}, raw {r1:.1?}"
+        "\n== Summary (alternating rounds, side by side; throughput ratios, above 1 = factory faster; {}) ==",
+        match protocol() {
+            Protocol::Https => "h2 over TLS",
+            _ => "HTTP/1.1 over TLS",
+        }
     );
-    let (m50, lo50, hi50, f50, r50) = side_by_side(&s, 7, 4000, 50);
-    println!(
-        "converse c=50: factory/raw throughput ratio {m50:.3} (rounds {lo50:.3}..{hi50:.3}); {:.0} vs {:.0} calls/s",
-        1.0 / f50.as_secs_f64(),
-        1.0 / r50.as_secs_f64()
-    );
+    let c1 = side_by_side(&s, 7, 400, 1);
+    print_side_by_side("c=1 ", &c1);
+    let c50 = side_by_side(&s, 7, 4000, 50);
+    print_side_by_side("c=50", &c50);
+    let [f1, r1, _] = c1.per_call;
     let hit = time_per_call(5, 200_000, || {
         black_box(s.factory.model(black_box(MODEL)));
     });
@@ -294,6 +348,6 @@ fn main() {
     let one = connections(&s.rt, false);
     let per_model = connections(&s.rt, true);
     println!(
-        "connections for 10 000 calls over 10 models at c=50 (HTTP/1.1): one factory {one}, one SDK client per model {per_model}"
+        "connections for 10 000 calls over 10 models at c=50: one factory {one}, one SDK client per model {per_model}"
     );
 }

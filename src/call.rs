@@ -31,10 +31,8 @@ pub(crate) struct Target {
 impl Target {
     /// Starts the statistics of one call: overall and this model's figures.
     fn call_guard(&self) -> CallGuard {
-        let mut scopes = vec![self.shared.overall.clone()];
-        scopes.extend(self.counters.clone());
         CallGuard::start(
-            scopes,
+            [Some(self.shared.overall.clone()), self.counters.clone()],
             self.shared.activity.clone(),
             Some(self.label.clone()),
         )
@@ -214,9 +212,16 @@ where
         let tries = order.len().min(MAX_REGIONS_PER_CALL);
         for (i, region) in order.iter().take(tries).enumerate() {
             let region_guard =
-                CallGuard::start(vec![region.counters.clone()], region.activity.clone(), None);
+                CallGuard::start(
+                [Some(region.counters.clone()), None],
+                region.activity.clone(),
+                None,
+            );
             let scope = Arc::new(CallScope::default());
-            let fut = send(&input, region);
+            // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
+            // task-local scope and this future's states copied it several times per call. The
+            // box is allocated first so that the future is built in it, not copied into it.
+            let fut = Box::into_pin(Box::write(Box::new_uninit(), send(&input, region)));
             shared.check_exhaustion(region);
             let result = CALL.scope(scope.clone(), fut).await;
             let attempts = scope.attempts.load(Relaxed);

@@ -16,40 +16,43 @@
 
 #![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) fn call_started(model: &str, wakeup: bool) {
+// Model labels are the handle's shared `Arc<str>`: a label costs a reference count, not a
+// `String` allocation per call.
+
+pub(crate) fn call_started(model: &Arc<str>, wakeup: bool) {
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!("bedrock_pool_in_flight", "model" => model.to_owned()).increment(1.0);
+        metrics::gauge!("bedrock_pool_in_flight", "model" => model.clone()).increment(1.0);
         if wakeup {
-            metrics::counter!("bedrock_pool_wakeups_total", "model" => model.to_owned())
-                .increment(1);
+            metrics::counter!("bedrock_pool_wakeups_total", "model" => model.clone()).increment(1);
         }
     }
 }
 
-pub(crate) fn call_finished(model: &str, outcome: &'static str, latency: Option<Duration>) {
+pub(crate) fn call_finished(model: &Arc<str>, outcome: &'static str, latency: Option<Duration>) {
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!("bedrock_pool_in_flight", "model" => model.to_owned()).decrement(1.0);
-        metrics::counter!("bedrock_pool_requests_total", "model" => model.to_owned(), "outcome" => outcome)
+        metrics::gauge!("bedrock_pool_in_flight", "model" => model.clone()).decrement(1.0);
+        metrics::counter!("bedrock_pool_requests_total", "model" => model.clone(), "outcome" => outcome)
             .increment(1);
         if let Some(d) = latency {
-            metrics::histogram!("bedrock_pool_request_duration_seconds", "model" => model.to_owned())
+            metrics::histogram!("bedrock_pool_request_duration_seconds", "model" => model.clone())
                 .record(d.as_secs_f64());
         }
     }
 }
 
-pub(crate) fn retries(model: &str, n: u64) {
+pub(crate) fn retries(model: &Arc<str>, n: u64) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bedrock_pool_retries_total", "model" => model.to_owned()).increment(n);
+    metrics::counter!("bedrock_pool_retries_total", "model" => model.clone()).increment(n);
 }
 
-pub(crate) fn first_token(model: &str, d: Duration) {
+pub(crate) fn first_token(model: &Arc<str>, d: Duration) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!("bedrock_pool_time_to_first_token_seconds", "model" => model.to_owned())
+    metrics::histogram!("bedrock_pool_time_to_first_token_seconds", "model" => model.clone())
         .record(d.as_secs_f64());
 }
 

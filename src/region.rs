@@ -122,20 +122,20 @@ impl Regions {
 
     /// Returns the regions a call for `model_id` may use, healthy ones first, primary first.
     pub(crate) fn order(&self, model_id: &str) -> Vec<&RegionClient> {
-        let allowed: Vec<&RegionClient> = self
-            .list
-            .iter()
-            .filter(|r| region_allows(&r.region, model_id))
-            .collect();
-        let pool = if allowed.is_empty() {
-            self.list.iter().collect()
-        } else {
-            allowed
-        };
-        let (mut healthy, sick): (Vec<_>, Vec<_>) =
-            pool.into_iter().partition(|r| self.is_healthy(r));
-        healthy.extend(sick);
-        healthy
+        // One allocation per call: the allowed regions (all of them when none is) in
+        // configuration order, then the healthy ones moved first (a stable sort keeps each
+        // group's order; it allocates nothing for a short list).
+        let any_allowed = self.list.iter().any(|r| region_allows(&r.region, model_id));
+        let mut order = Vec::with_capacity(self.list.len());
+        order.extend(
+            self.list
+                .iter()
+                .filter(|r| !any_allowed || region_allows(&r.region, model_id)),
+        );
+        if order.len() > 1 {
+            order.sort_by_key(|r| !self.is_healthy(r));
+        }
+        order
     }
 }
 

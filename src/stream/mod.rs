@@ -6,7 +6,7 @@ use crate::collect::{Accumulator, Metadata};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
 use crate::model::Model;
 use crate::reply::Reply;
-use crate::request::{ConverseRequest, Streaming, prepared_call};
+use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
@@ -145,13 +145,12 @@ impl ConverseRequest<Streaming> {
             Op::ConverseStream,
             || self.validate(),
             |v, region| {
-                let call = prepared_call!(
+                prepared_send!(
                     region.client.converse_stream(),
                     &target.id,
                     v,
                     v.guardrail_stream_config()
-                );
-                async move { call.send().await }
+                )
             },
         )
         .await?;
