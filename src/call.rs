@@ -78,7 +78,8 @@ impl Op {
 
 /// A call that got its answer: the SDK's output, and the figures still open.
 pub(crate) struct Answer<O> {
-    pub(crate) output: O,
+    /// Boxed: the SDK's outputs are large, and the box moves cheaply.
+    pub(crate) output: Box<O>,
     pub(crate) call: OpenCall,
 }
 
@@ -221,7 +222,17 @@ where
             // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
             // task-local scope and this future's states copied it several times per call. The
             // box is allocated first so that the future is built in it, not copied into it.
-            let fut = Box::into_pin(Box::write(Box::new_uninit(), send(&input, region)));
+            // Its output is boxed and its error mapped inside, so what moves out of it through
+            // the scope, the span and this loop is two words, not the SDK's large `Result`.
+            let sdk = send(&input, region);
+            let fut = Box::into_pin(Box::write(
+                Box::new_uninit(),
+                async move {
+                    sdk.await
+                        .map(Box::new)
+                        .map_err(|e| from_sdk(op.name(), e))
+                },
+            ));
             shared.check_exhaustion(region);
             let result = CALL.scope(scope.clone(), fut).await;
             let attempts = scope.attempts.load(Relaxed);
@@ -238,7 +249,6 @@ where
                     return Ok((output, region.region.clone(), attempts, region_guard, connection));
                 }
                 Err(e) => {
-                    let e = from_sdk(op.name(), e);
                     region_guard.finish(Outcome::Failure(e.kind()));
                     let regional = fails_over(&e);
                     if regional && order.len() > 1 {

@@ -363,7 +363,7 @@ impl ConverseRequest<Unary> {
         }
         call.finish(Outcome::Success);
         Ok(Reply {
-            output: answer.output,
+            output: *answer.output,
             region: call.region().to_owned(),
             attempts: call.attempts(),
             latency: call.elapsed(),
