@@ -227,19 +227,23 @@ impl OpenCall {
         for g in [&self.guard, &self.region_guard] {
             g.tokens(tokens, self.prices.as_ref(), generation);
         }
-        // The conventions count cached input (reads and writes) in the input tokens.
+        // The conventions count cached input (reads and writes) in the input tokens; OTel
+        // integers are i64 (tracing-opentelemetry exports a u64 as text).
         let input = tokens.input + tokens.cache_read + tokens.cache_write;
-        self.span.record("gen_ai.usage.input_tokens", input);
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span.record("gen_ai.usage.input_tokens", int(input));
         self.span
-            .record("gen_ai.usage.output_tokens", tokens.output);
+            .record("gen_ai.usage.output_tokens", int(tokens.output));
         if tokens.cache_read > 0 {
-            self.span
-                .record("gen_ai.usage.cache_read.input_tokens", tokens.cache_read);
+            self.span.record(
+                "gen_ai.usage.cache_read.input_tokens",
+                int(tokens.cache_read),
+            );
         }
         if tokens.cache_write > 0 {
             self.span.record(
                 "gen_ai.usage.cache_creation.input_tokens",
-                tokens.cache_write,
+                int(tokens.cache_write),
             );
         }
         let m = self.gen_ai();
@@ -377,7 +381,7 @@ where
         let input = validate()?;
         let attrs = input.request_attrs();
         if let Some(n) = attrs.max_tokens {
-            span.record("gen_ai.request.max_tokens", n);
+            span.record("gen_ai.request.max_tokens", i64::from(n));
         }
         if let Some(t) = attrs.temperature {
             span.record("gen_ai.request.temperature", f64::from(t));
@@ -395,7 +399,7 @@ where
             span.record("cloud.region", region.region.as_str());
             span.record("server.address", host.as_str());
             if let Some(p) = port {
-                span.record("server.port", p);
+                span.record("server.port", i64::from(p));
             }
             server = host;
             let scope = Arc::new(CallScope::default());
@@ -403,7 +407,7 @@ where
             shared.check_exhaustion(region);
             let result = CALL.scope(scope.clone(), fut).await;
             let attempts = scope.attempts.load(Relaxed);
-            span.record("aws.bedrock.attempts", attempts);
+            span.record("aws.bedrock.attempts", i64::from(attempts));
             let extra = u64::from(attempts.saturating_sub(1));
             let retired = u64::from(scope.retired.load(Relaxed));
             for g in [&guard, &region_guard] {
