@@ -46,6 +46,9 @@ pub(crate) enum Op {
     ConverseStream,
 }
 
+/// `gen_ai.provider.name` of every call (OpenTelemetry GenAI semantic conventions).
+pub(crate) const PROVIDER: &str = "aws.bedrock";
+
 impl Op {
     /// Returns the operation's name as the SDK spells it, for messages.
     pub(crate) fn name(self) -> &'static str {
@@ -55,25 +58,107 @@ impl Op {
         }
     }
 
-    fn span(self, model_id: &str) -> tracing::Span {
-        // Span names must be literals.
+    /// Returns `gen_ai.operation.name`: both Converse operations are `chat`.
+    pub(crate) fn operation(self) -> &'static str {
+        match self {
+            Op::Converse | Op::ConverseStream => "chat",
+        }
+    }
+
+    /// Starts the call's span at `level`, with the OpenTelemetry GenAI attributes known before
+    /// the call; the others are recorded as they become known (see the README's table).
+    fn span(self, model_id: &str, level: tracing::Level) -> tracing::Span {
+        use tracing::Level;
+        use tracing::field::Empty;
+        // Span names and levels must be constants: a static name per operation, and
+        // tracing-opentelemetry's `otel.name` carries `{operation} {model}`.
         macro_rules! span {
-            ($name:literal) => {
-                tracing::debug_span!(
+            ($level:expr, $name:literal) => {
+                tracing::span!(
+                    $level,
                     $name,
-                    model_id = %model_id,
-                    region = tracing::field::Empty,
-                    attempts = tracing::field::Empty,
-                    outcome = tracing::field::Empty,
-                    latency_ms = tracing::field::Empty,
+                    otel.name = Empty,
+                    otel.kind = "client",
+                    otel.status_code = Empty,
+                    gen_ai.operation.name = self.operation(),
+                    gen_ai.provider.name = PROVIDER,
+                    gen_ai.request.model = model_id,
+                    gen_ai.request.max_tokens = Empty,
+                    gen_ai.request.temperature = Empty,
+                    gen_ai.request.top_p = Empty,
+                    gen_ai.response.finish_reasons = Empty,
+                    gen_ai.usage.input_tokens = Empty,
+                    gen_ai.usage.output_tokens = Empty,
+                    gen_ai.usage.cache_read.input_tokens = Empty,
+                    gen_ai.usage.cache_creation.input_tokens = Empty,
+                    server.address = Empty,
+                    server.port = Empty,
+                    cloud.region = Empty,
+                    aws.bedrock.attempts = Empty,
+                    error.type = Empty,
+                    outcome = Empty,
+                    latency_ms = Empty,
                 )
             };
         }
-        match self {
-            Op::Converse => span!("bedrock.converse"),
-            Op::ConverseStream => span!("bedrock.converse_stream"),
+        macro_rules! at_level {
+            ($name:literal) => {
+                match level {
+                    Level::ERROR => span!(Level::ERROR, $name),
+                    Level::WARN => span!(Level::WARN, $name),
+                    Level::INFO => span!(Level::INFO, $name),
+                    Level::DEBUG => span!(Level::DEBUG, $name),
+                    Level::TRACE => span!(Level::TRACE, $name),
+                }
+            };
         }
+        let span = match self {
+            Op::Converse => at_level!("bedrock.converse"),
+            Op::ConverseStream => at_level!("bedrock.converse_stream"),
+        };
+        if !span.is_disabled() {
+            span.record(
+                "otel.name",
+                format!("{} {model_id}", self.operation()).as_str(),
+            );
+        }
+        span
     }
+}
+
+/// The request values a call's span carries: those the validated call sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct RequestAttrs {
+    pub(crate) max_tokens: Option<i32>,
+    pub(crate) temperature: Option<f32>,
+    pub(crate) top_p: Option<f32>,
+}
+
+/// A validated input of an operation: what the driver records of it on the call's span.
+pub(crate) trait CallInput {
+    /// Returns the request values for the span.
+    fn request_attrs(&self) -> RequestAttrs;
+}
+
+/// The host and (when not the scheme's default) port of an endpoint URL, for `server.address`
+/// and `server.port`.
+fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
+    let Ok(uri) = endpoint_url.parse::<http::Uri>() else {
+        return (String::new(), None);
+    };
+    let default = if uri.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    let host = uri.host().unwrap_or_default().to_owned();
+    (host, uri.port_u16().filter(|p| *p != default))
+}
+
+/// Marks the span failed: `error.type` and the OpenTelemetry status.
+fn record_error(span: &tracing::Span, error_type: &str) {
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "ERROR");
 }
 
 /// A call that got its answer: the SDK's output, and the figures still open.
@@ -96,6 +181,11 @@ pub(crate) struct OpenCall {
     /// after `messageStop`) still count.
     finished: bool,
     span: tracing::Span,
+    /// `gen_ai.operation.name`, the model's statistics label and `server.address`, for the
+    /// `gen_ai.client.*` metrics.
+    operation: &'static str,
+    label: Arc<str>,
+    server: String,
     started: Instant,
     region: String,
     attempts: u32,
@@ -136,11 +226,62 @@ impl OpenCall {
         for g in [&self.guard, &self.region_guard] {
             g.tokens(tokens, self.prices.as_ref(), generation);
         }
+        // The conventions count cached input (reads and writes) in the input tokens; OTel
+        // integers are i64 (tracing-opentelemetry exports a u64 as text).
+        let input = tokens.input + tokens.cache_read + tokens.cache_write;
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span.record("gen_ai.usage.input_tokens", int(input));
+        self.span
+            .record("gen_ai.usage.output_tokens", int(tokens.output));
+        if tokens.cache_read > 0 {
+            self.span.record(
+                "gen_ai.usage.cache_read.input_tokens",
+                int(tokens.cache_read),
+            );
+        }
+        if tokens.cache_write > 0 {
+            self.span.record(
+                "gen_ai.usage.cache_creation.input_tokens",
+                int(tokens.cache_write),
+            );
+        }
+        let m = self.gen_ai();
+        crate::metrics::gen_ai_tokens(&m, "input", input);
+        crate::metrics::gen_ai_tokens(&m, "output", tokens.output);
+    }
+
+    /// Records why the model stopped (`gen_ai.response.finish_reasons`): a string array with
+    /// the `otel` feature, else its JSON text (`["end_turn"]`).
+    pub(crate) fn finish_reason(&self, reason: &aws_sdk_bedrockruntime::types::StopReason) {
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::{Array, StringValue, Value};
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let v = Value::Array(Array::String(vec![StringValue::from(
+                reason.as_str().to_owned(),
+            )]));
+            self.span.set_attribute("gen_ai.response.finish_reasons", v);
+        }
+        #[cfg(not(feature = "otel"))]
+        self.span.record(
+            "gen_ai.response.finish_reasons",
+            format!("[{:?}]", reason.as_str()).as_str(),
+        );
+    }
+
+    /// Returns the attributes of this call's `gen_ai.client.*` metrics.
+    fn gen_ai(&self) -> crate::metrics::GenAi<'_> {
+        crate::metrics::GenAi {
+            operation: self.operation,
+            model: &self.label,
+            server: &self.server,
+        }
     }
 
     /// Records the time to the first event of a stream.
     pub(crate) fn first_token(&mut self) {
         self.first_event = Some(Instant::now());
+        crate::metrics::gen_ai_first_chunk(&self.gen_ai(), self.started.elapsed());
         for g in [&self.guard, &self.region_guard] {
             g.first_token();
         }
@@ -160,14 +301,25 @@ impl OpenCall {
         }
     }
 
+    /// Ends the call with `e`: `error.type` is the service's error code when there is one,
+    /// else the [`ErrorKind`] name.
+    pub(crate) fn fail(&mut self, e: &Error) {
+        self.end(Outcome::Failure(e.kind()), e.code());
+    }
+
     /// Ends the call's and the region's figures with `outcome` (once; later calls do nothing).
     pub(crate) fn finish(&mut self, outcome: Outcome) {
+        self.end(outcome, None);
+    }
+
+    fn end(&mut self, outcome: Outcome, code: Option<&str>) {
         if self.finished {
             return;
         }
         self.finished = true;
+        let elapsed = self.started.elapsed();
         self.span
-            .record("latency_ms", self.started.elapsed().as_secs_f64() * 1000.0);
+            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
         self.span.record(
             "outcome",
             match outcome {
@@ -176,8 +328,23 @@ impl OpenCall {
                 Outcome::Cancelled => "cancelled",
             },
         );
+        match outcome {
+            Outcome::Success => crate::metrics::gen_ai_duration(&self.gen_ai(), None, elapsed),
+            Outcome::Failure(k) => {
+                record_error(&self.span, code.unwrap_or(k.as_str()));
+                crate::metrics::gen_ai_duration(&self.gen_ai(), Some(k.as_str()), elapsed);
+            }
+            Outcome::Cancelled => {}
+        }
         self.guard.end(outcome);
         self.region_guard.end(outcome);
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        // A stream dropped before its end: the span and figures say cancelled.
+        self.finish(Outcome::Cancelled);
     }
 }
 
@@ -197,27 +364,43 @@ pub(crate) async fn drive<V, O, E, Fut>(
     mut send: impl FnMut(&V, &RegionClient) -> Fut,
 ) -> Result<Answer<O>>
 where
+    V: CallInput,
     Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let span = op.span(&target.id);
+    let span = op.span(&target.id, target.shared.config.span_level);
     let started = Instant::now();
     let guard = target.call_guard();
+    // `server.address` of the last region tried, for the failure's metrics.
+    let mut server = String::new();
     let result = async {
         if let Some(e) = &target.invalid {
             return Err(e.shallow_clone());
         }
         let input = validate()?;
+        let attrs = input.request_attrs();
+        if let Some(n) = attrs.max_tokens {
+            span.record("gen_ai.request.max_tokens", i64::from(n));
+        }
+        if let Some(t) = attrs.temperature {
+            span.record("gen_ai.request.temperature", f64::from(t));
+        }
+        if let Some(p) = attrs.top_p {
+            span.record("gen_ai.request.top_p", f64::from(p));
+        }
         let shared = &target.shared;
         let order = shared.regions.order(&target.id);
         let tries = order.len().min(MAX_REGIONS_PER_CALL);
         for (i, region) in order.iter().take(tries).enumerate() {
             let region_guard =
-                CallGuard::start(
-                [Some(region.counters.clone()), None],
-                region.activity.clone(),
-                None,
-            );
+                CallGuard::start([Some(region.counters.clone()), None], region.activity.clone(), None);
+            let (host, port) = server_of(&region.endpoint_url);
+            span.record("cloud.region", region.region.as_str());
+            span.record("server.address", host.as_str());
+            if let Some(p) = port {
+                span.record("server.port", i64::from(p));
+            }
+            server = host;
             let scope = Arc::new(CallScope::default());
             // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
             // task-local scope and this future's states copied it several times per call. The
@@ -236,6 +419,7 @@ where
             shared.check_exhaustion(region);
             let result = CALL.scope(scope.clone(), fut).await;
             let attempts = scope.attempts.load(Relaxed);
+            span.record("aws.bedrock.attempts", i64::from(attempts));
             let extra = u64::from(attempts.saturating_sub(1));
             let retired = u64::from(scope.retired.load(Relaxed));
             for g in [&guard, &region_guard] {
@@ -267,28 +451,35 @@ where
     .instrument(span.clone())
     .await;
     match result {
-        Ok((output, region, attempts, region_guard, connection)) => {
-            span.record("attempts", attempts);
-            span.record("region", region.as_str());
-            Ok(Answer {
-                output,
-                call: OpenCall {
-                    prices: target.shared.prices(&target.id),
-                    first_event: None,
-                    guard,
-                    region_guard,
-                    finished: false,
-                    span,
-                    started,
-                    region,
-                    attempts,
-                    connection,
-                },
-            })
-        }
+        Ok((output, region, attempts, region_guard, connection)) => Ok(Answer {
+            output,
+            call: OpenCall {
+                prices: target.shared.prices(&target.id),
+                first_event: None,
+                guard,
+                region_guard,
+                finished: false,
+                span,
+                operation: op.operation(),
+                label: target.label.clone(),
+                server,
+                started,
+                region,
+                attempts,
+                connection,
+            },
+        }),
         Err(e) => {
+            let elapsed = started.elapsed();
             span.record("outcome", e.kind().as_str());
-            span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
+            span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+            record_error(&span, e.code().unwrap_or(e.kind().as_str()));
+            let m = crate::metrics::GenAi {
+                operation: op.operation(),
+                model: &target.label,
+                server: &server,
+            };
+            crate::metrics::gen_ai_duration(&m, Some(e.kind().as_str()), elapsed);
             guard.finish(Outcome::Failure(e.kind()));
             Err(e)
         }

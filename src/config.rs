@@ -112,6 +112,9 @@ pub struct FactoryConfig {
     pub wakeup_threshold: Duration,
     /// How long a region that failed stays out of rotation (multi-region). Default is 30 s.
     pub failover_cooldown: Duration,
+    /// Level of each call's `tracing` span (named `bedrock.converse` or
+    /// `bedrock.converse_stream`, with the OpenTelemetry GenAI attributes). Default is INFO.
+    pub span_level: tracing::Level,
 }
 
 impl Default for FactoryConfig {
@@ -127,6 +130,7 @@ impl Default for FactoryConfig {
             retry: RetrySettings::default(),
             wakeup_threshold: Duration::from_secs(30),
             failover_cooldown: Duration::from_secs(30),
+            span_level: tracing::Level::INFO,
         }
     }
 }

@@ -20,7 +20,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With the `local` feature, [`local`] is a Bedrock-compatible server for offline tests.
+//! Each call has a `tracing` span with the OpenTelemetry GenAI semantic-convention attributes
+//! (`chat {model}`, client kind, token usage, finish reasons; never message content); the
+//! `otel` feature sets its array attributes through `tracing-opentelemetry`, the `metrics`
+//! feature exports the figures and the `gen_ai.client.*` metrics. With the `local` feature,
+//! [`local`] is a Bedrock-compatible server for offline tests.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

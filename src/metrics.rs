@@ -13,6 +13,15 @@
 //! | `bedrock_pool_connection_establish_seconds` | histogram | `host` |
 //! | `bedrock_pool_connection_failures_total` | counter | `host` |
 //! | `bedrock_pool_heartbeat_probes_total` | counter | `probe` (`identity`, `keep_warm`), `outcome` (`success`, `failure`, `skipped`) |
+//! | `gen_ai.client.token.usage` | histogram (tokens) | `gen_ai.token.type` (`input`, cached input included; `output`), and the GenAI labels |
+//! | `gen_ai.client.operation.duration` | histogram (seconds) | the GenAI labels, `error.type` (an [`ErrorKind`](crate::ErrorKind) name) on failure |
+//! | `gen_ai.client.operation.time_to_first_chunk` | histogram (seconds, streams only) | the GenAI labels |
+//!
+//! The `gen_ai.client.*` series follow the OpenTelemetry GenAI semantic conventions (see the
+//! README); their GenAI labels are `gen_ai.operation.name` (`chat`), `gen_ai.provider.name`
+//! (`aws.bedrock`), `gen_ai.request.model` and `server.address` (absent when no region was
+//! reached). Cancelled calls record no duration. The `model` label and `gen_ai.request.model`
+//! are the statistics label: ids past the tracked cap read `other`, which bounds cardinality.
 
 #![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 
@@ -43,6 +52,59 @@ pub(crate) fn call_finished(model: &Arc<str>, outcome: &'static str, latency: Op
                 .record(d.as_secs_f64());
         }
     }
+}
+
+/// The labels every `gen_ai.client.*` series carries.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct GenAi<'a> {
+    pub(crate) operation: &'static str,
+    pub(crate) model: &'a str,
+    /// Empty when no region was reached.
+    pub(crate) server: &'a str,
+}
+
+#[cfg(feature = "metrics")]
+impl GenAi<'_> {
+    fn labels(&self) -> Vec<metrics::Label> {
+        let mut labels = vec![
+            metrics::Label::new("gen_ai.operation.name", self.operation),
+            metrics::Label::new("gen_ai.provider.name", crate::call::PROVIDER),
+            metrics::Label::new("gen_ai.request.model", self.model.to_owned()),
+        ];
+        if !self.server.is_empty() {
+            labels.push(metrics::Label::new(
+                "server.address",
+                self.server.to_owned(),
+            ));
+        }
+        labels
+    }
+}
+
+pub(crate) fn gen_ai_tokens(a: &GenAi<'_>, token_type: &'static str, n: u64) {
+    #[cfg(feature = "metrics")]
+    {
+        let mut labels = a.labels();
+        labels.push(metrics::Label::new("gen_ai.token.type", token_type));
+        metrics::histogram!("gen_ai.client.token.usage", labels).record(n as f64);
+    }
+}
+
+pub(crate) fn gen_ai_duration(a: &GenAi<'_>, error: Option<&'static str>, d: Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        let mut labels = a.labels();
+        if let Some(e) = error {
+            labels.push(metrics::Label::new("error.type", e));
+        }
+        metrics::histogram!("gen_ai.client.operation.duration", labels).record(d.as_secs_f64());
+    }
+}
+
+pub(crate) fn gen_ai_first_chunk(a: &GenAi<'_>, d: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("gen_ai.client.operation.time_to_first_chunk", a.labels())
+        .record(d.as_secs_f64());
 }
 
 pub(crate) fn retries(model: &Arc<str>, n: u64) {

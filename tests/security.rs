@@ -140,6 +140,12 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         text.len()
     );
     assert!(text.contains("bedrock.converse"), "the call span is logged");
+    assert!(
+        text.contains(r#"gen_ai.operation.name="chat""#)
+            && text.contains(r#"gen_ai.provider.name="aws.bedrock""#)
+            && text.contains(&format!(r#"otel.name="chat {MODEL}""#)),
+        "with its OpenTelemetry GenAI fields"
+    );
     // Known upstream leak: aws-sigv4 logs the request it signs, session token header included,
     // at TRACE under its own target. The README says to keep `aws_sigv4` at DEBUG or below.
     // Everything else, this crate's lines and the rest of the SDK's, must be clean.

@@ -199,6 +199,13 @@ impl LlmFactoryBuilder {
         self
     }
 
+    /// Sets the level of each call's span, the one carrying the OpenTelemetry GenAI
+    /// attributes (see the README). Default is INFO.
+    pub fn span_level(mut self, level: tracing::Level) -> Self {
+        self.config.span_level = level;
+        self
+    }
+
     /// Validates the configuration, builds the pool and the clients, and returns the factory.
     ///
     /// Must run inside a tokio runtime: the pool is bound to it.

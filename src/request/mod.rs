@@ -361,6 +361,7 @@ impl ConverseRequest<Unary> {
         if let Some(u) = answer.output.usage() {
             call.usage(u);
         }
+        call.finish_reason(answer.output.stop_reason());
         call.finish(Outcome::Success);
         Ok(Reply {
             output: *answer.output,

@@ -46,6 +46,17 @@ pub(crate) struct Validated {
     pub(crate) timeouts: Option<TimeoutConfig>,
 }
 
+impl crate::call::CallInput for Validated {
+    fn request_attrs(&self) -> crate::call::RequestAttrs {
+        let i = self.inference.as_ref();
+        crate::call::RequestAttrs {
+            max_tokens: i.and_then(|i| i.max_tokens()),
+            temperature: i.and_then(|i| i.temperature()),
+            top_p: i.and_then(|i| i.top_p()),
+        }
+    }
+}
+
 impl Validated {
     /// Returns the guardrail configuration of a unary call.
     pub(crate) fn guardrail_config(&self) -> Option<GuardrailConfiguration> {

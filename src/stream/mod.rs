@@ -208,7 +208,7 @@ impl ReplyStream {
 
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
         self.done = true;
-        self.call.finish(Outcome::Failure(e.kind()));
+        self.call.fail(&e);
         tracing::debug!(parent: self.call.span(), error = %e, "stream failed");
         Some(Err(e))
     }
@@ -265,7 +265,8 @@ impl ReplyStream {
         if let StreamEvent::Metadata { usage: Some(u), .. } = &ev {
             self.call.usage(u);
         }
-        if matches!(ev, StreamEvent::MessageStop { .. }) {
+        if let StreamEvent::MessageStop { stop_reason } = &ev {
+            self.call.finish_reason(stop_reason);
             self.call.finish(Outcome::Success);
         }
         Some(Ok(ev))
