@@ -230,3 +230,233 @@ async fn invoke_anthropic_validation() {
     body.as_object_mut().unwrap().remove("anthropic_version");
     validation(&c, CLAUDE, body, "anthropic_version").await;
 }
+
+#[tokio::test]
+async fn titan_embeddings() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    let a = invoke(&c, TITAN, &json!({ "inputText": "the quick brown fox" }))
+        .await
+        .unwrap();
+    let va = floats(&a["embedding"]);
+    assert_eq!(va.len(), 1024);
+    assert!((norm(&va) - 1.0).abs() < 1e-3);
+    assert_eq!(a["inputTextTokenCount"], 4);
+    assert_eq!(floats(&a["embeddingsByType"]["float"]), va);
+    let again = invoke(&c, TITAN, &json!({ "inputText": "the quick brown fox" }))
+        .await
+        .unwrap();
+    assert_eq!(floats(&again["embedding"]), va);
+    let b = invoke(&c, TITAN, &json!({ "inputText": "a lazy dog" }))
+        .await
+        .unwrap();
+    assert_ne!(floats(&b["embedding"]), va);
+
+    let raw = json!({ "inputText": "x y", "dimensions": 256, "normalize": false,
+                      "embeddingTypes": ["float", "binary"] });
+    let r = invoke(&c, TITAN, &raw).await.unwrap();
+    let v = floats(&r["embedding"]);
+    assert_eq!(v.len(), 256);
+    assert!((norm(&v) - 1.0).abs() > 1e-2, "not normalized");
+    let bits = r["embeddingsByType"]["binary"].as_array().unwrap();
+    assert_eq!(bits.len(), 256);
+    assert!(bits.iter().all(|b| b == 0 || b == 1));
+    let h = server.requests_for(Operation::InvokeModel);
+    assert_eq!(h.len(), 4);
+}
+
+#[tokio::test]
+async fn titan_validation() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    validation(&c, TITAN, json!({}), "inputText").await;
+    validation(&c, TITAN, json!({ "inputText": "" }), "inputText").await;
+    let long = "word ".repeat(8193);
+    validation(&c, TITAN, json!({ "inputText": long }), "inputText").await;
+    let chars = "x".repeat(50_001);
+    validation(&c, TITAN, json!({ "inputText": chars }), "inputText").await;
+    validation(
+        &c,
+        TITAN,
+        json!({ "inputText": "a", "dimensions": 300 }),
+        "dimensions",
+    )
+    .await;
+    validation(
+        &c,
+        TITAN,
+        json!({ "inputText": "a", "normalize": "yes" }),
+        "normalize",
+    )
+    .await;
+    let body = json!({ "inputText": "a", "embeddingTypes": ["int8"] });
+    validation(&c, TITAN, body, "embeddingTypes[0]").await;
+    validation(&c, TITAN, json!({ "inputText": "a", "texts": [] }), "texts").await;
+    // Embedding models do not stream.
+    let err = c
+        .invoke_model_with_response_stream()
+        .model_id(TITAN)
+        .body(Blob::new(json!({ "inputText": "a" }).to_string()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ValidationException"));
+}
+
+#[tokio::test]
+async fn cohere_v3_embeddings() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    let texts = ["first text", "second text", "first text"];
+    let body = json!({ "texts": texts, "input_type": "search_document" });
+    let out = invoke(&c, COHERE_V3, &body).await.unwrap();
+    assert_eq!(out["response_type"], "embeddings_floats");
+    assert_eq!(out["texts"], json!(texts));
+    assert!(out["id"].is_string());
+    let vs: Vec<Vec<f64>> = out["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(floats)
+        .collect();
+    assert_eq!(vs.len(), 3);
+    assert!(
+        vs.iter()
+            .all(|v| v.len() == 1024 && (norm(v) - 1.0).abs() < 1e-3)
+    );
+    assert_eq!(vs[0], vs[2]);
+    assert_ne!(vs[0], vs[1]);
+    // Order follows the texts: the second text alone gives the second vector.
+    let single = json!({ "texts": ["second text"], "input_type": "search_query",
+                         "embedding_types": ["float", "int8"] });
+    let one = invoke(&c, COHERE_V3, &single).await.unwrap();
+    assert_eq!(one["response_type"], "embeddings_by_type");
+    assert_eq!(floats(&one["embeddings"]["float"][0]), vs[1]);
+    assert_eq!(one["embeddings"]["int8"][0].as_array().unwrap().len(), 1024);
+    let multi = invoke(&c, "cohere.embed-multilingual-v3", &single)
+        .await
+        .unwrap();
+    assert_eq!(
+        multi["embeddings"]["float"][0].as_array().unwrap().len(),
+        1024
+    );
+}
+
+#[tokio::test]
+async fn cohere_v4_embeddings() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    let body = json!({ "texts": ["alpha", "beta"], "input_type": "classification" });
+    let out = invoke(&c, COHERE_V4, &body).await.unwrap();
+    assert_eq!(out["response_type"], "embeddings_by_type");
+    let vs = out["embeddings"]["float"].as_array().unwrap();
+    assert_eq!(vs.len(), 2);
+    assert_eq!(vs[0].as_array().unwrap().len(), 1536);
+    let body = json!({ "texts": ["alpha"], "input_type": "clustering", "output_dimension": 256,
+                       "truncate": "LEFT", "embedding_types": ["ubinary"] });
+    let out = invoke(&c, COHERE_V4, &body).await.unwrap();
+    assert_eq!(
+        out["embeddings"]["ubinary"][0].as_array().unwrap().len(),
+        32
+    );
+}
+
+#[tokio::test]
+async fn cohere_validation() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    let ok = |extra: Value| {
+        let mut b = json!({ "texts": ["a"], "input_type": "search_query" });
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    validation(
+        &c,
+        COHERE_V3,
+        json!({ "input_type": "search_query" }),
+        "texts",
+    )
+    .await;
+    validation(&c, COHERE_V3, ok(json!({ "texts": [] })), "texts").await;
+    let many: Vec<String> = (0..97).map(|i| format!("t{i}")).collect();
+    validation(&c, COHERE_V3, ok(json!({ "texts": many })), "texts").await;
+    validation(&c, COHERE_V3, json!({ "texts": ["a"] }), "input_type").await;
+    validation(
+        &c,
+        COHERE_V3,
+        ok(json!({ "input_type": "other" })),
+        "input_type",
+    )
+    .await;
+    validation(&c, COHERE_V3, ok(json!({ "truncate": "LEFT" })), "truncate").await;
+    validation(&c, COHERE_V4, ok(json!({ "truncate": "END" })), "truncate").await;
+    let long = "w ".repeat(513);
+    validation(
+        &c,
+        COHERE_V3,
+        ok(json!({ "texts": ["ok", long] })),
+        "texts[1]",
+    )
+    .await;
+    // START truncates instead of refusing.
+    invoke(
+        &c,
+        COHERE_V3,
+        &ok(json!({ "texts": [long], "truncate": "START" })),
+    )
+    .await
+    .unwrap();
+    let chars = "x".repeat(2049);
+    validation(&c, COHERE_V3, ok(json!({ "texts": [chars] })), "texts[0]").await;
+    validation(
+        &c,
+        COHERE_V4,
+        ok(json!({ "output_dimension": 768 })),
+        "output_dimension",
+    )
+    .await;
+    validation(
+        &c,
+        COHERE_V3,
+        ok(json!({ "output_dimension": 256 })),
+        "output_dimension",
+    )
+    .await;
+    let body = ok(json!({ "embedding_types": ["double"] }));
+    validation(&c, COHERE_V4, body, "embedding_types[0]").await;
+}
+
+#[tokio::test]
+async fn count_tokens_converse_and_invoke() {
+    let server = LocalServer::start().await.unwrap();
+    let c = client(&server);
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("count these four words".into()))
+        .build()
+        .unwrap();
+    let converse = ConverseTokensRequest::builder().messages(message).build();
+    let out = c
+        .count_tokens()
+        .model_id(CLAUDE)
+        .input(CountTokensInput::Converse(converse))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.input_tokens(), 4);
+    let body = InvokeModelTokensRequest::builder()
+        .body(Blob::new(anthropic("five words in this body").to_string()))
+        .build()
+        .unwrap();
+    let out = c
+        .count_tokens()
+        .model_id(CLAUDE)
+        .input(CountTokensInput::InvokeModel(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.input_tokens(), 5);
+    assert_eq!(server.requests_for(Operation::CountTokens).len(), 2);
+}
