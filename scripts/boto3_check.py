@@ -1,11 +1,12 @@
 """Checks boto3 against a running local server: converse, converse_stream, STS, one validation error,
-thinking (a signed reasoning block, replayed and tampered with), a guardrail intervention and a
-Bedrock API key.
+thinking (a signed reasoning block, replayed and tampered with), a guardrail intervention,
+invoke_model (an Anthropic Messages body, a Titan V2 embedding) and a Bedrock API key.
 
 Start the server with `cargo run --example local_server -- --port 18443`, then run
 `python3 scripts/boto3_check.py https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>`.
 """
 
+import json
 import os
 import sys
 
@@ -82,6 +83,20 @@ print("guardrail:", out["stopReason"], repr(out["output"]["message"]["content"][
 assert out["stopReason"] == "guardrail_intervened"
 words = out["trace"]["guardrail"]["inputAssessment"]["localtestguardrail"]["wordPolicy"]["customWords"]
 assert words[0]["match"] == "forbidden" and words[0]["action"] == "BLOCKED"
+
+body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 32,
+        "messages": [{"role": "user", "content": "hello invoke from boto3"}]}
+out = brt.invoke_model(modelId=model, body=json.dumps(body), contentType="application/json")
+reply = json.loads(out["body"].read())
+print("invoke_model:", reply["content"][0]["text"], reply["stop_reason"], reply["usage"])
+assert reply["content"][0]["text"] == "hello invoke from boto3" and reply["type"] == "message"
+assert reply["usage"] == {"input_tokens": 4, "output_tokens": 4}
+
+out = brt.invoke_model(modelId="amazon.titan-embed-text-v2:0", contentType="application/json",
+                       body=json.dumps({"inputText": "embed me", "dimensions": 256}))
+emb = json.loads(out["body"].read())
+print("titan embedding:", len(emb["embedding"]), emb["inputTextTokenCount"])
+assert len(emb["embedding"]) == 256 and abs(sum(x * x for x in emb["embedding"]) - 1) < 1e-3
 
 # A Bedrock API key (the server's public test key) instead of SigV4: botocore reads it from
 # AWS_BEARER_TOKEN_BEDROCK and switches to bearer auth.

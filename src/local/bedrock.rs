@@ -1,5 +1,5 @@
 //! The Bedrock Runtime listener: routing, authentication (SigV4 or API key), Converse,
-//! ConverseStream, CountTokens, ListAsyncInvokes.
+//! ConverseStream, CountTokens, ListAsyncInvokes (InvokeModel and its stream in `invoke`).
 
 use std::time::Instant;
 
@@ -12,11 +12,12 @@ use super::fault::{Fault, ServiceError};
 use super::model::{ConverseCall, ModelReply, ReplyBlock, split_pieces};
 use super::options::{cache_point_count, thinking_budget};
 use super::record::{Listener, Operation, RecordedRequest};
+use super::reply::{apply_stream_fault, unary};
 use super::sigv4::{self, Expected};
 use super::state::{Answer, Shared};
-use super::surface;
 use super::validate::{count_tokens, request_words, valid_model_id, validate_converse};
-use super::wire::{self, Step};
+use super::wire;
+use super::{invoke, surface};
 
 /// The message of a refused Bedrock API key, as Bedrock words it.
 const INVALID_API_KEY: &str = "Authentication failed: Please make sure your API Key is valid.";
@@ -34,6 +35,10 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
                 (&Method::POST, "converse") => Operation::Converse,
                 (&Method::POST, "converse-stream") => Operation::ConverseStream,
                 (&Method::POST, "count-tokens") => Operation::CountTokens,
+                (&Method::POST, "invoke") => Operation::InvokeModel,
+                (&Method::POST, "invoke-with-response-stream") => {
+                    Operation::InvokeModelWithResponseStream
+                }
                 _ => Operation::Other,
             };
             (op, model)
@@ -100,6 +105,17 @@ pub(crate) async fn handle(
             _ => return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned())),
         },
     };
+
+    if matches!(
+        rec.operation,
+        Operation::InvokeModel | Operation::InvokeModelWithResponseStream
+    ) {
+        let faults = invoke::Faults {
+            reset_after_headers,
+            stream: stream_fault,
+        };
+        return invoke::handle(shared, conn, parts, body, rec, &model_id, faults, started).await;
+    }
 
     if rec.operation == Operation::CountTokens {
         let tokens = match count_tokens(&rec.body, &model_id) {
@@ -191,8 +207,8 @@ pub(crate) async fn handle(
     let mut error = None;
     let steps = if reset_after_headers {
         vec![
-            Step::Data(frames.first().cloned().unwrap_or_default()),
-            Step::Reset(conn.clone()),
+            wire::Step::Data(frames.first().cloned().unwrap_or_default()),
+            wire::Step::Reset(conn.clone()),
         ]
     } else {
         apply_stream_fault(frames, stream_fault, &mut error)
@@ -203,60 +219,6 @@ pub(crate) async fn handle(
         wire::scripted(steps),
     );
     Answer::Respond(res, error)
-}
-
-/// Returns a 200 JSON answer, or headers and half the body followed by a reset.
-fn unary(bytes: Bytes, conn: &std::sync::Arc<ConnShared>, reset_after_headers: bool) -> Answer {
-    if !reset_after_headers {
-        return Answer::Respond(
-            wire::response(200, "application/json", wire::full(bytes)),
-            None,
-        );
-    }
-    let len = bytes.len();
-    let steps = vec![
-        Step::Data(bytes.slice(..len / 2)),
-        Step::Reset(conn.clone()),
-    ];
-    let mut res = wire::response(200, "application/json", wire::scripted(steps));
-    res.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    Answer::Respond(res, None)
-}
-
-/// Returns the steps of a stream body with a stream fault applied.
-fn apply_stream_fault(
-    frames: Vec<Bytes>,
-    fault: Option<Fault>,
-    error: &mut Option<String>,
-) -> Vec<Step> {
-    // The frames before messageStop (the last two frames are messageStop and metadata).
-    let before_stop = frames.len().saturating_sub(2);
-    let data = |frames: &[Bytes]| frames.iter().cloned().map(Step::Data).collect::<Vec<_>>();
-    match fault {
-        Some(Fault::StreamStall {
-            after_events,
-            duration,
-        }) => {
-            let n = after_events.min(frames.len());
-            let mut steps = data(&frames[..n]);
-            steps.push(Step::Sleep(duration));
-            steps.extend(data(&frames[n..]));
-            steps
-        }
-        Some(Fault::StreamException {
-            after_events,
-            error: err,
-        }) => {
-            let n = after_events.min(before_stop);
-            let mut steps = data(&frames[..n]);
-            steps.push(Step::Data(wire::exception_frame(&err)));
-            *error = Some(err.name().to_owned());
-            steps
-        }
-        Some(Fault::StreamCut { after_events }) => data(&frames[..after_events.min(before_stop)]),
-        _ => data(&frames),
-    }
 }
 
 /// Returns the Converse JSON of one reply block; a reasoning block without a signature gets

@@ -136,14 +136,14 @@ pub enum Fault {
     ResetAfterHeaders,
     /// Reads the request, then closes the connection cleanly (FIN) without answering.
     CloseBeforeHeaders,
-    /// Sends `after_events` stream events, pauses for `duration`, then continues (ConverseStream only).
+    /// Sends `after_events` stream events, pauses for `duration`, then continues (streams only).
     StreamStall {
         /// Events sent before the pause.
         after_events: usize,
         /// The pause.
         duration: Duration,
     },
-    /// Sends `after_events` events, then an in-stream exception frame, then ends (ConverseStream only).
+    /// Sends `after_events` events, then an in-stream exception frame, then ends (streams only).
     StreamException {
         /// Events sent before the exception.
         after_events: usize,
@@ -151,7 +151,7 @@ pub enum Fault {
         error: ServiceError,
     },
     /// Sends `after_events` events, then ends the body cleanly on a frame boundary, with no
-    /// `messageStop` (ConverseStream only).
+    /// `messageStop` (streams only; on InvokeModelWithResponseStream, no `message_stop` chunk).
     StreamCut {
         /// Events sent before the end.
         after_events: usize,
@@ -167,7 +167,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Returns whether the fault only applies to ConverseStream.
+    /// Returns whether the fault only applies to streams (ConverseStream, InvokeModelWithResponseStream).
     fn stream_only(&self) -> bool {
         matches!(
             self,
@@ -192,7 +192,8 @@ pub struct FaultRule {
 impl FaultRule {
     /// Returns a rule matching every request on the Bedrock listener, forever.
     ///
-    /// Stream faults (`StreamStall`, `StreamException`, `StreamCut`) only match ConverseStream.
+    /// Stream faults (`StreamStall`, `StreamException`, `StreamCut`) only match ConverseStream and
+    /// InvokeModelWithResponseStream.
     pub fn new(fault: Fault) -> Self {
         Self {
             fault,
@@ -242,7 +243,11 @@ impl FaultRule {
                 .model
                 .as_deref()
                 .is_none_or(|m| req.model_id.as_deref() == Some(m))
-            && (!self.fault.stream_only() || req.operation == Operation::ConverseStream)
+            && (!self.fault.stream_only()
+                || matches!(
+                    req.operation,
+                    Operation::ConverseStream | Operation::InvokeModelWithResponseStream
+                ))
             && self.remaining != Some(0)
     }
 }
@@ -284,7 +289,8 @@ type LatencyFn = dyn Fn(&RecordedRequest) -> Duration + Send + Sync;
 
 /// Describes the model latency added before a model answer (after validation).
 ///
-/// It applies to Converse, ConverseStream (before the headers) and CountTokens.
+/// It applies to Converse, ConverseStream, InvokeModel, InvokeModelWithResponseStream (before
+/// the headers) and CountTokens.
 #[derive(Clone, Default)]
 pub struct Latency {
     f: Option<Arc<LatencyFn>>,

@@ -5,8 +5,10 @@
 //!
 //! - **Bedrock Runtime** (restJson1, SigV4 signing name `bedrock`) on one listener:
 //!   `POST /model/{modelId}/converse`, `POST /model/{modelId}/converse-stream` (binary
-//!   `application/vnd.amazon.eventstream` frames), `POST /model/{modelId}/count-tokens` and
-//!   `GET /async-invoke` (ListAsyncInvokes, always empty).
+//!   `application/vnd.amazon.eventstream` frames), `POST /model/{modelId}/invoke`,
+//!   `POST /model/{modelId}/invoke-with-response-stream`, `POST /model/{modelId}/count-tokens`
+//!   (Converse or InvokeModel input, words as tokens) and `GET /async-invoke` (ListAsyncInvokes,
+//!   always empty).
 //! - **STS** `GetCallerIdentity` (awsQuery, signing name `sts`) on a second listener, a different
 //!   origin as on AWS: the caller is `arn:aws:iam::123456789012:user/local`.
 //! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
@@ -42,6 +44,30 @@
 //! - **A fake model**: [`Responder::echo`] (the default) answers the last user text back, counts
 //!   words as tokens, honours `maxTokens` and stop sequences; [`Responder::from_fn`] answers
 //!   anything, tool use included. Streams split text into one `contentBlockDelta` per word.
+//! - **InvokeModel** and its stream: an Anthropic Messages body (`anthropic_version`,
+//!   `max_tokens`, `messages`; the field named when one is missing or wrong) is answered by the
+//!   responder as Anthropic's message JSON (`{"id","type":"message","role":"assistant","content":
+//!   [{"type":"text","text":..}],"stop_reason","stop_sequence","usage":{"input_tokens",
+//!   "output_tokens"}}`, the responder seeing the Converse equivalent of the body); the stream
+//!   sends `chunk` events whose `bytes` carry the JSON of `message_start`, `content_block_start`,
+//!   `content_block_delta` (one per word), `content_block_stop`, `message_delta` and
+//!   `message_stop` (with `amazon-bedrock-invocationMetrics`). Any other body: the text of its
+//!   `inputText` or `prompt` (else the body) goes to the responder and comes back as
+//!   `{"outputText","inputTextTokenCount","outputTextTokenCount","completionReason":"FINISH"}`
+//!   (streamed as `{"outputText":piece,"index":0}` chunks). Unary answers carry
+//!   `X-Amzn-Bedrock-Input-Token-Count` and `-Output-Token-Count`.
+//! - **Embeddings** through InvokeModel, with the documented bodies: Titan Text Embeddings V2
+//!   (`amazon.titan-embed-text-v2:0`: `inputText` up to 50,000 characters and 8,192 tokens,
+//!   `dimensions` 256/512/1024, `normalize`, `embeddingTypes` float/binary; answers `embedding`,
+//!   `inputTextTokenCount`, `embeddingsByType`), Cohere Embed v3 (`cohere.embed-english-v3`,
+//!   `cohere.embed-multilingual-v3`: `texts` 1 to 96 of at most 2,048 characters and 512 tokens
+//!   unless `truncate` is START/END, required `input_type`, `embedding_types`; 1024 dimensions;
+//!   answers `embeddings` as a list, or by type when `embedding_types` is given, `id`,
+//!   `response_type`, `texts`) and Cohere Embed v4 (`cohere.embed-v4:0`: `truncate`
+//!   NONE/LEFT/RIGHT, `output_dimension` 256/512/1024/1536 (default 1536), `max_tokens`; always
+//!   answers `embeddings` by type, float by default). Vectors are deterministic (seeded from a
+//!   hash of the text: same text, same vector), unit-norm for Cohere and for Titan with
+//!   `normalize`; tokens are words. Embedding models refuse the response stream.
 //! - **The rest of the Converse surface**, unary and streamed alike:
 //!   - thinking on: a `reasoningContent` block (`reasoningText` with a signature, an HMAC of the
 //!     text under a per-server secret) comes first; streams send its text pieces and then its
@@ -147,13 +173,16 @@ mod bedrock;
 mod canonical;
 mod conn;
 mod dispatch;
+mod embed;
 mod fault;
 mod guardrail;
 mod identity;
+mod invoke;
 mod lock;
 mod model;
 mod options;
 mod record;
+mod reply;
 mod server;
 mod sigv4;
 mod state;

@@ -20,6 +20,10 @@ pub enum Operation {
     ConverseStream,
     /// `POST /model/{modelId}/count-tokens`.
     CountTokens,
+    /// `POST /model/{modelId}/invoke`.
+    InvokeModel,
+    /// `POST /model/{modelId}/invoke-with-response-stream`.
+    InvokeModelWithResponseStream,
     /// `GET /async-invoke`.
     ListAsyncInvokes,
     /// STS `Action=GetCallerIdentity` on the STS listener.

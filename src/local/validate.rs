@@ -75,8 +75,41 @@ pub(crate) fn count_tokens(body: &Value, model_id: &str) -> Result<u64, String> 
         .and_then(|m| m.get("body"))
         .and_then(Value::as_str)
     {
-        Some(b) => Ok(count_words(b)),
+        Some(b) => Ok(invoke_body_words(b)),
         None => Err("input.invokeModel.body: member must not be null".to_owned()),
+    }
+}
+
+/// Returns the words of an InvokeModel body as CountTokens receives it (a base64 blob): the
+/// words of every string in its JSON but the format fields, or of its text if not JSON.
+fn invoke_body_words(b64: &str) -> u64 {
+    const SKIP: [&str; 9] = [
+        "anthropic_version",
+        "role",
+        "type",
+        "id",
+        "tool_use_id",
+        "input_type",
+        "truncate",
+        "embedding_types",
+        "embeddingTypes",
+    ];
+    fn walk(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => count_words(s),
+            Value::Array(a) => a.iter().map(walk).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| !SKIP.contains(&k.as_str()))
+                .map(|(_, v)| walk(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let bytes = aws_smithy_types::base64::decode(b64).unwrap_or_else(|_| b64.as_bytes().to_vec());
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => walk(&v),
+        Err(_) => count_words(&String::from_utf8_lossy(&bytes)),
     }
 }
 
