@@ -44,6 +44,10 @@ impl Target {
 pub(crate) enum Op {
     Converse,
     ConverseStream,
+    Invoke,
+    InvokeStream,
+    CountTokens,
+    Embed,
 }
 
 /// `gen_ai.provider.name` of every call (OpenTelemetry GenAI semantic conventions).
@@ -55,13 +59,21 @@ impl Op {
         match self {
             Op::Converse => "converse",
             Op::ConverseStream => "converse_stream",
+            Op::Invoke => "invoke_model",
+            Op::InvokeStream => "invoke_model_with_response_stream",
+            Op::CountTokens => "count_tokens",
+            Op::Embed => "embed",
         }
     }
 
-    /// Returns `gen_ai.operation.name`: both Converse operations are `chat`.
+    /// Returns `gen_ai.operation.name`: Converse and InvokeModel are `chat` (a model-native
+    /// body is a chat request for the models Bedrock serves), embeddings `embeddings`; counting
+    /// tokens has no name in the conventions and keeps its own.
     pub(crate) fn operation(self) -> &'static str {
         match self {
-            Op::Converse | Op::ConverseStream => "chat",
+            Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream => "chat",
+            Op::Embed => "embeddings",
+            Op::CountTokens => "count_tokens",
         }
     }
 
@@ -115,6 +127,10 @@ impl Op {
         let span = match self {
             Op::Converse => at_level!("bedrock.converse"),
             Op::ConverseStream => at_level!("bedrock.converse_stream"),
+            Op::Invoke => at_level!("bedrock.invoke_model"),
+            Op::InvokeStream => at_level!("bedrock.invoke_model_stream"),
+            Op::CountTokens => at_level!("bedrock.count_tokens"),
+            Op::Embed => at_level!("bedrock.embed"),
         };
         if !span.is_disabled() {
             span.record(

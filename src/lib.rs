@@ -34,9 +34,12 @@
 mod call;
 mod collect;
 mod config;
+mod count_tokens;
+mod embed;
 mod error;
 mod factory;
 mod heartbeat;
+mod invoke;
 pub mod metrics;
 mod model;
 mod region;
@@ -54,11 +57,15 @@ pub mod local;
 pub use config::{
     DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings, TimeoutSettings,
 };
+pub use embed::{
+    DEFAULT_EMBED_CONCURRENCY, EmbedFamily, EmbedRequest, Embeddings, InputType, Truncate,
+};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use factory::{LlmFactory, LlmFactoryBuilder};
 pub use heartbeat::{
     HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
 };
+pub use invoke::{InvokeBody, InvokeReply, InvokeRequest, InvokeStream};
 pub use model::Model;
 pub use region::RegionStats;
 pub use reply::{Reasoning, Reply};

@@ -1,0 +1,516 @@
+//! Embeddings through model handles: Amazon Titan Text Embeddings V2 and Cohere Embed v3 and
+//! v4 on InvokeModel, with the providers' documented request and response shapes, batched and
+//! sent concurrently through the call driver, results in input order.
+//!
+//! Shapes: Titan V2 takes `{"inputText", "dimensions", "normalize"}` and answers
+//! `{"embedding", "inputTextTokenCount"}` (one text per call); Cohere takes `{"texts" (at most
+//! 96), "input_type", "truncate", "embedding_types", "output_dimension" (v4)}` and answers
+//! `{"embeddings": {"float": [[..]]}}` when `embedding_types` is given (AWS Bedrock user guide,
+//! "Amazon Titan Embeddings Text" and "Cohere Embed" model parameters).
+
+use crate::call::{CallInput, Op, RequestAttrs, drive};
+use crate::collect::parse_json;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Model;
+use crate::stats::Outcome;
+use aws_sdk_bedrockruntime::types::TokenUsage;
+use aws_smithy_types::{Blob, Document, Number};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+
+/// Texts per Cohere call, as the service allows.
+const COHERE_BATCH: usize = 96;
+/// Calls in flight at once for one `embed()` by default.
+pub const DEFAULT_EMBED_CONCURRENCY: usize = 4;
+/// Longest Titan V2 input, in characters.
+const TITAN_MAX_CHARS: usize = 50_000;
+/// Longest Cohere v3 text, in characters.
+const COHERE_V3_MAX_CHARS: usize = 2_048;
+
+/// The embedding model family, which decides the request and response shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmbedFamily {
+    /// Amazon Titan Text Embeddings V2 (`amazon.titan-embed-text-v2:0`).
+    TitanV2,
+    /// Cohere Embed v3 (`cohere.embed-english-v3`, `cohere.embed-multilingual-v3`).
+    CohereV3,
+    /// Cohere Embed v4 (`cohere.embed-v4:0`).
+    CohereV4,
+}
+
+impl EmbedFamily {
+    /// Returns the family a model id names (cross-region prefixes such as `us.` ignored), or
+    /// `None` (an application inference profile ARN does not tell: say it with
+    /// [`EmbedRequest::family`]).
+    pub fn from_model_id(id: &str) -> Option<EmbedFamily> {
+        let base = match id.split_once('.') {
+            Some((p, rest)) if !["amazon", "cohere"].contains(&p) => rest,
+            _ => id,
+        };
+        if base.starts_with("amazon.titan-embed-text-v2") {
+            Some(EmbedFamily::TitanV2)
+        } else if base.starts_with("cohere.embed-english-v3")
+            || base.starts_with("cohere.embed-multilingual-v3")
+        {
+            Some(EmbedFamily::CohereV3)
+        } else if base.starts_with("cohere.embed-v4") {
+            Some(EmbedFamily::CohereV4)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the texts are for (Cohere's `input_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputType {
+    /// Documents stored for search.
+    SearchDocument,
+    /// Queries searching them.
+    SearchQuery,
+    /// Texts to classify.
+    Classification,
+    /// Texts to cluster.
+    Clustering,
+}
+
+impl InputType {
+    fn as_str(self) -> &'static str {
+        match self {
+            InputType::SearchDocument => "search_document",
+            InputType::SearchQuery => "search_query",
+            InputType::Classification => "classification",
+            InputType::Clustering => "clustering",
+        }
+    }
+}
+
+/// How Cohere truncates a text over its limit: `NONE`, or from the start or the end (v3
+/// spells these `START`/`END`, v4 `LEFT`/`RIGHT`; the crate writes the model's own word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Truncate {
+    /// Refuse a text over the limit.
+    None,
+    /// Drop the start of the text.
+    Start,
+    /// Drop the end of the text.
+    End,
+}
+
+impl Model {
+    /// Starts an embeddings request (Titan Text Embeddings V2, Cohere Embed v3 and v4).
+    ///
+    /// ```no_run
+    /// # async fn run(factory: bedrock_pool::LlmFactory) -> bedrock_pool::Result<()> {
+    /// let e = factory.model("amazon.titan-embed-text-v2:0").embed().texts(["a", "b"]).send().await?;
+    /// assert_eq!(e.vectors().len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn embed(&self) -> EmbedRequest {
+        EmbedRequest {
+            model: self.clone(),
+            texts: Vec::new(),
+            dimensions: None,
+            normalize: None,
+            input_type: None,
+            truncate: None,
+            concurrency: DEFAULT_EMBED_CONCURRENCY,
+            family: None,
+        }
+    }
+}
+
+/// An embeddings request being built; nothing is checked or sent until `send()`.
+#[derive(Debug)]
+#[must_use = "a request does nothing until `.send().await`"]
+pub struct EmbedRequest {
+    model: Model,
+    texts: Vec<String>,
+    dimensions: Option<u32>,
+    normalize: Option<bool>,
+    input_type: Option<InputType>,
+    truncate: Option<Truncate>,
+    concurrency: usize,
+    family: Option<EmbedFamily>,
+}
+
+impl EmbedRequest {
+    /// Adds texts to embed, in order.
+    pub fn texts<I, S>(mut self, texts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.texts.extend(texts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the vector size: Titan V2 256, 512 or 1024 (default 1024); Cohere v4 256, 512,
+    /// 1024 or 1536 (default 1536); Cohere v3 is always 1024.
+    pub fn dimensions(mut self, n: u32) -> Self {
+        self.dimensions = Some(n);
+        self
+    }
+
+    /// Sets whether Titan V2 returns unit-length vectors (default true). Cohere's are always
+    /// normalized.
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.normalize = Some(on);
+        self
+    }
+
+    /// Sets what the texts are for (Cohere). Default is `SearchDocument`.
+    pub fn input_type(mut self, t: InputType) -> Self {
+        self.input_type = Some(t);
+        self
+    }
+
+    /// Sets how Cohere truncates long texts. Default is the service's (`NONE` refuses them).
+    pub fn truncate(mut self, t: Truncate) -> Self {
+        self.truncate = Some(t);
+        self
+    }
+
+    /// Sets how many calls (batches) run at once. Over HTTP/2 the pool bounds connections, not
+    /// requests, so this is what bounds the load. Default is
+    /// [`DEFAULT_EMBED_CONCURRENCY`] (4).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Says which family the model is, for ids that do not tell (application inference
+    /// profile ARNs). Default is the family the model id names.
+    pub fn family(mut self, f: EmbedFamily) -> Self {
+        self.family = Some(f);
+        self
+    }
+
+    /// Checks every input and returns the request bodies, one per call, in input order.
+    fn bodies(&self) -> Result<Vec<Body>> {
+        let family = self
+            .family
+            .or_else(|| EmbedFamily::from_model_id(self.model.id()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "family",
+                    format!(
+                        "{:?} does not name an embedding family: set .family(..)",
+                        self.model.id()
+                    ),
+                )
+            })?;
+        if self.texts.is_empty() {
+            return Err(Error::invalid("texts", "no texts to embed"));
+        }
+        if let Some(i) = self.texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::invalid("texts", format!("text {i} is empty")));
+        }
+        if self.concurrency == 0 || self.concurrency > 64 {
+            return Err(Error::invalid(
+                "concurrency",
+                format!("{} is outside 1..=64", self.concurrency),
+            ));
+        }
+        let s = |v: &str| Document::String(v.to_owned());
+        let n = |v: u64| Document::Number(Number::PosInt(v));
+        match family {
+            EmbedFamily::TitanV2 => {
+                if self.input_type.is_some() || self.truncate.is_some() {
+                    return Err(Error::invalid(
+                        "input_type",
+                        "Titan takes neither input_type nor truncate",
+                    ));
+                }
+                if let Some(d) = self.dimensions
+                    && ![256, 512, 1024].contains(&d)
+                {
+                    return Err(Error::invalid(
+                        "dimensions",
+                        format!("{d}: Titan V2 takes 256, 512 or 1024"),
+                    ));
+                }
+                if let Some(i) = self
+                    .texts
+                    .iter()
+                    .position(|t| t.chars().count() > TITAN_MAX_CHARS)
+                {
+                    return Err(Error::invalid(
+                        "texts",
+                        format!("text {i} is over Titan's {TITAN_MAX_CHARS} characters"),
+                    ));
+                }
+                Ok(self
+                    .texts
+                    .iter()
+                    .map(|t| {
+                        let mut o = HashMap::new();
+                        o.insert("inputText".to_owned(), s(t));
+                        o.insert(
+                            "dimensions".to_owned(),
+                            n(u64::from(self.dimensions.unwrap_or(1024))),
+                        );
+                        o.insert(
+                            "normalize".to_owned(),
+                            Document::Bool(self.normalize.unwrap_or(true)),
+                        );
+                        Body {
+                            family,
+                            doc: Document::Object(o),
+                            texts: 1,
+                        }
+                    })
+                    .collect())
+            }
+            EmbedFamily::CohereV3 | EmbedFamily::CohereV4 => {
+                if self.normalize.is_some() {
+                    return Err(Error::invalid(
+                        "normalize",
+                        "Cohere's vectors are always normalized",
+                    ));
+                }
+                let v4 = family == EmbedFamily::CohereV4;
+                match (v4, self.dimensions) {
+                    (false, Some(d)) if d != 1024 => {
+                        return Err(Error::invalid(
+                            "dimensions",
+                            format!("{d}: Cohere v3 vectors have 1024"),
+                        ));
+                    }
+                    (true, Some(d)) if ![256, 512, 1024, 1536].contains(&d) => {
+                        return Err(Error::invalid(
+                            "dimensions",
+                            format!("{d}: Cohere v4 takes 256, 512, 1024 or 1536"),
+                        ));
+                    }
+                    _ => {}
+                }
+                if !v4
+                    && let Some(i) = self
+                        .texts
+                        .iter()
+                        .position(|t| t.chars().count() > COHERE_V3_MAX_CHARS)
+                {
+                    return Err(Error::invalid(
+                        "texts",
+                        format!("text {i} is over Cohere v3's {COHERE_V3_MAX_CHARS} characters"),
+                    ));
+                }
+                let truncate = self.truncate.map(|t| match (t, v4) {
+                    (Truncate::None, _) => "NONE",
+                    (Truncate::Start, false) => "START",
+                    (Truncate::End, false) => "END",
+                    (Truncate::Start, true) => "LEFT",
+                    (Truncate::End, true) => "RIGHT",
+                });
+                Ok(self
+                    .texts
+                    .chunks(COHERE_BATCH)
+                    .map(|batch| {
+                        let mut o = HashMap::new();
+                        o.insert(
+                            "texts".to_owned(),
+                            Document::Array(batch.iter().map(|t| s(t)).collect()),
+                        );
+                        o.insert(
+                            "input_type".to_owned(),
+                            s(self
+                                .input_type
+                                .unwrap_or(InputType::SearchDocument)
+                                .as_str()),
+                        );
+                        o.insert(
+                            "embedding_types".to_owned(),
+                            Document::Array(vec![s("float")]),
+                        );
+                        if let Some(t) = truncate {
+                            o.insert("truncate".to_owned(), s(t));
+                        }
+                        if v4 && let Some(d) = self.dimensions {
+                            o.insert("output_dimension".to_owned(), n(u64::from(d)));
+                        }
+                        Body {
+                            family,
+                            doc: Document::Object(o),
+                            texts: batch.len(),
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Sends the texts (in batches, `concurrency` calls at a time) and returns one vector per
+    /// text, in input order.
+    ///
+    /// # Errors
+    /// Invalid input before any network call (`texts`, `dimensions`, `normalize`,
+    /// `input_type`, `family`, `concurrency`); otherwise the first failed call's error, mapped
+    /// as for Converse (each call is retried and fails over like Converse).
+    pub async fn send(self) -> Result<Embeddings> {
+        let bodies = self.bodies()?;
+        let model = self.model;
+        let results: Vec<Result<(Vec<Vec<f32>>, u64)>> = futures_util::stream::iter(bodies)
+            .map(|b| embed_one(&model, b))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut vectors = Vec::new();
+        let mut input_tokens = 0;
+        for r in results {
+            let (v, t) = r?;
+            vectors.extend(v);
+            input_tokens += t;
+        }
+        Ok(Embeddings {
+            vectors,
+            input_tokens,
+        })
+    }
+}
+
+/// One call's body.
+struct Body {
+    family: EmbedFamily,
+    doc: Document,
+    texts: usize,
+}
+
+/// A checked embedding body, as the driver takes it.
+struct EmbedInput {
+    body: Blob,
+}
+
+impl CallInput for EmbedInput {
+    fn request_attrs(&self) -> RequestAttrs {
+        RequestAttrs::default()
+    }
+}
+
+/// Sends one call and reads its vectors and input tokens.
+async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
+    let target = &model.inner().target;
+    let mut json = String::new();
+    aws_smithy_json::serialize::JsonValueWriter::new(&mut json).document(&b.doc);
+    let input = EmbedInput {
+        body: Blob::new(json.into_bytes()),
+    };
+    let answer = drive(
+        target,
+        Op::Embed,
+        || Ok(input),
+        |v, region| {
+            region
+                .client
+                .invoke_model()
+                .model_id(&target.id)
+                .body(v.body.clone())
+                .content_type("application/json")
+                .accept("application/json")
+                .send()
+        },
+    )
+    .await?;
+    let mut call = answer.call;
+    let bad = |what: &str| Error::new(ErrorKind::Other, format!("embed: {what} in the answer"));
+    let text = std::str::from_utf8(answer.output.body().as_ref()).map_err(|_| bad("not UTF-8"))?;
+    let doc = parse_json(text).map_err(|_| bad("not JSON"))?;
+    let o = doc.as_object().ok_or_else(|| bad("no JSON object"))?;
+    let floats = |d: &Document| -> Option<Vec<f32>> {
+        d.as_array()?
+            .iter()
+            .map(|x| x.as_number().map(|n| n.to_f32_lossy()))
+            .collect()
+    };
+    let (vectors, tokens) = match b.family {
+        EmbedFamily::TitanV2 => {
+            let v = o
+                .get("embedding")
+                .and_then(floats)
+                .ok_or_else(|| bad("no embedding"))?;
+            let t = o
+                .get("inputTextTokenCount")
+                .and_then(|n| n.as_number())
+                .map_or(0, |n| n.to_f64_lossy() as u64);
+            (vec![v], t)
+        }
+        _ => {
+            let list = match o.get("embeddings") {
+                Some(Document::Object(by_type)) => by_type.get("float"),
+                other => other,
+            };
+            let v: Option<Vec<Vec<f32>>> = list
+                .and_then(|l| l.as_array())
+                .map(|l| l.iter().map(floats).collect::<Option<Vec<_>>>())
+                .and_then(|x| x);
+            (v.ok_or_else(|| bad("no embeddings"))?, 0)
+        }
+    };
+    if vectors.len() != b.texts {
+        call.finish(Outcome::Failure(ErrorKind::Other));
+        return Err(bad("a vector count that is not the text count"));
+    }
+    if tokens > 0
+        && let Ok(u) = TokenUsage::builder()
+            .input_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
+            .output_tokens(0)
+            .total_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
+            .build()
+    {
+        call.usage(&u);
+    }
+    call.finish(Outcome::Success);
+    Ok((vectors, tokens))
+}
+
+/// The answer of an embeddings request: one vector per text, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    vectors: Vec<Vec<f32>>,
+    input_tokens: u64,
+}
+
+impl Embeddings {
+    /// Returns the vectors, one per text, in input order.
+    pub fn vectors(&self) -> &[Vec<f32>] {
+        &self.vectors
+    }
+
+    /// Returns the vectors, consuming the answer.
+    pub fn into_vectors(self) -> Vec<Vec<f32>> {
+        self.vectors
+    }
+
+    /// Returns the input tokens the service reported (Titan reports them; Cohere's answer
+    /// does not carry them, so they count 0).
+    pub fn input_tokens(&self) -> u64 {
+        self.input_tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_come_from_the_model_id() {
+        use EmbedFamily::*;
+        for (id, f) in [
+            ("amazon.titan-embed-text-v2:0", Some(TitanV2)),
+            ("cohere.embed-english-v3", Some(CohereV3)),
+            ("us.cohere.embed-multilingual-v3", Some(CohereV3)),
+            ("cohere.embed-v4:0", Some(CohereV4)),
+            ("global.cohere.embed-v4:0", Some(CohereV4)),
+            (
+                "arn:aws:bedrock:us-east-1:1:application-inference-profile/x",
+                None,
+            ),
+            ("anthropic.claude-3-haiku-20240307-v1:0", None),
+        ] {
+            assert_eq!(EmbedFamily::from_model_id(id), f, "{id}");
+        }
+    }
+}
