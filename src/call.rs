@@ -10,6 +10,7 @@ use crate::transport::{CALL, CallScope, ConnectionWatch};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::TokenUsage;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures_util::FutureExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -422,15 +423,12 @@ where
             // task-local scope and this future's states copied it several times per call. The
             // box is allocated first so that the future is built in it, not copied into it.
             // Its output is boxed and its error mapped inside, so what moves out of it through
-            // the scope, the span and this loop is two words, not the SDK's large `Result`.
-            let sdk = send(&input, region);
+            // the scope, the span and this loop is two words, not the SDK's large `Result`. The
+            // mapping is a `Map` combinator, which polls the SDK's future where it lies: an
+            // `async` block awaiting it would move all of it into its own state on the first poll.
             let fut = Box::into_pin(Box::write(
                 Box::new_uninit(),
-                async move {
-                    sdk.await
-                        .map(Box::new)
-                        .map_err(|e| from_sdk(op.name(), e))
-                },
+                send(&input, region).map(move |r| r.map(Box::new).map_err(|e| from_sdk(op.name(), e))),
             ));
             shared.check_exhaustion(region);
             let result = CALL.scope(scope.clone(), fut).await;

@@ -54,20 +54,18 @@ macro_rules! prepared_send {
             .set_request_metadata($v.request_metadata.clone())
             .set_prompt_variables($v.prompt_variables.clone())
             .set_output_config($v.output_config.clone());
-        let timeouts = $v.timeouts.clone();
-        async move {
-            match timeouts {
-                None => builder.send().await,
-                Some(t) => {
-                    builder
-                        .customize()
-                        .config_override(
-                            aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
-                        )
-                        .send()
-                        .await
-                }
-            }
+        // `Either` of the two unstarted futures, not an `async` block awaiting one of them: the
+        // block would move the SDK's (large) future into its own state on its first poll.
+        match $v.timeouts.clone() {
+            None => futures_util::future::Either::Left(builder.send()),
+            Some(t) => futures_util::future::Either::Right(
+                builder
+                    .customize()
+                    .config_override(
+                        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
+                    )
+                    .send(),
+            ),
         }
     }};
 }
