@@ -181,20 +181,17 @@ macro_rules! invoke_send {
             .body($v.body.clone())
             .content_type("application/json")
             .accept("application/json");
-        let timeouts = $v.timeouts.clone();
-        async move {
-            match timeouts {
-                None => builder.send().await,
-                Some(t) => {
-                    builder
-                        .customize()
-                        .config_override(
-                            aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
-                        )
-                        .send()
-                        .await
-                }
-            }
+        // Either of the unstarted futures, not an async block: see `prepared_send!`.
+        match $v.timeouts.clone() {
+            None => futures_util::future::Either::Left(builder.send()),
+            Some(t) => futures_util::future::Either::Right(
+                builder
+                    .customize()
+                    .config_override(
+                        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
+                    )
+                    .send(),
+            ),
         }
     }};
 }
