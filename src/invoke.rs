@@ -174,25 +174,15 @@ fn attrs_of(doc: &Document) -> RequestAttrs {
     }
 }
 
-/// Sends an invoke builder, with the per-call timeout override when there is one.
+/// Fills an invoke builder with the body and content types, and sends it (see
+/// `send_with_timeouts!`).
 macro_rules! invoke_send {
     ($builder:expr, $v:expr) => {{
         let builder = $builder
             .body($v.body.clone())
             .content_type("application/json")
             .accept("application/json");
-        // Either of the unstarted futures, not an async block: see `prepared_send!`.
-        match $v.timeouts.clone() {
-            None => futures_util::future::Either::Left(builder.send()),
-            Some(t) => futures_util::future::Either::Right(
-                builder
-                    .customize()
-                    .config_override(
-                        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
-                    )
-                    .send(),
-            ),
-        }
+        crate::call::send_with_timeouts!(builder, $v.timeouts.clone())
     }};
 }
 

@@ -33,11 +33,7 @@ impl Model {
 
 /// Fills a Converse or ConverseStream fluent builder (the same setters on two types) from
 /// validated inputs, with the operation's own guardrail configuration, and returns the future
-/// that sends it, with the per-call timeout override when there is one.
-///
-/// Without an override the builder is sent as is: `customize()` would box the SDK's future and
-/// add an (empty) config-override layer to every call, which the profile showed as the
-/// largest part of the factory's own cost per call.
+/// that sends it (see `send_with_timeouts!`).
 macro_rules! prepared_send {
     ($builder:expr, $id:expr, $v:expr, $guardrail:expr) => {{
         let builder = $builder
@@ -54,19 +50,7 @@ macro_rules! prepared_send {
             .set_request_metadata($v.request_metadata.clone())
             .set_prompt_variables($v.prompt_variables.clone())
             .set_output_config($v.output_config.clone());
-        // `Either` of the two unstarted futures, not an `async` block awaiting one of them: the
-        // block would move the SDK's (large) future into its own state on its first poll.
-        match $v.timeouts.clone() {
-            None => futures_util::future::Either::Left(builder.send()),
-            Some(t) => futures_util::future::Either::Right(
-                builder
-                    .customize()
-                    .config_override(
-                        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
-                    )
-                    .send(),
-            ),
-        }
+        $crate::call::send_with_timeouts!(builder, $v.timeouts.clone())
     }};
 }
 pub(crate) use prepared_send;
