@@ -128,9 +128,9 @@
 //! # Limits versus real Bedrock
 //!
 //! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
-//! - Only Converse, ConverseStream, CountTokens, ListAsyncInvokes and GetCallerIdentity exist;
-//!   InvokeModel and ApplyGuardrail are not served. Images, documents (beyond citations) and the
-//!   other content blocks are accepted unread.
+//! - Only Converse, ConverseStream, InvokeModel (and its stream), CountTokens, ListAsyncInvokes
+//!   and GetCallerIdentity exist; ApplyGuardrail and async invocation writes are not served.
+//!   Images, documents (beyond citations) and the other content blocks are accepted unread.
 //! - Guardrails are one word filter each; an intervention does not call the model (output tokens
 //!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.
 //!   Prompt ARNs need no prompt to exist: the echo answers the messages, or `ok`.
