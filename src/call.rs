@@ -3,6 +3,7 @@
 //! "build this SDK call for this region" (and turns the answer into its own output).
 
 use crate::error::{Error, ErrorKind, Result, from_sdk};
+use crate::metrics::PROVIDER;
 use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, fails_over};
 use crate::shared::Shared;
 use crate::stats::{CallGuard, Outcome, Prices, RequestCounters, Tokens};
@@ -74,9 +75,6 @@ pub(crate) enum Op {
     CountTokens,
     Embed,
 }
-
-/// `gen_ai.provider.name` of every call (OpenTelemetry GenAI semantic conventions).
-pub(crate) const PROVIDER: &str = "aws.bedrock";
 
 impl Op {
     /// Returns the operation's name as the SDK spells it, for messages.
@@ -179,21 +177,6 @@ pub(crate) struct RequestAttrs {
 pub(crate) trait CallInput {
     /// Returns the request values for the span.
     fn request_attrs(&self) -> RequestAttrs;
-}
-
-/// The host and (when not the scheme's default) port of an endpoint URL, for `server.address`
-/// and `server.port`.
-fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
-    let Ok(uri) = endpoint_url.parse::<http::Uri>() else {
-        return (String::new(), None);
-    };
-    let default = if uri.scheme_str() == Some("http") {
-        80
-    } else {
-        443
-    };
-    let host = uri.host().unwrap_or_default().to_owned();
-    (host, uri.port_u16().filter(|p| *p != default))
 }
 
 /// Marks the span failed: `error.type` and the OpenTelemetry status.
@@ -435,13 +418,13 @@ where
         for (i, region) in order.iter().take(tries).enumerate() {
             let region_guard =
                 CallGuard::start([Some(region.counters.clone()), None], region.activity.clone(), None);
-            let (host, port) = server_of(&region.endpoint_url);
+            let (host, port) = &region.server;
             span.record("cloud.region", region.region.as_str());
             span.record("server.address", host.as_str());
             if let Some(p) = port {
-                span.record("server.port", i64::from(p));
+                span.record("server.port", i64::from(*p));
             }
-            server = host;
+            server.clone_from(host);
             let scope = Arc::new(CallScope::default());
             // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
             // task-local scope and this future's states copied it several times per call. The

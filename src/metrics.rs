@@ -28,6 +28,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `gen_ai.provider.name` of every call (OpenTelemetry GenAI semantic conventions).
+pub(crate) const PROVIDER: &str = "aws.bedrock";
+
 // Model labels are the handle's shared `Arc<str>`: a label costs a reference count, not a
 // `String` allocation per call.
 
@@ -68,7 +71,7 @@ impl GenAi<'_> {
     fn labels(&self) -> Vec<metrics::Label> {
         let mut labels = vec![
             metrics::Label::new("gen_ai.operation.name", self.operation),
-            metrics::Label::new("gen_ai.provider.name", crate::call::PROVIDER),
+            metrics::Label::new("gen_ai.provider.name", PROVIDER),
             metrics::Label::new("gen_ai.request.model", self.model.to_owned()),
         ];
         if !self.server.is_empty() {

@@ -24,6 +24,8 @@ pub(crate) struct RegionClient {
     pub(crate) region: String,
     pub(crate) client: aws_sdk_bedrockruntime::Client,
     pub(crate) endpoint_url: String,
+    /// The endpoint's host and non-default port, parsed once for every call's span.
+    pub(crate) server: (String, Option<u16>),
     pub(crate) counters: Arc<RequestCounters>,
     /// When model calls last reached this region (for activity-aware keep-warm).
     pub(crate) activity: Arc<Activity>,
@@ -42,6 +44,7 @@ impl RegionClient {
         RegionClient {
             region,
             client,
+            server: server_of(&endpoint_url),
             endpoint_url,
             counters: Arc::new(RequestCounters::new()),
             activity: Arc::new(Activity::new(wakeup_threshold)),
@@ -49,6 +52,21 @@ impl RegionClient {
             failovers: AtomicU64::new(0),
         }
     }
+}
+
+/// The host and (when not the scheme's default) port of an endpoint URL, for `server.address`
+/// and `server.port`.
+fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
+    let Ok(uri) = endpoint_url.parse::<http::Uri>() else {
+        return (String::new(), None);
+    };
+    let default = if uri.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    let host = uri.host().unwrap_or_default().to_owned();
+    (host, uri.port_u16().filter(|p| *p != default))
 }
 
 /// Health and traffic figures of one region.

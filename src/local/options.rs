@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::validate::MODEL_ERRORS;
+use super::wire::MODEL_ERRORS;
 
 /// The `anthropic_beta` flag that lets the thinking budget exceed `maxTokens`.
 pub(crate) const INTERLEAVED_THINKING: &str = "interleaved-thinking-2025-05-14";

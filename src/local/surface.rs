@@ -8,7 +8,7 @@ use super::fault::ServiceError;
 use super::guardrail::Guardrail;
 use super::model::count_words;
 use super::state::Shared;
-use super::validate::MODEL_ERRORS;
+use super::wire::MODEL_ERRORS;
 
 /// Returns HMAC-SHA256(key, data).
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {

@@ -7,8 +7,7 @@ use serde_json::Value;
 use super::model::count_words;
 use super::options;
 
-/// The prefix Bedrock puts before the errors a model provider (Anthropic) reports.
-pub(crate) const MODEL_ERRORS: &str = "The model returned the following errors: ";
+use super::wire::MODEL_ERRORS;
 
 /// Returns whether a model id is plausible: 1..=2048 characters of the id/ARN charset.
 pub(crate) fn valid_model_id(id: &str) -> bool {

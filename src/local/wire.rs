@@ -16,6 +16,9 @@ use hyper::body::Frame;
 use super::conn::ConnShared;
 use super::fault::ServiceError;
 
+/// The prefix Bedrock puts before the errors a model provider (Anthropic) reports.
+pub(crate) const MODEL_ERRORS: &str = "The model returned the following errors: ";
+
 /// The response body type of every answer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
