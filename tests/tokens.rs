@@ -21,6 +21,18 @@ fn totals(replies: &[Reply]) -> (u64, u64, u64, u64) {
     t
 }
 
+/// One call whose system prompt is cached: a cache write the first time, a read after.
+async fn cached_call(model: &bedrock_pool::Model, question: &str) -> Reply {
+    model
+        .converse()
+        .system("a long policy that is worth caching")
+        .cache_point()
+        .user(question)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn token_totals_match_the_reported_usage() {
     let server = server(Protocol::Https).await;
@@ -41,16 +53,7 @@ async fn token_totals_match_the_reported_usage() {
     );
     // The same cached prefix twice: a cache write, then a cache read.
     for _ in 0..2 {
-        replies.push(
-            model
-                .converse()
-                .system("a long policy that is worth caching")
-                .cache_point()
-                .user("question")
-                .send()
-                .await
-                .unwrap(),
-        );
+        replies.push(cached_call(&model, "question").await);
     }
     let (input, output, read, write) = totals(&replies);
     assert!(read > 0 && write > 0, "the cache was used: {read} {write}");
@@ -101,16 +104,7 @@ async fn cost_is_the_hand_computed_sum() {
     let model = factory.model(MODEL);
     let mut replies = Vec::new();
     for _ in 0..2 {
-        replies.push(
-            model
-                .converse()
-                .system("a long policy that is worth caching")
-                .cache_point()
-                .user("what does it say")
-                .send()
-                .await
-                .unwrap(),
-        );
+        replies.push(cached_call(&model, "what does it say").await);
     }
     let (i, o, r, w) = totals(&replies);
     // Dollars per million tokens = thousands of nano-dollars per token.
