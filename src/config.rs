@@ -81,6 +81,39 @@ impl Default for RetrySettings {
     }
 }
 
+/// Circuit breaker settings, one breaker per model and region (see the README's "Fallbacks
+/// and limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// Failures in a row (no success between them) within `window` that open the breaker.
+    /// Default is 5.
+    pub failures: u32,
+    /// The window the failures must fall in. Default is 60 s.
+    pub window: Duration,
+    /// How long an open breaker skips its model in its region before a trial call. Default is
+    /// 30 s.
+    pub cooldown: Duration,
+}
+
+impl BreakerConfig {
+    /// Returns settings opening the breaker after `failures` failures within `window`, for
+    /// `cooldown`.
+    pub fn new(failures: u32, window: Duration, cooldown: Duration) -> Self {
+        BreakerConfig {
+            failures,
+            window,
+            cooldown,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig::new(5, Duration::from_secs(60), Duration::from_secs(30))
+    }
+}
+
 /// Default region when neither the builder nor the AWS environment names one.
 pub const DEFAULT_REGION: &str = "us-west-2";
 
@@ -112,6 +145,11 @@ pub struct FactoryConfig {
     pub wakeup_threshold: Duration,
     /// How long a region that failed stays out of rotation (multi-region). Default is 30 s.
     pub failover_cooldown: Duration,
+    /// The circuit breaker of each model in each region; `None` turns breakers off. Default is
+    /// [`BreakerConfig::default`].
+    pub breaker: Option<BreakerConfig>,
+    /// Client-side limits by model id. Default is none.
+    pub limits: Vec<(String, crate::ModelLimit)>,
     /// Level of each call's `tracing` span (named `bedrock.converse` or
     /// `bedrock.converse_stream`, with the OpenTelemetry GenAI attributes). Default is INFO.
     pub span_level: tracing::Level,
@@ -130,6 +168,8 @@ impl Default for FactoryConfig {
             retry: RetrySettings::default(),
             wakeup_threshold: Duration::from_secs(30),
             failover_cooldown: Duration::from_secs(30),
+            breaker: Some(BreakerConfig::default()),
+            limits: Vec::new(),
             span_level: tracing::Level::INFO,
         }
     }

@@ -23,12 +23,11 @@ impl ConverseRequest<Unary> {
     /// the service's message.
     pub async fn count_tokens(self) -> Result<u64> {
         let model = self.model.clone();
-        let target = &model.inner().target;
         let answer = drive(
-            target,
+            model.chain(),
             Op::CountTokens,
             || self.validate(),
-            |v, region| {
+            |v, id, region| {
                 let input = CountTokensInput::Converse(
                     ConverseTokensRequest::builder()
                         .set_messages(v.messages.clone())
@@ -40,7 +39,7 @@ impl ConverseRequest<Unary> {
                 region
                     .client
                     .count_tokens()
-                    .model_id(&target.id)
+                    .model_id(id)
                     .input(input)
                     .send()
             },

@@ -388,25 +388,28 @@ impl CallInput for EmbedInput {
     fn request_attrs(&self) -> RequestAttrs {
         RequestAttrs::default()
     }
+
+    fn input_bytes(&self) -> usize {
+        self.body.as_ref().len()
+    }
 }
 
 /// Sends one call and reads its vectors and input tokens.
 async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
-    let target = &model.inner().target;
     let mut json = String::new();
     aws_smithy_json::serialize::JsonValueWriter::new(&mut json).document(&b.doc);
     let input = EmbedInput {
         body: Blob::new(json.into_bytes()),
     };
     let answer = drive(
-        target,
+        model.chain(),
         Op::Embed,
         || Ok(input),
-        |v, region| {
+        |v, id, region| {
             region
                 .client
                 .invoke_model()
-                .model_id(&target.id)
+                .model_id(id)
                 .body(v.body.clone())
                 .content_type("application/json")
                 .accept("application/json")

@@ -95,6 +95,11 @@ impl CallInput for InvokeInput {
     fn request_attrs(&self) -> RequestAttrs {
         self.attrs
     }
+
+    /// The native body's size: its JSON overhead makes the estimate err on the high side.
+    fn input_bytes(&self) -> usize {
+        self.body.as_ref().len()
+    }
 }
 
 impl<K> InvokeRequest<K> {
@@ -237,6 +242,7 @@ fn usage_of(doc: &Document) -> (Option<TokenUsage>, Option<StopReason>) {
 #[derive(Clone, Debug)]
 pub struct InvokeReply {
     body: Blob,
+    model_id: String,
     region: String,
     attempts: u32,
     latency: Duration,
@@ -275,6 +281,11 @@ impl InvokeReply {
         &self.region
     }
 
+    /// Returns the model that answered (a compatible fallback's when the call moved).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
     /// Returns the attempts the SDK made in that region.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -295,12 +306,11 @@ impl InvokeRequest<Unary> {
     /// Converse.
     pub async fn send(self) -> Result<InvokeReply> {
         let model = self.model.clone();
-        let target = &model.inner().target;
         let answer = drive(
-            target,
+            model.chain(),
             Op::Invoke,
             || self.validate(),
-            |v, region| invoke_send!(region.client.invoke_model().model_id(&target.id), v),
+            |v, id, region| invoke_send!(region.client.invoke_model().model_id(id), v),
         )
         .await?;
         let mut call = answer.call;
@@ -320,6 +330,7 @@ impl InvokeRequest<Unary> {
         call.finish(Outcome::Success);
         Ok(InvokeReply {
             body,
+            model_id: call.model_id().to_owned(),
             region: call.region().to_owned(),
             attempts: call.attempts(),
             latency: call.elapsed(),
@@ -346,15 +357,15 @@ impl InvokeRequest<Streaming> {
             .stall_timeout
             .unwrap_or(target.shared.config.timeouts.stream_stall);
         let answer = drive(
-            target,
+            model.chain(),
             Op::InvokeStream,
             || self.validate(),
-            |v, region| {
+            |v, id, region| {
                 invoke_send!(
                     region
                         .client
                         .invoke_model_with_response_stream()
-                        .model_id(&target.id),
+                        .model_id(id),
                     v
                 )
             },
@@ -396,6 +407,11 @@ impl InvokeStream {
     /// Returns the region that answered.
     pub fn region(&self) -> &str {
         self.call.region()
+    }
+
+    /// Returns the model that answered (a compatible fallback's when the call moved).
+    pub fn model_id(&self) -> &str {
+        self.call.model_id()
     }
 
     fn fail(&mut self, e: Error) -> Option<Result<Blob>> {

@@ -31,6 +31,7 @@
 
 // The call path, bottom up: transport (the pool), stats, region (policy), shared, call (the
 // driver); then the handles: model, request, reply, stream; then factory and heartbeat.
+mod breaker;
 mod call;
 mod collect;
 mod config;
@@ -40,6 +41,7 @@ mod error;
 mod factory;
 mod heartbeat;
 mod invoke;
+mod limit;
 pub mod metrics;
 mod model;
 mod region;
@@ -54,8 +56,10 @@ mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub mod local;
 
+pub use breaker::{BreakerState, BreakerStats};
 pub use config::{
-    DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings, TimeoutSettings,
+    BreakerConfig, DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings,
+    TimeoutSettings,
 };
 pub use embed::{
     DEFAULT_EMBED_CONCURRENCY, EmbedFamily, EmbedRequest, Embeddings, InputType, Truncate,
@@ -66,6 +70,7 @@ pub use heartbeat::{
     HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
 };
 pub use invoke::{InvokeBody, InvokeReply, InvokeRequest, InvokeStream};
+pub use limit::{LimitMode, LimitStats, ModelLimit};
 pub use model::Model;
 pub use region::RegionStats;
 pub use reply::{Reasoning, Reply};

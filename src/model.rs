@@ -3,10 +3,9 @@
 //! Operations plug in from their own files (`request.rs`: `converse`, `stream.rs`:
 //! `converse_stream`) through `impl Model` blocks, and run through the call driver.
 
-use crate::call::Target;
+use crate::call::{Chain, Fallback, MAX_FALLBACKS, Target};
 use crate::error::{Error, Result};
 use crate::shared::Shared;
-use crate::stats::OTHER_MODELS;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, ServiceTierType, SystemContentBlock,
 };
@@ -31,10 +30,14 @@ pub(crate) struct InferenceDefaults {
     pub(crate) request_metadata: Vec<(String, String)>,
 }
 
-/// The data behind a handle: what its calls target, and the defaults its requests start from.
+/// The data behind a handle: what its calls target, the defaults its requests start from, and
+/// the models its calls may fall back to.
 pub(crate) struct ModelInner {
     pub(crate) target: Target,
     pub(crate) defaults: InferenceDefaults,
+    pub(crate) fallbacks: Arc<[Fallback]>,
+    /// Why the fallback list is unusable (reported on every call, naming `fallbacks`).
+    pub(crate) fallbacks_invalid: Option<Error>,
 }
 
 /// A cheap, cloneable handle on one model id of a factory, with optional inference defaults.
@@ -51,6 +54,7 @@ impl fmt::Debug for Model {
         f.debug_struct("Model")
             .field("id", &self.inner.target.id)
             .field("defaults", &self.inner.defaults)
+            .field("fallbacks", &self.fallbacks())
             .finish_non_exhaustive()
     }
 }
@@ -59,30 +63,111 @@ impl Model {
     /// Returns a handle on `id`. A valid id gets its own statistics (up to the tracked cap);
     /// an invalid one allocates nothing and reports `invalid` on every call.
     pub(crate) fn new(id: &str, shared: Arc<Shared>, invalid: Option<Error>) -> Self {
-        let (counters, label) = match invalid {
-            None => {
-                let (c, l) = shared.models.entry(id);
-                (Some(c), l)
-            }
-            // Counted overall only; in metric labels with the untracked ids.
-            Some(_) => (None, Arc::from(OTHER_MODELS)),
-        };
         Model {
             inner: Arc::new(ModelInner {
-                target: Target {
-                    id: id.to_owned(),
-                    label,
-                    shared,
-                    counters,
-                    invalid,
-                },
+                target: Target::new(id, shared, invalid),
                 defaults: InferenceDefaults::default(),
+                fallbacks: Arc::new([]),
+                fallbacks_invalid: None,
             }),
         }
     }
 
     pub(crate) fn inner(&self) -> &ModelInner {
         &self.inner
+    }
+
+    /// Returns the models a call may use: this one, then its fallbacks.
+    pub(crate) fn chain(&self) -> Chain<'_> {
+        Chain {
+            first: &self.inner.target,
+            fallbacks: &self.inner.fallbacks,
+            invalid: self.inner.fallbacks_invalid.as_ref(),
+        }
+    }
+
+    /// Returns the fallback model ids, in order.
+    pub fn fallbacks(&self) -> Vec<&str> {
+        self.inner
+            .fallbacks
+            .iter()
+            .map(|f| f.target.id.as_str())
+            .collect()
+    }
+
+    /// Returns a handle whose Converse and ConverseStream calls move to the next of `ids`, in
+    /// order, when they fail with an error that [falls back](Error::falls_back) after the SDK's
+    /// retries and the region failover: throttling (the service's, a model not ready, or this
+    /// crate's client-side limit), the service unavailable, the model failing, or the input
+    /// too long for the model's context window. Invalid input, validation and access errors,
+    /// timeouts and network errors never move.
+    ///
+    /// A call sends to at most 4 model and region pairs in all (see the README's "Fallbacks
+    /// and limits"). The reply says which model answered ([`Reply::model_id`](crate::Reply::model_id)).
+    /// A stream moves only before its first event. `invoke`, `embed` and `count_tokens` do not
+    /// move: see [`Model::with_compatible_fallbacks`]. The list replaces any earlier one; up
+    /// to 3 ids, each a valid model id, none repeated nor this handle's own, no prompt ARN: a
+    /// list that breaks these rules makes every call fail with an error naming `fallbacks`.
+    pub fn with_fallbacks<I, S>(&self, ids: I) -> Model
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.with_chain(ids, false)
+    }
+
+    /// Like [`Model::with_fallbacks`], with `ids` declared compatible with this model: they take
+    /// the same native request body and give embeddings in the same vector space (the same model
+    /// through another inference profile, say). Then `invoke`, `invoke_stream` and `embed` calls
+    /// move to them too.
+    pub fn with_compatible_fallbacks<I, S>(&self, ids: I) -> Model
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.with_chain(ids, true)
+    }
+
+    fn with_chain<I, S>(&self, ids: I, compatible: bool) -> Model
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let t = &self.inner.target;
+        let mut fallbacks: Vec<Fallback> = Vec::new();
+        let mut invalid = None;
+        for id in ids {
+            let id = id.as_ref();
+            let problem = if fallbacks.len() == MAX_FALLBACKS {
+                Some(format!("at most {MAX_FALLBACKS} fallback models"))
+            } else if let Err(e) = validate_model_id(id) {
+                Some(format!("{id:?}: {}", e.message()))
+            } else if is_prompt_arn(id) {
+                Some(format!(
+                    "{id:?} is a prompt ARN, which cannot take another model's request"
+                ))
+            } else if id == t.id || fallbacks.iter().any(|f| f.target.id == id) {
+                Some(format!("{id:?} is listed twice"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                invalid.get_or_insert_with(|| Error::invalid("fallbacks", p));
+                continue;
+            }
+            fallbacks.push(Fallback {
+                target: Target::new(id, t.shared.clone(), None),
+                compatible,
+            });
+        }
+        Model {
+            inner: Arc::new(ModelInner {
+                target: t.share(),
+                defaults: self.inner.defaults.clone(),
+                fallbacks: fallbacks.into(),
+                fallbacks_invalid: invalid,
+            }),
+        }
     }
 
     /// Returns the model id.
@@ -98,17 +183,16 @@ impl Model {
     fn with(&self, f: impl FnOnce(&mut InferenceDefaults)) -> Model {
         let mut defaults = self.inner.defaults.clone();
         f(&mut defaults);
-        let t = &self.inner.target;
         Model {
             inner: Arc::new(ModelInner {
-                target: Target {
-                    id: t.id.clone(),
-                    label: t.label.clone(),
-                    shared: t.shared.clone(),
-                    counters: t.counters.clone(),
-                    invalid: t.invalid.as_ref().map(Error::shallow_clone),
-                },
+                target: self.inner.target.share(),
                 defaults,
+                fallbacks: self.inner.fallbacks.clone(),
+                fallbacks_invalid: self
+                    .inner
+                    .fallbacks_invalid
+                    .as_ref()
+                    .map(Error::shallow_clone),
             }),
         }
     }

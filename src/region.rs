@@ -21,6 +21,8 @@ pub(crate) fn fails_over(e: &Error) -> bool {
 
 /// One region's Bedrock client and its health.
 pub(crate) struct RegionClient {
+    /// The region's place in the factory's list (primary = 0), for per-region tables.
+    pub(crate) index: usize,
     pub(crate) region: String,
     pub(crate) client: aws_sdk_bedrockruntime::Client,
     pub(crate) endpoint_url: String,
@@ -42,6 +44,7 @@ impl RegionClient {
         wakeup_threshold: Duration,
     ) -> Self {
         RegionClient {
+            index: 0,
             region,
             client,
             server: server_of(&endpoint_url),
@@ -96,7 +99,10 @@ pub(crate) struct Regions {
 
 impl Regions {
     /// Returns the regions; `list` holds at least one (the builder sees to it).
-    pub(crate) fn new(list: Vec<RegionClient>, cooldown: Duration) -> Self {
+    pub(crate) fn new(mut list: Vec<RegionClient>, cooldown: Duration) -> Self {
+        for (i, r) in list.iter_mut().enumerate() {
+            r.index = i;
+        }
         Regions {
             list,
             epoch: Instant::now(),
@@ -106,6 +112,10 @@ impl Regions {
 
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, RegionClient> {
         self.list.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 
     pub(crate) fn primary(&self) -> &RegionClient {

@@ -15,6 +15,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub(crate) output: ConverseOutput,
+    pub(crate) model_id: String,
     pub(crate) region: String,
     pub(crate) attempts: u32,
     pub(crate) latency: Duration,
@@ -87,6 +88,12 @@ impl Reply {
     /// Returns the region that answered.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Returns the model that answered: the handle's own, or a fallback's when the call moved
+    /// (see [`Model::with_fallbacks`](crate::Model::with_fallbacks)).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
     }
 
     /// Returns the attempts the SDK made in the region that answered.
@@ -240,6 +247,7 @@ mod tests {
             .build()
             .unwrap();
         Reply {
+            model_id: "m".to_owned(),
             output: ConverseOutput::builder()
                 .output(aws_sdk_bedrockruntime::types::ConverseOutput::Message(
                     message,

@@ -1,6 +1,8 @@
 //! What every handle of a factory shares: the clients, the pool, the statistics.
 
+use crate::breaker::BreakerTable;
 use crate::config::FactoryConfig;
+use crate::limit::Limiter;
 use crate::region::{RegionClient, Regions};
 use crate::stats::{Activity, ModelTable, Prices, RequestCounters};
 use crate::transport::Transport;
@@ -33,6 +35,10 @@ pub(crate) struct Shared {
     pub(crate) activity: Arc<Activity>,
     /// True when Bedrock calls authenticate with an API key (bearer) rather than SigV4.
     pub(crate) bedrock_api_key: bool,
+    /// The circuit breakers of each model id in each region.
+    pub(crate) breakers: BreakerTable,
+    /// The client-side limits, by model id (fixed when the factory is built).
+    pub(crate) limits: HashMap<String, Arc<Limiter>>,
     /// True while a heartbeat task of this factory runs (at most one does).
     pub(crate) heartbeat_running: AtomicBool,
     epoch: Instant,
@@ -50,6 +56,12 @@ impl Shared {
         sts_url: String,
     ) -> Self {
         Shared {
+            breakers: BreakerTable::new(config.breaker, regions.len(), MAX_TRACKED_MODELS),
+            limits: config
+                .limits
+                .iter()
+                .map(|(id, l)| (id.clone(), Arc::new(Limiter::new(*l))))
+                .collect(),
             activity: Arc::new(Activity::new(config.wakeup_threshold)),
             config,
             transport,

@@ -199,6 +199,24 @@ impl LlmFactoryBuilder {
         self
     }
 
+    /// Sets the circuit breaker of each model in each region; `None` turns breakers off.
+    /// Default is [`BreakerConfig::default`](crate::BreakerConfig): 5 failures in a row within
+    /// 60 s open it for 30 s (see the README's "Fallbacks and limits").
+    pub fn circuit_breaker(mut self, breaker: Option<crate::BreakerConfig>) -> Self {
+        self.config.breaker = breaker;
+        self
+    }
+
+    /// Sets the client-side limit of `model_id` (replacing an earlier one): its calls never
+    /// go past `limit`'s requests and tokens per window; see [`ModelLimit`](crate::ModelLimit).
+    /// The id must be the one the handles use (`factory.model(id)`).
+    pub fn model_limit(mut self, model_id: impl Into<String>, limit: crate::ModelLimit) -> Self {
+        let id = model_id.into();
+        self.config.limits.retain(|(m, _)| *m != id);
+        self.config.limits.push((id, limit));
+        self
+    }
+
     /// Sets the level of each call's span, the one carrying the OpenTelemetry GenAI
     /// attributes (see the README). Default is INFO.
     pub fn span_level(mut self, level: tracing::Level) -> Self {

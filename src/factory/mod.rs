@@ -6,8 +6,10 @@ mod validate;
 
 pub use builder::LlmFactoryBuilder;
 
+use crate::breaker::BreakerStats;
 use crate::config::FactoryConfig;
 use crate::error::Result;
+use crate::limit::LimitStats;
 use crate::model::{Model, validate_model_id};
 use crate::region::RegionStats;
 use crate::shared::{MAX_TRACKED_MODELS, Shared};
@@ -251,6 +253,19 @@ impl LlmFactory {
                 pool: s.transport.origin_stats(&r.endpoint_url),
             })
             .collect()
+    }
+
+    /// Returns the circuit breakers' figures: each model id called so far (up to the tracked
+    /// cap) in each region, sorted by model id then region.
+    pub fn breaker_stats(&self) -> Vec<BreakerStats> {
+        let s = &self.inner.shared;
+        let regions: Vec<&str> = s.regions.iter().map(|r| r.region.as_str()).collect();
+        s.breakers.all(&regions)
+    }
+
+    /// Returns the figures of `model_id`'s client-side limit, if it has one.
+    pub fn limit_stats(&self, model_id: &str) -> Option<LimitStats> {
+        self.inner.shared.limits.get(model_id).map(|l| l.stats())
     }
 
     /// Returns the regions, primary first.

@@ -3,11 +3,45 @@
 
 use crate::config::FactoryConfig;
 use crate::error::{Error, Result};
+use crate::limit::{LimitMode, ModelLimit};
+use crate::model::validate_model_id;
 use crate::transport::check_ca_pem;
 use std::time::Duration;
 
 /// Longest timeout or interval the builder accepts: a day.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks one client-side limit.
+fn validate_limit(id: &str, l: &ModelLimit) -> Result<()> {
+    validate_model_id(id).map_err(|e| Error::invalid("model_limit", e.message()))?;
+    if l.requests.is_none() && l.tokens.is_none() {
+        return Err(Error::invalid(
+            "model_limit",
+            format!("{id}: set requests, tokens or both"),
+        ));
+    }
+    if l.requests == Some(0) {
+        return Err(Error::invalid("model_limit.requests", "must be at least 1"));
+    }
+    if l.tokens == Some(0) {
+        return Err(Error::invalid("model_limit.tokens", "must be at least 1"));
+    }
+    validate_duration(l.window, "model_limit.window")?;
+    if let LimitMode::Wait {
+        max_queue,
+        deadline,
+    } = l.mode
+    {
+        if max_queue == 0 {
+            return Err(Error::invalid(
+                "model_limit.mode",
+                "a waiting queue holds at least 1 call (use LimitMode::Reject to wait for none)",
+            ));
+        }
+        validate_duration(deadline, "model_limit.mode")?;
+    }
+    Ok(())
+}
 
 fn validate_duration(d: Duration, field: &'static str) -> Result<()> {
     if d.is_zero() {
@@ -110,6 +144,19 @@ pub(super) fn validate(c: &FactoryConfig) -> Result<()> {
             "retry_max_attempts",
             format!("{} is absurd (at most 20)", c.retry.max_attempts),
         ));
+    }
+    if let Some(b) = &c.breaker {
+        if b.failures == 0 {
+            return Err(Error::invalid(
+                "circuit_breaker.failures",
+                "must be at least 1",
+            ));
+        }
+        validate_duration(b.window, "circuit_breaker.window")?;
+        validate_duration(b.cooldown, "circuit_breaker.cooldown")?;
+    }
+    for (id, l) in &c.limits {
+        validate_limit(id, l)?;
     }
     let mut seen = Vec::new();
     for r in &c.regions {

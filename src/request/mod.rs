@@ -324,19 +324,11 @@ impl ConverseRequest<Unary> {
     /// to the next region when several are configured and the failure is regional).
     pub async fn send(self) -> Result<Reply> {
         let model = self.model.clone();
-        let target = &model.inner().target;
         let answer = drive(
-            target,
+            model.chain(),
             Op::Converse,
             || self.validate(),
-            |v, region| {
-                prepared_send!(
-                    region.client.converse(),
-                    &target.id,
-                    v,
-                    v.guardrail_config()
-                )
-            },
+            |v, id, region| prepared_send!(region.client.converse(), id, v, v.guardrail_config()),
         )
         .await?;
         let mut call = answer.call;
@@ -347,6 +339,7 @@ impl ConverseRequest<Unary> {
         call.finish(Outcome::Success);
         Ok(Reply {
             output: *answer.output,
+            model_id: call.model_id().to_owned(),
             region: call.region().to_owned(),
             attempts: call.attempts(),
             latency: call.elapsed(),

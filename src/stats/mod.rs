@@ -7,7 +7,7 @@ mod models;
 mod record;
 
 pub(crate) use models::{ModelTable, OTHER_MODELS};
-pub(crate) use record::{Activity, CallGuard, Outcome, RequestCounters, Tokens};
+pub(crate) use record::{Activity, CallGuard, Histogram, Outcome, RequestCounters, Tokens};
 
 use crate::error::ErrorKind;
 use std::time::Duration;
@@ -198,6 +198,9 @@ pub struct RequestStats {
     /// [`LlmFactory::set_prices`](crate::LlmFactory::set_prices)); `None` when no call had
     /// prices: an unknown cost is never shown as zero.
     pub cost: Option<Cost>,
+    /// Times a call moved from this model to the next model of its fallback chain (overall:
+    /// from any model). The call's failure on this model is counted in `failures` too.
+    pub fallbacks: u64,
 }
 
 /// A distribution of rates (whole units per second), e.g. output tokens per second of streams.

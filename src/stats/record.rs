@@ -108,6 +108,7 @@ pub(crate) struct RequestCounters {
     rate: Histogram,
     cost_nano: AtomicU64,
     priced_calls: AtomicU64,
+    fallbacks: AtomicU64,
 }
 
 impl RequestCounters {
@@ -128,6 +129,7 @@ impl RequestCounters {
             rate: Histogram::new(),
             cost_nano: AtomicU64::new(0),
             priced_calls: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +170,7 @@ impl RequestCounters {
             cost: (self.priced_calls.load(Relaxed) > 0).then(|| Cost {
                 nano_usd: self.cost_nano.load(Relaxed),
             }),
+            fallbacks: self.fallbacks.load(Relaxed),
         }
     }
 }
@@ -323,6 +326,37 @@ impl CallGuard {
         self.end(outcome);
     }
 
+    /// Moves the call from its model (the second scope) to the next model of its fallback
+    /// chain, after the first failed with `kind`: that model's figures end with the failure and
+    /// count a fallback, the overall ones count the fallback, and `next` counts a call.
+    pub(crate) fn move_model(
+        &mut self,
+        next: Option<Arc<RequestCounters>>,
+        label: Arc<str>,
+        kind: crate::error::ErrorKind,
+    ) {
+        let d = self.start.elapsed();
+        if let Some(overall) = &self.scopes[0] {
+            overall.fallbacks.fetch_add(1, Relaxed);
+        }
+        if let Some(old) = self.scopes[1].take() {
+            old.fallbacks.fetch_add(1, Relaxed);
+            end_scope(&old, Outcome::Failure(kind), d, self.wakeup);
+        }
+        if let Some(l) = &self.label {
+            crate::metrics::call_finished(l, kind.as_str(), Some(d));
+            crate::metrics::call_started(&label, false);
+        }
+        if self.label.is_some() {
+            self.label = Some(label);
+        }
+        if let Some(n) = &next {
+            n.requests.fetch_add(1, Relaxed);
+            n.in_flight.fetch_add(1, Relaxed);
+        }
+        self.scopes[1] = next;
+    }
+
     /// Ends the call's figures with `outcome`, once; tokens may still be counted after.
     pub(crate) fn end(&mut self, outcome: Outcome) {
         if self.done {
@@ -340,24 +374,29 @@ impl CallGuard {
             crate::metrics::call_finished(l, name, latency);
         }
         for s in self.scopes.iter().flatten() {
-            s.in_flight.fetch_sub(1, Relaxed);
-            match outcome {
-                Outcome::Success => {
-                    s.successes.fetch_add(1, Relaxed);
-                }
-                Outcome::Failure(k) => {
-                    s.failures[k.index()].fetch_add(1, Relaxed);
-                }
-                Outcome::Cancelled => {
-                    s.cancelled.fetch_add(1, Relaxed);
-                    continue;
-                }
-            }
-            s.latency.record(d);
-            if self.wakeup {
-                s.wakeup_latency.record(d);
-            }
+            end_scope(s, outcome, d, self.wakeup);
         }
+    }
+}
+
+/// Ends one scope's figures of a call that took `d`.
+fn end_scope(s: &RequestCounters, outcome: Outcome, d: Duration, wakeup: bool) {
+    s.in_flight.fetch_sub(1, Relaxed);
+    match outcome {
+        Outcome::Success => {
+            s.successes.fetch_add(1, Relaxed);
+        }
+        Outcome::Failure(k) => {
+            s.failures[k.index()].fetch_add(1, Relaxed);
+        }
+        Outcome::Cancelled => {
+            s.cancelled.fetch_add(1, Relaxed);
+            return;
+        }
+    }
+    s.latency.record(d);
+    if wakeup {
+        s.wakeup_latency.record(d);
     }
 }
 

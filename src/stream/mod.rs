@@ -3,7 +3,9 @@
 
 use crate::call::{Op, OpenCall, drive};
 use crate::collect::{Accumulator, Metadata};
-use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk, kind_for_code};
+use crate::error::{
+    Error, ErrorKind, Result, TimeoutKind, from_sdk, is_context_overflow, kind_for_code,
+};
 use crate::model::Model;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_send};
@@ -141,13 +143,13 @@ impl ConverseRequest<Streaming> {
             .stall_timeout
             .unwrap_or(target.shared.config.timeouts.stream_stall);
         let answer = drive(
-            target,
+            model.chain(),
             Op::ConverseStream,
             || self.validate(),
-            |v, region| {
+            |v, id, region| {
                 prepared_send!(
                     region.client.converse_stream(),
-                    &target.id,
+                    id,
                     v,
                     v.guardrail_stream_config()
                 )
@@ -204,6 +206,12 @@ impl ReplyStream {
     /// Returns the region that answered.
     pub fn region(&self) -> &str {
         self.call.region()
+    }
+
+    /// Returns the model that answered: the handle's own, or a fallback's when the call moved
+    /// before the first event.
+    pub fn model_id(&self) -> &str {
+        self.call.model_id()
     }
 
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
@@ -290,6 +298,7 @@ impl ReplyStream {
         let acc = std::mem::take(&mut self.acc);
         Ok(Reply {
             output: acc.into_output()?,
+            model_id: self.call.model_id().to_owned(),
             region: self.call.region().to_owned(),
             attempts: self.call.attempts(),
             latency: self.call.elapsed(),
@@ -434,8 +443,14 @@ fn map_stream_error(
                 .and_then(|s| s.message())
                 .unwrap_or("no message")
                 .to_owned();
+            let kind = match kind_for_code(Some(code), None) {
+                ErrorKind::Validation if is_context_overflow(&msg) => {
+                    ErrorKind::ContextWindowExceeded
+                }
+                kind => kind,
+            };
             Error::new(
-                kind_for_code(Some(code), None),
+                kind,
                 format!("converse_stream failed: in-stream {code}: {msg}"),
             )
             .with_code(code)

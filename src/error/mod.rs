@@ -1,9 +1,8 @@
 //! The crate's one error type, and the one place that maps the SDK's errors into it.
 //!
-//! Over 500 lines on purpose: the type and its one mapping function belong together (the
-//! mapping sets the type's private fields), and a fifth of the file is their unit tests.
+//! The type and its one mapping function belong together (the mapping sets the type's private
+//! fields); `error/sdk.rs` maps the SDK's errors, `error/tests.rs` holds the unit tests.
 
-use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -31,6 +30,10 @@ pub enum ErrorKind {
     Validation,
     /// The service failed or was unavailable (5xx), after the SDK's retries.
     ServiceUnavailable,
+    /// The input (plus the output token limit) does not fit the model's context window: the
+    /// service's "input is too long" validation errors. Another model with a larger window
+    /// may take it (see [`Model::with_fallbacks`](crate::Model::with_fallbacks)).
+    ContextWindowExceeded,
     /// The model itself failed or timed out (408 `ModelTimeoutException`, 424 `ModelErrorException`,
     /// in-stream `ModelStreamErrorException`).
     ModelFailure,
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::ModelNotFound => "model_not_found",
             ErrorKind::Validation => "validation",
             ErrorKind::ServiceUnavailable => "service_unavailable",
+            ErrorKind::ContextWindowExceeded => "context_window_exceeded",
             ErrorKind::ModelFailure => "model_failure",
             ErrorKind::Network => "network",
             ErrorKind::Other => "other",
@@ -58,7 +62,7 @@ impl ErrorKind {
     }
 
     /// Every kind, in a stable order (used to index statistics).
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidInput,
         ErrorKind::Timeout,
         ErrorKind::Throttled,
@@ -66,6 +70,7 @@ impl ErrorKind {
         ErrorKind::ModelNotFound,
         ErrorKind::Validation,
         ErrorKind::ServiceUnavailable,
+        ErrorKind::ContextWindowExceeded,
         ErrorKind::ModelFailure,
         ErrorKind::Network,
         ErrorKind::Other,
@@ -117,6 +122,7 @@ struct Inner {
     timeout: Option<TimeoutKind>,
     status: Option<u16>,
     code: Option<String>,
+    retry_after: Option<std::time::Duration>,
     source: Option<BoxError>,
 }
 
@@ -130,6 +136,7 @@ impl Error {
                 timeout: None,
                 status: None,
                 code: None,
+                retry_after: None,
                 source: None,
             }),
         }
@@ -162,6 +169,7 @@ impl Error {
                 timeout: i.timeout,
                 status: i.status,
                 code: i.code.clone(),
+                retry_after: i.retry_after,
                 source: None,
             }),
         }
@@ -175,6 +183,17 @@ impl Error {
     pub(crate) fn with_code(mut self, code: impl Into<String>) -> Self {
         self.inner.code = Some(code.into());
         self
+    }
+
+    pub(crate) fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.inner.retry_after = Some(after);
+        self
+    }
+
+    /// Returns how long to wait before the call can go through, when the crate knows: a
+    /// client-side limit that refused the call, or a circuit breaker that is open.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.retry_after
     }
 
     /// Returns the kind of failure.
@@ -257,6 +276,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Returns true when the call moves to the next model of a fallback chain after this
+    /// failure: throttling (`ModelNotReadyException` included, and a client-side limit), the
+    /// service unavailable, the model failing, or the context window exceeded. Invalid input,
+    /// validation, access denied, unknown models, timeouts and network errors never move
+    /// (timeouts and network errors fail over to another region instead).
+    pub fn falls_back(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::Throttled
+                | ErrorKind::ServiceUnavailable
+                | ErrorKind::ModelFailure
+                | ErrorKind::ContextWindowExceeded
+        )
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.inner.message)
@@ -279,6 +315,9 @@ impl fmt::Debug for Error {
         }
         if let Some(c) = &i.code {
             d.field("code", c);
+        }
+        if let Some(r) = i.retry_after {
+            d.field("retry_after", &r);
         }
         if let Some(s) = &i.source {
             d.field("source", &DisplayChain(s.as_ref()));
@@ -314,228 +353,9 @@ impl fmt::Display for DisplayChain<'_> {
     }
 }
 
-/// Classifies a service error code (and HTTP status) into a kind.
-pub(crate) fn kind_for_code(code: Option<&str>, status: Option<u16>) -> ErrorKind {
-    match code.unwrap_or_default() {
-        "ThrottlingException"
-        | "ModelNotReadyException"
-        | "Throttling"
-        | "TooManyRequestsException" => ErrorKind::Throttled,
-        "AccessDeniedException"
-        | "AccessDenied"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "InvalidClientTokenId"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "MissingAuthenticationTokenException"
-        | "IncompleteSignature" => ErrorKind::AccessDenied,
-        "ResourceNotFoundException" => ErrorKind::ModelNotFound,
-        "ValidationException" => ErrorKind::Validation,
-        "InternalServerException" | "ServiceUnavailableException" | "InternalFailure" => {
-            ErrorKind::ServiceUnavailable
-        }
-        "ModelTimeoutException" | "ModelErrorException" | "ModelStreamErrorException" => {
-            ErrorKind::ModelFailure
-        }
-        _ => match status {
-            Some(400) => ErrorKind::Validation,
-            Some(401 | 403) => ErrorKind::AccessDenied,
-            Some(404) => ErrorKind::ModelNotFound,
-            Some(429) => ErrorKind::Throttled,
-            Some(s) if s >= 500 => ErrorKind::ServiceUnavailable,
-            _ => ErrorKind::Other,
-        },
-    }
-}
+mod sdk;
 
-/// Walks an error's source chain looking for a message fragment.
-fn chain_contains(err: &(dyn StdError + 'static), needle: &str) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.to_string().contains(needle) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
-/// True when the chain holds a credentials-provider failure (no or unusable credentials).
-fn is_credentials_failure(err: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
-/// Tells a read timeout from a connect timeout in a dispatch failure's chain.
-///
-/// The SDK's timeout error type is private, so this reads its wording ("HTTP read timeout",
-/// "HTTP connect timeout"); `tests/factory.rs` pins it by provoking both for real.
-fn timeout_kind_of(err: &(dyn StdError + 'static)) -> TimeoutKind {
-    if chain_contains(err, "read timeout") {
-        TimeoutKind::Read
-    } else if chain_contains(err, "connect timeout") || chain_contains(err, "HTTP connect") {
-        TimeoutKind::Connect
-    } else {
-        TimeoutKind::Read
-    }
-}
-
-/// Maps any SDK error into an [`Error`], keeping the SDK error as its source.
-///
-/// `what` names the operation for the message (`converse`, `get_caller_identity`, ...). The
-/// message says what happened in words of this crate; the SDK's own chain stays in `source()`.
-pub(crate) fn from_sdk<E, R>(what: &str, err: SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
-{
-    let err_ref: &(dyn StdError + 'static) = &err;
-    let mapped = match &err {
-        SdkError::ServiceError(ctx) => {
-            let code = ctx.err().code().map(str::to_owned);
-            let status = raw_status(ctx.raw());
-            let kind = kind_for_code(code.as_deref(), status);
-            let msg = ctx.err().message().unwrap_or("no message");
-            let mut e = Error::new(
-                kind,
-                format!(
-                    "{what} failed: {} ({}): {msg}",
-                    code.as_deref().unwrap_or("service error"),
-                    status.map(|s| s.to_string()).unwrap_or_default()
-                ),
-            );
-            e.inner.status = status;
-            e.inner.code = code;
-            e
-        }
-        SdkError::TimeoutError(_) => Error::timeout(
-            TimeoutKind::Operation,
-            format!("{what} failed: the operation timed out"),
-        ),
-        SdkError::DispatchFailure(df) if df.is_timeout() => match timeout_kind_of(err_ref) {
-            TimeoutKind::Connect => Error::timeout(
-                TimeoutKind::Connect,
-                format!("{what} failed: connect timeout"),
-            ),
-            kind => Error::timeout(kind, format!("{what} failed: read timeout")),
-        },
-        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
-            if is_credentials_failure(err_ref) =>
-        {
-            Error::new(
-                ErrorKind::AccessDenied,
-                format!("{what} failed: no usable credentials"),
-            )
-        }
-        SdkError::DispatchFailure(df) if df.is_io() => {
-            Error::new(ErrorKind::Network, format!("{what} failed: network error"))
-        }
-        SdkError::DispatchFailure(df) if df.is_user() => Error::new(
-            ErrorKind::InvalidInput,
-            format!("{what} failed: request rejected by the client"),
-        ),
-        SdkError::DispatchFailure(_) => Error::new(
-            ErrorKind::Network,
-            format!("{what} failed: the request could not be sent"),
-        ),
-        SdkError::ResponseError(_) => Error::new(
-            ErrorKind::Network,
-            format!("{what} failed: bad or truncated response"),
-        ),
-        SdkError::ConstructionFailure(_) => Error::new(
-            ErrorKind::Other,
-            format!("{what} failed: could not build the request"),
-        ),
-        _ => Error::new(ErrorKind::Other, format!("{what} failed")),
-    };
-    mapped.with_source(err)
-}
-
-/// Reads the HTTP status from the SDK's raw response type without naming it.
-fn raw_status<R: fmt::Debug + 'static>(raw: &R) -> Option<u16> {
-    // The raw type is the orchestrator's HttpResponse; reach it through Any to avoid a
-    // generic bound every call site would have to repeat.
-    let any: &dyn std::any::Any = raw as &dyn std::any::Any;
-    any.downcast_ref::<aws_smithy_runtime_api::client::orchestrator::HttpResponse>()
-        .map(|r| r.status().as_u16())
-}
+pub(crate) use sdk::{from_sdk, is_context_overflow, kind_for_code};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_map_to_kinds() {
-        assert_eq!(
-            kind_for_code(Some("ThrottlingException"), Some(429)),
-            ErrorKind::Throttled
-        );
-        assert_eq!(
-            kind_for_code(Some("ExpiredToken"), Some(400)),
-            ErrorKind::AccessDenied
-        );
-        assert_eq!(
-            kind_for_code(Some("ResourceNotFoundException"), Some(404)),
-            ErrorKind::ModelNotFound
-        );
-        assert_eq!(
-            kind_for_code(None, Some(502)),
-            ErrorKind::ServiceUnavailable
-        );
-        assert_eq!(kind_for_code(Some("Odd"), None), ErrorKind::Other);
-    }
-
-    #[test]
-    fn invalid_input_names_the_field() {
-        let e = Error::invalid("temperature", "1.5 is outside [0, 1]");
-        assert!(e.is_invalid_input());
-        assert_eq!(e.field(), Some("temperature"));
-        assert!(e.to_string().contains("temperature"));
-        assert!(!e.is_retryable());
-    }
-
-    #[test]
-    fn error_is_one_pointer_wide() {
-        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
-        assert_eq!(
-            std::mem::size_of::<Result<()>>(),
-            std::mem::size_of::<usize>()
-        );
-    }
-
-    #[test]
-    fn display_does_not_repeat_the_source() {
-        let source = std::io::Error::other("the socket said no");
-        let e =
-            Error::new(ErrorKind::Network, "converse failed: network error").with_source(source);
-        assert_eq!(e.to_string(), "converse failed: network error");
-        assert_eq!(
-            e.source().map(|s| s.to_string()).as_deref(),
-            Some("the socket said no")
-        );
-        assert!(format!("{e:?}").contains("the socket said no"));
-    }
-
-    #[test]
-    fn model_failures_are_retryable_and_stay_in_their_region() {
-        let e = Error::new(ErrorKind::ModelFailure, "model timed out");
-        assert!(e.is_retryable());
-        assert!(!e.is_regional());
-        assert!(!Error::new(ErrorKind::Validation, "bad").is_retryable());
-    }
-
-    #[test]
-    fn kinds_have_distinct_indices() {
-        for (i, k) in ErrorKind::ALL.iter().enumerate() {
-            assert_eq!(k.index(), i);
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,438 @@
+//! The one call driver: every operation runs through [`drive`], which owns the span, the
+//! statistics, validation, the client-side limits, the circuit breakers, region order and
+//! failover, model fallback and error mapping. An operation supplies only "build this SDK call
+//! for this model in this region" (and turns the answer into its own output).
+//!
+//! `span.rs` names the operations and starts their spans; `open.rs` holds a call that got its
+//! answer until it is over.
+
+mod open;
+mod span;
+
+pub(crate) use open::OpenCall;
+pub(crate) use span::Op;
+
+use crate::breaker::{Admit, Breaker};
+use crate::error::{Error, ErrorKind, Result, from_sdk};
+use crate::limit::{Lease, Limiter};
+use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, fails_over};
+use crate::shared::Shared;
+use crate::stats::{CallGuard, Outcome, RequestCounters};
+use crate::transport::{CALL, CallScope};
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures_util::FutureExt;
+use span::record_error;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Most fallback models a handle may list.
+pub(crate) const MAX_FALLBACKS: usize = 3;
+
+/// Most sends of one call, over every model and region it tries: region failover (at most
+/// [`MAX_REGIONS_PER_CALL`] regions per model) and model fallback together. Each send is one
+/// SDK call with its own retries.
+pub(crate) const MAX_SENDS_PER_CALL: usize = 4;
+
+/// Sends an SDK fluent builder with the per-call timeout override when there is one.
+///
+/// Without an override the builder is sent as is: `customize()` would box the SDK's future and
+/// add an (empty) config-override layer to every call, which the profile showed as the
+/// largest part of the factory's own cost per call. It returns an `Either` of the two unstarted
+/// futures, not an `async` block awaiting one of them: the block would move the SDK's (large)
+/// future into its own state on its first poll.
+macro_rules! send_with_timeouts {
+    ($builder:expr, $timeouts:expr) => {
+        match $timeouts {
+            None => futures_util::future::Either::Left($builder.send()),
+            Some(t) => futures_util::future::Either::Right(
+                $builder
+                    .customize()
+                    .config_override(
+                        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(t),
+                    )
+                    .send(),
+            ),
+        }
+    };
+}
+pub(crate) use send_with_timeouts;
+
+/// What a call is sent for: one model id of one factory.
+pub(crate) struct Target {
+    pub(crate) id: String,
+    /// The statistics label of the id (`other` beyond the tracked cap).
+    pub(crate) label: Arc<str>,
+    pub(crate) shared: Arc<Shared>,
+    /// This model's figures; none for an invalid id, which allocates nothing.
+    pub(crate) counters: Option<Arc<RequestCounters>>,
+    /// Why the id is unusable, reported on every call before anything else.
+    pub(crate) invalid: Option<Error>,
+    /// The circuit breaker of the id in each region (in the regions' order); none when
+    /// breakers are off, for invalid ids and past the tracked cap.
+    pub(crate) breakers: Option<Arc<[Breaker]>>,
+    /// The id's client-side limit, when one is set.
+    pub(crate) limiter: Option<Arc<Limiter>>,
+}
+
+impl Target {
+    /// Returns the target of `id`: its figures, breakers and limit (`invalid` says why the id
+    /// is unusable; such an id allocates nothing).
+    pub(crate) fn new(id: &str, shared: Arc<Shared>, invalid: Option<Error>) -> Self {
+        let (counters, label, breakers) = match invalid {
+            None => {
+                let (c, l) = shared.models.entry(id);
+                (Some(c), l, shared.breakers.get(id))
+            }
+            // Counted overall only; in metric labels with the untracked ids.
+            Some(_) => (None, Arc::from(crate::stats::OTHER_MODELS), None),
+        };
+        Target {
+            limiter: shared.limits.get(id).cloned(),
+            id: id.to_owned(),
+            label,
+            shared,
+            counters,
+            invalid,
+            breakers,
+        }
+    }
+
+    /// Returns a copy sharing the figures, breakers and limit.
+    pub(crate) fn share(&self) -> Self {
+        Target {
+            id: self.id.clone(),
+            label: self.label.clone(),
+            shared: self.shared.clone(),
+            counters: self.counters.clone(),
+            invalid: self.invalid.as_ref().map(Error::shallow_clone),
+            breakers: self.breakers.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+
+    /// Starts the statistics of one call: overall and this model's figures.
+    fn call_guard(&self) -> CallGuard {
+        CallGuard::start(
+            [Some(self.shared.overall.clone()), self.counters.clone()],
+            self.shared.activity.clone(),
+            Some(self.label.clone()),
+        )
+    }
+
+    fn breaker(&self, region: &RegionClient) -> Option<&Breaker> {
+        self.breakers.as_deref().and_then(|b| b.get(region.index))
+    }
+}
+
+/// A model a call may move to when the models before it failed (see [`Error::falls_back`]).
+pub(crate) struct Fallback {
+    pub(crate) target: Target,
+    /// Declared compatible by the user: it takes the same native body and gives the same
+    /// vector space, so `invoke` and `embed` may move to it too.
+    pub(crate) compatible: bool,
+}
+
+/// The models one call may use: the handle's own, then its fallbacks.
+#[derive(Clone, Copy)]
+pub(crate) struct Chain<'a> {
+    pub(crate) first: &'a Target,
+    pub(crate) fallbacks: &'a [Fallback],
+    /// Why the fallback list is unusable, reported on every call.
+    pub(crate) invalid: Option<&'a Error>,
+}
+
+/// The request values a call's span carries: those the validated call sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct RequestAttrs {
+    pub(crate) max_tokens: Option<i32>,
+    pub(crate) temperature: Option<f32>,
+    pub(crate) top_p: Option<f32>,
+}
+
+/// A validated input of an operation: what the driver records of it on the call's span, and
+/// its size for the client-side token limits.
+pub(crate) trait CallInput {
+    /// Returns the request values for the span.
+    fn request_attrs(&self) -> RequestAttrs;
+
+    /// Returns the bytes of input the model reads, for the token estimate of the limits.
+    fn input_bytes(&self) -> usize;
+}
+
+/// A call that got its answer: the SDK's output, and the figures still open.
+pub(crate) struct Answer<O> {
+    /// Boxed: the SDK's outputs are large, and the box moves cheaply.
+    pub(crate) output: Box<O>,
+    pub(crate) call: OpenCall,
+}
+
+/// A half-open breaker's trial call: reports its outcome, and frees the trial when dropped
+/// without one (a cancelled call).
+struct Trial<'a>(Option<&'a Breaker>);
+
+impl Trial<'_> {
+    fn success(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.success();
+        }
+    }
+
+    fn failure(&mut self, e: &Error, what: impl FnOnce() -> String) {
+        if let Some(b) = self.0.take() {
+            b.failure(e, true, what);
+        }
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.release();
+        }
+    }
+}
+
+/// What one model's sends ended with.
+struct Answered<O> {
+    output: Box<O>,
+    region: String,
+    attempts: u32,
+    region_guard: CallGuard,
+    connection: Option<crate::transport::ConnectionWatch>,
+    lease: Option<Lease>,
+}
+
+/// Runs one call of `op` for `chain`: starts its span and statistics, validates its input,
+/// then sends it to the first model: to each allowed region in turn (healthy ones first,
+/// primary first, at most [`MAX_REGIONS_PER_CALL`], skipping those whose breaker is open, each
+/// after the model's client-side limit admits it) until one answers or the failure is not
+/// regional. A failure that falls back moves the call to the next model the operation may
+/// use, for at most [`MAX_SENDS_PER_CALL`] sends in all.
+///
+/// `validate` checks the input before any network call; `send` builds and sends the SDK call
+/// for one model id in one region (its future must not borrow). SDK errors are mapped here, in
+/// one place.
+///
+/// # Errors
+/// Invalid input, then the mapped SDK error (or the refusal of a limit or a breaker) of the
+/// last model tried.
+pub(crate) async fn drive<V, O, E, Fut>(
+    chain: Chain<'_>,
+    op: Op,
+    validate: impl FnOnce() -> Result<V>,
+    mut send: impl FnMut(&V, &str, &RegionClient) -> Fut,
+) -> Result<Answer<O>>
+where
+    V: CallInput,
+    Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let first = chain.first;
+    let span = op.span(&first.id, first.shared.config.span_level);
+    let started = Instant::now();
+    let mut guard = first.call_guard();
+    // `server.address` of the last region tried, for the failure's metrics.
+    let mut server = String::new();
+    let result = async {
+        if let Some(e) = first.invalid.as_ref().or(chain.invalid) {
+            return Err(e.shallow_clone());
+        }
+        let input = validate()?;
+        let attrs = input.request_attrs();
+        span::record_request(&span, &attrs);
+        // The models this operation may move to: none for a plain handle (no allocation).
+        let rest: Vec<&Target> = chain
+            .fallbacks
+            .iter()
+            .filter(|f| op.may_fall_back(f.compatible))
+            .map(|f| &f.target)
+            .collect();
+        let mut sends = 0;
+        let mut target = first;
+        let mut next = rest.iter();
+        loop {
+            let tokens = match &target.limiter {
+                Some(_) => crate::limit::estimate(input.input_bytes(), attrs.max_tokens),
+                None => 0,
+            };
+            let tried = send_to_model(target, op, &input, tokens, &mut send, &span, &mut guard, &mut server, &mut sends).await;
+            let e = match tried {
+                Ok(answered) => return Ok((answered, target)),
+                Err(e) => e,
+            };
+            let Some(following) = next.next().filter(|_| e.falls_back() && sends < MAX_SENDS_PER_CALL) else {
+                return Err(e);
+            };
+            tracing::warn!(model = %target.id, next = %following.id, error = %e, "model failed, falling back to the next model");
+            guard.move_model(following.counters.clone(), following.label.clone(), e.kind());
+            target = following;
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    match result {
+        Ok((a, target)) => {
+            span.record("gen_ai.response.model", target.id.as_str());
+            Ok(Answer {
+                output: a.output,
+                call: OpenCall::new(open::Opened {
+                    prices: target.shared.prices(&target.id),
+                    guard,
+                    region_guard: a.region_guard,
+                    span,
+                    operation: op.operation(),
+                    model_id: target.id.clone(),
+                    label: target.label.clone(),
+                    server,
+                    started,
+                    region: a.region,
+                    attempts: a.attempts,
+                    connection: a.connection,
+                    lease: a.lease,
+                }),
+            })
+        }
+        Err(e) => {
+            let elapsed = started.elapsed();
+            span.record("outcome", e.kind().as_str());
+            span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+            record_error(&span, e.code().unwrap_or(e.kind().as_str()));
+            let m = crate::metrics::GenAi {
+                operation: op.operation(),
+                model: &first.label,
+                server: &server,
+            };
+            crate::metrics::gen_ai_duration(&m, Some(e.kind().as_str()), elapsed);
+            guard.finish(Outcome::Failure(e.kind()));
+            Err(e)
+        }
+    }
+}
+
+/// Sends the call to one model: to each allowed region in turn until one answers or the
+/// failure is not regional.
+#[allow(clippy::too_many_arguments)] // the driver's state, lent to one step of it
+async fn send_to_model<V, O, E, Fut>(
+    target: &Target,
+    op: Op,
+    input: &V,
+    tokens: u64,
+    send: &mut impl FnMut(&V, &str, &RegionClient) -> Fut,
+    span: &tracing::Span,
+    guard: &mut CallGuard,
+    server: &mut String,
+    sends: &mut usize,
+) -> Result<Answered<O>>
+where
+    Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let shared = &target.shared;
+    let order = shared.regions.order(&target.id);
+    let pair = |r: &RegionClient| format!("{} in {}", target.id, r.region);
+    let mut last: Option<Error> = None;
+    let mut region_sends = 0;
+    for (i, region) in order.iter().enumerate() {
+        if region_sends == MAX_REGIONS_PER_CALL || *sends == MAX_SENDS_PER_CALL {
+            break;
+        }
+        let breaker = target.breaker(region);
+        let mut trial = Trial(None);
+        match breaker.map(|b| b.admit(|| pair(region))) {
+            None | Some(Admit::Closed) => {}
+            Some(Admit::Trial) => trial.0 = breaker,
+            Some(Admit::Skip(e)) => {
+                last = Some(e);
+                continue;
+            }
+        }
+        let lease = match &target.limiter {
+            None => None,
+            // The model's limit holds in every region: a refusal moves the call to the next
+            // model, not to the next region.
+            Some(l) => Some(l.acquire(&target.id, tokens).await?),
+        };
+        *sends += 1;
+        region_sends += 1;
+        let region_guard = CallGuard::start(
+            [Some(region.counters.clone()), None],
+            region.activity.clone(),
+            None,
+        );
+        let (host, port) = &region.server;
+        span.record("cloud.region", region.region.as_str());
+        span.record("server.address", host.as_str());
+        if let Some(p) = port {
+            span.record("server.port", i64::from(*p));
+        }
+        server.clone_from(host);
+        let scope = Arc::new(CallScope::default());
+        // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
+        // task-local scope and this future's states copied it several times per call. The
+        // box is allocated first so that the future is built in it, not copied into it.
+        // Its output is boxed and its error mapped inside, so what moves out of it through
+        // the scope, the span and this loop is two words, not the SDK's large `Result`. The
+        // mapping is a `Map` combinator, which polls the SDK's future where it lies: an
+        // `async` block awaiting it would move all of it into its own state on the first poll.
+        let fut = Box::into_pin(Box::write(
+            Box::new_uninit(),
+            send(input, &target.id, region)
+                .map(move |r| r.map(Box::new).map_err(|e| from_sdk(op.name(), e))),
+        ));
+        shared.check_exhaustion(region);
+        let result = CALL.scope(scope.clone(), fut).await;
+        let attempts = scope.attempts.load(Relaxed);
+        span.record("aws.bedrock.attempts", i64::from(attempts));
+        let extra = u64::from(attempts.saturating_sub(1));
+        let retired = u64::from(scope.retired.load(Relaxed));
+        for g in [&*guard, &region_guard] {
+            g.retries(extra);
+            g.retired(retired);
+        }
+        match result {
+            Ok(output) => {
+                trial.success();
+                if let Some(b) = breaker {
+                    b.success();
+                }
+                shared.regions.mark_healthy(region);
+                return Ok(Answered {
+                    output,
+                    region: region.region.clone(),
+                    attempts,
+                    region_guard,
+                    connection: shared.transport.last_connection(&scope),
+                    lease,
+                });
+            }
+            Err(e) => {
+                region_guard.finish(Outcome::Failure(e.kind()));
+                if trial.0.is_some() {
+                    trial.failure(&e, || pair(region));
+                } else if let Some(b) = breaker {
+                    b.failure(&e, false, || pair(region));
+                }
+                let regional = fails_over(&e);
+                if regional && order.len() > 1 {
+                    shared.regions.mark_unhealthy(region);
+                }
+                if !regional {
+                    return Err(e);
+                }
+                let more = i + 1 < order.len()
+                    && region_sends < MAX_REGIONS_PER_CALL
+                    && *sends < MAX_SENDS_PER_CALL;
+                if more {
+                    region.failovers.fetch_add(1, Relaxed);
+                    tracing::warn!(region = %region.region, error = %e, "regional failure, trying the next region");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::new(ErrorKind::Other, "no region to send the call to")))
+}

@@ -1,0 +1,240 @@
+//! A call that got its answer but may not be over (a stream): its figures, span and metrics
+//! until it finishes.
+
+use super::span::record_error;
+use crate::error::Error;
+use crate::limit::Lease;
+use crate::stats::{CallGuard, Outcome, Prices, Tokens};
+use crate::transport::ConnectionWatch;
+use aws_sdk_bedrockruntime::types::TokenUsage;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The figures of a call that has an answer but may not be over (a stream is over when its
+/// last event arrived): finish it with [`OpenCall::finish`]; dropping it counts as cancelled.
+pub(crate) struct OpenCall {
+    /// The model that answered (a fallback's when the call moved).
+    model_id: String,
+    /// The limit's admission, corrected by the usage.
+    lease: Option<Lease>,
+    /// The model's prices when the call started, for its cost.
+    prices: Option<Prices>,
+    /// When the first event of a stream arrived.
+    first_event: Option<Instant>,
+    guard: CallGuard,
+    region_guard: CallGuard,
+    /// Set once the figures are finished; tokens reported later (a stream's metadata comes
+    /// after `messageStop`) still count.
+    finished: bool,
+    span: tracing::Span,
+    /// `gen_ai.operation.name`, the model's statistics label and `server.address`, for the
+    /// `gen_ai.client.*` metrics.
+    operation: &'static str,
+    label: Arc<str>,
+    server: String,
+    started: Instant,
+    region: String,
+    attempts: u32,
+    connection: Option<ConnectionWatch>,
+}
+
+/// What the driver knows of a call when it gets its answer.
+pub(super) struct Opened {
+    pub(super) prices: Option<Prices>,
+    pub(super) guard: CallGuard,
+    pub(super) region_guard: CallGuard,
+    pub(super) span: tracing::Span,
+    pub(super) operation: &'static str,
+    pub(super) model_id: String,
+    pub(super) label: Arc<str>,
+    pub(super) server: String,
+    pub(super) started: Instant,
+    pub(super) region: String,
+    pub(super) attempts: u32,
+    pub(super) connection: Option<ConnectionWatch>,
+    pub(super) lease: Option<Lease>,
+}
+
+impl OpenCall {
+    pub(super) fn new(o: Opened) -> Self {
+        OpenCall {
+            model_id: o.model_id,
+            lease: o.lease,
+            prices: o.prices,
+            first_event: None,
+            guard: o.guard,
+            region_guard: o.region_guard,
+            finished: false,
+            span: o.span,
+            operation: o.operation,
+            label: o.label,
+            server: o.server,
+            started: o.started,
+            region: o.region,
+            attempts: o.attempts,
+            connection: o.connection,
+        }
+    }
+
+    /// Returns the model that answered.
+    pub(crate) fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Returns the region that answered.
+    pub(crate) fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Returns the attempts the SDK made in that region.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Returns the time since the call started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Counts the call's tokens (and cost, and a stream's output tokens per second) from the
+    /// usage the service reported.
+    pub(crate) fn usage(&self, usage: &TokenUsage) {
+        let n = |v: i32| u64::try_from(v).unwrap_or(0);
+        let tokens = Tokens {
+            input: n(usage.input_tokens()),
+            output: n(usage.output_tokens()),
+            cache_read: usage.cache_read_input_tokens().map_or(0, n),
+            cache_write: usage.cache_write_input_tokens().map_or(0, n),
+        };
+        if let Some(l) = &self.lease {
+            l.correct(tokens.input + tokens.cache_read + tokens.cache_write + tokens.output);
+        }
+        let generation = self.first_event.map(|t| t.elapsed());
+        for g in [&self.guard, &self.region_guard] {
+            g.tokens(tokens, self.prices.as_ref(), generation);
+        }
+        // The conventions count cached input (reads and writes) in the input tokens; OTel
+        // integers are i64 (tracing-opentelemetry exports a u64 as text).
+        let input = tokens.input + tokens.cache_read + tokens.cache_write;
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span.record("gen_ai.usage.input_tokens", int(input));
+        self.span
+            .record("gen_ai.usage.output_tokens", int(tokens.output));
+        if tokens.cache_read > 0 {
+            self.span.record(
+                "gen_ai.usage.cache_read.input_tokens",
+                int(tokens.cache_read),
+            );
+        }
+        if tokens.cache_write > 0 {
+            self.span.record(
+                "gen_ai.usage.cache_creation.input_tokens",
+                int(tokens.cache_write),
+            );
+        }
+        let m = self.gen_ai();
+        crate::metrics::gen_ai_tokens(&m, "input", input);
+        crate::metrics::gen_ai_tokens(&m, "output", tokens.output);
+    }
+
+    /// Records why the model stopped (`gen_ai.response.finish_reasons`): a string array with
+    /// the `otel` feature, else its JSON text (`["end_turn"]`).
+    pub(crate) fn finish_reason(&self, reason: &aws_sdk_bedrockruntime::types::StopReason) {
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::{Array, StringValue, Value};
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let v = Value::Array(Array::String(vec![StringValue::from(
+                reason.as_str().to_owned(),
+            )]));
+            self.span.set_attribute("gen_ai.response.finish_reasons", v);
+        }
+        #[cfg(not(feature = "otel"))]
+        self.span.record(
+            "gen_ai.response.finish_reasons",
+            format!("[{:?}]", reason.as_str()).as_str(),
+        );
+    }
+
+    /// Returns the attributes of this call's `gen_ai.client.*` metrics.
+    fn gen_ai(&self) -> crate::metrics::GenAi<'_> {
+        crate::metrics::GenAi {
+            operation: self.operation,
+            model: &self.label,
+            server: &self.server,
+        }
+    }
+
+    /// Records the time to the first event of a stream.
+    pub(crate) fn first_token(&mut self) {
+        self.first_event = Some(Instant::now());
+        crate::metrics::gen_ai_first_chunk(&self.gen_ai(), self.started.elapsed());
+        for g in [&self.guard, &self.region_guard] {
+            g.first_token();
+        }
+    }
+
+    /// Retires the connection the answer arrives on (a stream that stalled or broke); counts
+    /// it once.
+    pub(crate) fn retire_connection(&self) {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.retire("stream stalled or broke"))
+        {
+            for g in [&self.guard, &self.region_guard] {
+                g.retired(1);
+            }
+        }
+    }
+
+    /// Ends the call with `e`: `error.type` is the service's error code when there is one,
+    /// else the [`ErrorKind`] name.
+    pub(crate) fn fail(&mut self, e: &Error) {
+        self.end(Outcome::Failure(e.kind()), e.code());
+    }
+
+    /// Ends the call's and the region's figures with `outcome` (once; later calls do nothing).
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        self.end(outcome, None);
+    }
+
+    fn end(&mut self, outcome: Outcome, code: Option<&str>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let elapsed = self.started.elapsed();
+        self.span
+            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+        self.span.record(
+            "outcome",
+            match outcome {
+                Outcome::Success => "success",
+                Outcome::Failure(k) => k.as_str(),
+                Outcome::Cancelled => "cancelled",
+            },
+        );
+        match outcome {
+            Outcome::Success => crate::metrics::gen_ai_duration(&self.gen_ai(), None, elapsed),
+            Outcome::Failure(k) => {
+                record_error(&self.span, code.unwrap_or(k.as_str()));
+                crate::metrics::gen_ai_duration(&self.gen_ai(), Some(k.as_str()), elapsed);
+            }
+            Outcome::Cancelled => {}
+        }
+        self.guard.end(outcome);
+        self.region_guard.end(outcome);
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        // A stream dropped before its end: the span and figures say cancelled.
+        self.finish(Outcome::Cancelled);
+    }
+}

@@ -1,0 +1,355 @@
+//! Client-side limits per model: requests and tokens per sliding window, so that a process
+//! never sends past the quota it was given. A call over the limit waits in a bounded queue
+//! with a deadline ([`LimitMode::Wait`]) or fails at once ([`LimitMode::Reject`]), with
+//! [`ErrorKind::Throttled`](crate::ErrorKind::Throttled) either way, never sent.
+//!
+//! Tokens are counted when a call is admitted as an estimate (the input's UTF-8 bytes / 4,
+//! plus `max_tokens`), then corrected to the usage the service reports. A call stays in the
+//! window until one window after it ended (see `window.rs`, which holds the arithmetic; this
+//! file the queue).
+
+mod window;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::stats::{Histogram, LatencySummary};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use window::Window;
+
+/// What a call over the limit does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitMode {
+    /// Wait for room, first come first served, in a queue of at most `max_queue` calls, for at
+    /// most `deadline`; a call that finds the queue full, or whose deadline passes, fails with
+    /// `Throttled`. The default, with a queue of 1024 and a 10 s deadline.
+    Wait {
+        /// Most calls waiting at once.
+        max_queue: usize,
+        /// Longest wait of one call.
+        deadline: Duration,
+    },
+    /// Fail at once with `Throttled` (and [`Error::retry_after`]).
+    Reject,
+}
+
+impl LimitMode {
+    /// Waits in a queue of at most `max_queue` calls, each for at most `deadline`.
+    pub fn wait(max_queue: usize, deadline: Duration) -> Self {
+        LimitMode::Wait {
+            max_queue,
+            deadline,
+        }
+    }
+}
+
+impl Default for LimitMode {
+    fn default() -> Self {
+        LimitMode::wait(1024, Duration::from_secs(10))
+    }
+}
+
+/// The client-side limit of one model: requests and tokens per sliding window.
+///
+/// ```
+/// use bedrock_pool::{LimitMode, ModelLimit};
+/// let limit = ModelLimit::per_minute().requests(60).tokens(100_000).mode(LimitMode::Reject);
+/// # let _ = limit;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelLimit {
+    /// Most calls admitted in any window; `None` for no request limit.
+    pub requests: Option<u64>,
+    /// Most tokens (input and output) admitted in any window; `None` for no token limit.
+    pub tokens: Option<u64>,
+    /// The window's length: 60 s for Bedrock's per-minute quotas (shorter in tests).
+    pub window: Duration,
+    /// What a call over the limit does.
+    pub mode: LimitMode,
+}
+
+impl ModelLimit {
+    /// A limit per minute, as Bedrock's quotas are counted; set `requests` and/or `tokens`.
+    pub fn per_minute() -> Self {
+        ModelLimit::per_window(Duration::from_secs(60))
+    }
+
+    /// A limit per sliding window of `window`.
+    pub fn per_window(window: Duration) -> Self {
+        ModelLimit {
+            requests: None,
+            tokens: None,
+            window,
+            mode: LimitMode::default(),
+        }
+    }
+
+    /// Admits at most `n` calls per window.
+    pub fn requests(mut self, n: u64) -> Self {
+        self.requests = Some(n);
+        self
+    }
+
+    /// Admits at most `n` tokens (input estimate plus `max_tokens`, corrected by the usage)
+    /// per window.
+    pub fn tokens(mut self, n: u64) -> Self {
+        self.tokens = Some(n);
+        self
+    }
+
+    /// Sets what a call over the limit does.
+    pub fn mode(mut self, mode: LimitMode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// The figures of one model's client-side limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// Calls admitted (sent).
+    pub admitted: u64,
+    /// Calls that waited for room before they were admitted.
+    pub waited: u64,
+    /// How long admitted calls waited in the queue (the calls that did not wait included).
+    pub queue_wait: LatencySummary,
+    /// Calls refused at once: `Reject` mode, a full queue, or an estimate larger than the
+    /// whole token limit.
+    pub rejected: u64,
+    /// Calls that waited until their deadline and were refused.
+    pub expired: u64,
+    /// Calls waiting now.
+    pub queued: u64,
+    /// Calls admitted in the current window.
+    pub requests_in_window: u64,
+    /// Tokens counted in the current window (estimates, corrected by the usage reported).
+    pub tokens_in_window: u64,
+}
+
+struct State {
+    window: Window,
+    /// Waiting calls, first come first served.
+    queue: VecDeque<u64>,
+    next_waiter: u64,
+}
+
+/// One model's limiter.
+pub(crate) struct Limiter {
+    pub(crate) limit: ModelLimit,
+    state: Mutex<State>,
+    notify: tokio::sync::Notify,
+    admitted: AtomicU64,
+    waited: AtomicU64,
+    wait: Histogram,
+    rejected: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// A call admitted by a limiter: correct its tokens with the usage reported. Dropping it
+/// ends the call: it leaves the window one window later.
+pub(crate) struct Lease {
+    limiter: Arc<Limiter>,
+    seq: u64,
+}
+
+impl Lease {
+    /// Replaces the call's token estimate with the tokens it used.
+    pub(crate) fn correct(&self, tokens: u64) {
+        let freed = {
+            let mut s = self.limiter.lock();
+            s.window.correct(self.seq, tokens)
+        };
+        if freed {
+            self.limiter.notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let l = &self.limiter;
+        l.lock()
+            .window
+            .end(self.seq, Instant::now(), l.limit.window);
+        // A waiting call may now know when room comes.
+        l.notify.notify_waiters();
+    }
+}
+
+/// Removes a waiting call from the queue however its wait ends (admitted, expired, dropped).
+struct Waiting<'a> {
+    limiter: &'a Limiter,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.limiter.lock();
+        if let Some(i) = s.queue.iter().position(|w| *w == self.id) {
+            s.queue.remove(i);
+        }
+        drop(s);
+        // The next in line may go now.
+        self.limiter.notify.notify_waiters();
+    }
+}
+
+impl Limiter {
+    pub(crate) fn new(limit: ModelLimit) -> Self {
+        Limiter {
+            limit,
+            state: Mutex::new(State {
+                window: Window::default(),
+                queue: VecDeque::new(),
+                next_waiter: 0,
+            }),
+            notify: tokio::sync::Notify::new(),
+            admitted: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            wait: Histogram::new(),
+            rejected: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn throttled(&self, model_id: &str, why: &str, retry_after: Option<Duration>) -> Error {
+        let e = Error::new(
+            ErrorKind::Throttled,
+            format!("client-side limit of {model_id}: {why}; not sent"),
+        );
+        match retry_after {
+            Some(r) => e.with_retry_after(r),
+            None => e,
+        }
+    }
+
+    /// Admits a call of `tokens` estimated tokens, waiting for room in `Wait` mode.
+    ///
+    /// # Errors
+    /// `Throttled` when the call is refused (see [`LimitMode`]).
+    pub(crate) async fn acquire(self: &Arc<Self>, model_id: &str, tokens: u64) -> Result<Lease> {
+        let tokens = tokens.max(1);
+        let limit = &self.limit;
+        if let Some(max) = limit.tokens
+            && tokens > max
+        {
+            self.rejected.fetch_add(1, Relaxed);
+            let why = format!(
+                "the call's estimate of {tokens} tokens exceeds the limit of {max} per window"
+            );
+            return Err(self.throttled(model_id, &why, None));
+        }
+        let started = Instant::now();
+        let (max_queue, deadline) = {
+            let mut s = self.lock();
+            s.window.trim(started, limit);
+            if s.queue.is_empty() && s.window.has_room(limit, tokens) {
+                return Ok(self.admit(&mut s, started, tokens, started));
+            }
+            match limit.mode {
+                LimitMode::Reject => {
+                    let after = s.window.room_in(started, limit, tokens);
+                    drop(s);
+                    self.rejected.fetch_add(1, Relaxed);
+                    return Err(self.throttled(model_id, "the limit is reached", Some(after)));
+                }
+                LimitMode::Wait {
+                    max_queue,
+                    deadline,
+                } => (max_queue, deadline),
+            }
+        };
+        let deadline_at = started + deadline;
+        let waiting = {
+            let mut s = self.lock();
+            if s.queue.len() >= max_queue {
+                drop(s);
+                self.rejected.fetch_add(1, Relaxed);
+                let why = format!("{max_queue} calls already wait for the limit");
+                return Err(self.throttled(model_id, &why, None));
+            }
+            let id = s.next_waiter;
+            s.next_waiter += 1;
+            s.queue.push_back(id);
+            Waiting { limiter: self, id }
+        };
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let wake = {
+                let mut s = self.lock();
+                s.window.trim(now, limit);
+                if s.queue.front() == Some(&waiting.id) {
+                    if s.window.has_room(limit, tokens) {
+                        s.queue.pop_front();
+                        self.waited.fetch_add(1, Relaxed);
+                        return Ok(self.admit(&mut s, now, tokens, started));
+                    }
+                    Some(now + s.window.room_in(now, limit, tokens))
+                } else {
+                    None
+                }
+            };
+            if now >= deadline_at {
+                self.expired.fetch_add(1, Relaxed);
+                let why = format!("waited {deadline:?} for room");
+                let after = wake.map(|w| w.saturating_duration_since(now));
+                return Err(self.throttled(model_id, &why, after));
+            }
+            let until = wake.map_or(deadline_at, |w| w.min(deadline_at));
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = &mut notified => {}
+            }
+        }
+    }
+
+    fn admit(self: &Arc<Self>, s: &mut State, now: Instant, tokens: u64, asked: Instant) -> Lease {
+        let seq = s.window.push(tokens);
+        self.admitted.fetch_add(1, Relaxed);
+        self.wait.record(now.saturating_duration_since(asked));
+        Lease {
+            limiter: self.clone(),
+            seq,
+        }
+    }
+
+    /// Returns the limiter's figures now.
+    pub(crate) fn stats(&self) -> LimitStats {
+        let (queued, requests_in_window, tokens_in_window) = {
+            let mut s = self.lock();
+            s.window.trim(Instant::now(), &self.limit);
+            (s.queue.len() as u64, s.window.len(), s.window.tokens())
+        };
+        LimitStats {
+            admitted: self.admitted.load(Relaxed),
+            waited: self.waited.load(Relaxed),
+            queue_wait: self.wait.summary(),
+            rejected: self.rejected.load(Relaxed),
+            expired: self.expired.load(Relaxed),
+            queued,
+            requests_in_window,
+            tokens_in_window,
+        }
+    }
+}
+
+/// Estimates the tokens of `input_bytes` of text plus `max_tokens` of output: about four bytes
+/// a token, rounded up.
+pub(crate) fn estimate(input_bytes: usize, max_tokens: Option<i32>) -> u64 {
+    let input = (input_bytes as u64).div_ceil(4);
+    input + max_tokens.and_then(|m| u64::try_from(m).ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Unit tests of the limiter: the window arithmetic, the two modes, the queue.
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn the_window_counts_requests_and_tokens_and_says_when_room_comes() {
+    let limit = ModelLimit::per_window(ms(1000)).requests(2).tokens(100);
+    let mut w = Window::default();
+    let t0 = Instant::now();
+    assert!(w.has_room(&limit, 60));
+    let first = w.push(60);
+    assert!(!w.has_room(&limit, 60), "60 + 60 > 100");
+    assert_eq!(
+        w.room_in(t0, &limit, 60),
+        limit.window,
+        "unknown while the first is in flight"
+    );
+    w.end(first, t0, limit.window);
+    assert_eq!(w.room_in(t0 + ms(100), &limit, 60), ms(900));
+    assert!(w.correct(first, 10), "the usage was lower: room freed");
+    assert!(w.has_room(&limit, 60));
+    let second = w.push(60);
+    assert!(!w.has_room(&limit, 1), "two requests");
+    assert_eq!(w.room_in(t0 + ms(300), &limit, 1), ms(700));
+    w.trim(t0 + ms(1000), &limit);
+    assert_eq!(
+        (w.len(), w.tokens()),
+        (1, 60),
+        "the first left, the second is in flight"
+    );
+    assert!(w.has_room(&limit, 40));
+    assert!(!w.has_room(&limit, 41));
+    w.end(second, t0 + ms(1100), limit.window);
+    w.trim(t0 + ms(2099), &limit);
+    assert_eq!(
+        w.len(),
+        1,
+        "a window after it ended, not after it was admitted"
+    );
+    w.trim(t0 + ms(2100), &limit);
+    assert_eq!((w.len(), w.tokens()), (0, 0));
+}
+
+#[test]
+fn a_call_in_flight_does_not_hold_back_those_that_left_when_the_window_is_full() {
+    let limit = ModelLimit::per_window(ms(100)).requests(3);
+    let mut w = Window::default();
+    let t0 = Instant::now();
+    let _slow = w.push(1);
+    let a = w.push(1);
+    let b = w.push(1);
+    w.end(a, t0, limit.window);
+    w.end(b, t0, limit.window);
+    assert!(!w.has_room(&limit, 1));
+    assert_eq!(w.room_in(t0, &limit, 1), ms(100));
+    w.trim(t0 + ms(100), &limit);
+    assert_eq!(w.len(), 1);
+}
+
+#[test]
+fn estimates_count_a_token_per_four_bytes_plus_max_tokens() {
+    assert_eq!(estimate(0, None), 0);
+    assert_eq!(estimate(5, None), 2);
+    assert_eq!(estimate(8, Some(100)), 102);
+    assert_eq!(estimate(8, Some(-1)), 2);
+}
+
+#[tokio::test]
+async fn reject_mode_refuses_at_once_with_a_retry_after() {
+    let l = Arc::new(Limiter::new(
+        ModelLimit::per_window(ms(500))
+            .requests(2)
+            .mode(LimitMode::Reject),
+    ));
+    let _a = l.acquire("m", 1).await.expect("first");
+    let _b = l.acquire("m", 1).await.expect("second");
+    let e = l.acquire("m", 1).await.err().expect("third is refused");
+    assert_eq!(e.kind(), ErrorKind::Throttled);
+    assert!(e.retry_after().is_some_and(|r| r <= ms(500)));
+    assert!(e.message().contains("client-side limit of m"), "{e}");
+    let s = l.stats();
+    assert_eq!((s.admitted, s.rejected, s.requests_in_window), (2, 1, 2));
+}
+
+#[tokio::test]
+async fn an_estimate_over_the_whole_token_limit_never_waits() {
+    let l = Arc::new(Limiter::new(ModelLimit::per_window(ms(500)).tokens(10)));
+    let e = l.acquire("m", 11).await.err().expect("too large");
+    assert!(e.is_throttled());
+    assert_eq!(l.stats().rejected, 1);
+}
+
+#[tokio::test]
+async fn waiting_calls_go_in_order_when_room_comes() {
+    let l = Arc::new(Limiter::new(
+        ModelLimit::per_window(ms(300))
+            .requests(1)
+            .mode(LimitMode::wait(10, Duration::from_secs(10))),
+    ));
+    // Each call leaves the window one window after it ended.
+    drop(l.acquire("m", 1).await.expect("first"));
+    let started = Instant::now();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (l, order) = (l.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let _lease = l.acquire("m", 1).await.expect("admitted after waiting");
+            order.lock().unwrap().push(i);
+        }));
+        // Queue them in a known order.
+        tokio::time::sleep(ms(20)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // One per window: the third waiter went at least three windows after the first call.
+    assert!(started.elapsed() >= ms(800), "{:?}", started.elapsed());
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    let s = l.stats();
+    assert_eq!((s.admitted, s.waited, s.queued), (4, 3, 0));
+    assert!(s.queue_wait.max >= ms(200), "{:?}", s.queue_wait);
+}
+
+#[tokio::test]
+async fn the_deadline_and_the_queue_bound_refuse_calls() {
+    let l = Arc::new(Limiter::new(
+        ModelLimit::per_window(Duration::from_secs(60))
+            .requests(1)
+            .mode(LimitMode::wait(1, ms(100))),
+    ));
+    let _first = l.acquire("m", 1).await.expect("first");
+    let l2 = l.clone();
+    let waiter = tokio::spawn(async move { l2.acquire("m", 1).await.map(|_| ()) });
+    tokio::time::sleep(ms(30)).await;
+    let full = l.acquire("m", 1).await.err().expect("the queue is full");
+    assert!(full.message().contains("already wait"), "{full}");
+    let expired = waiter.await.unwrap().err().expect("deadline");
+    assert!(expired.is_throttled());
+    let s = l.stats();
+    assert_eq!((s.rejected, s.expired, s.queued), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_cancelled_waiter_leaves_the_queue() {
+    let l = Arc::new(Limiter::new(
+        ModelLimit::per_window(ms(200))
+            .requests(1)
+            .mode(LimitMode::wait(4, Duration::from_secs(5))),
+    ));
+    drop(l.acquire("m", 1).await.expect("first"));
+    let cancelled = tokio::time::timeout(ms(50), l.acquire("m", 1)).await;
+    assert!(cancelled.is_err());
+    assert_eq!(l.stats().queued, 0);
+    l.acquire("m", 1)
+        .await
+        .expect("the next waiter is not stuck behind it");
+}
