@@ -156,6 +156,10 @@
 //! - Validation covers the rules above, not every constraint of the service model; messages are
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
+//! - Quotas and context windows are per exact model id on one server (Bedrock's quotas are per
+//!   account, region and model, inference profiles apart), tokens are words, and an Anthropic
+//!   request that fits its prompt but not its max tokens gets the same `prompt is too long`
+//!   message (Anthropic words that case differently).
 //! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
 //!   dead" connection still ACKs at the TCP level, which a real black hole does not. Idle means no
 //!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
