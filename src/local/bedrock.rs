@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::conn::ConnShared;
 use super::fault::{Fault, ServiceError};
+use super::limits::converse_max_tokens;
 use super::model::{ConverseCall, ModelReply, ReplyBlock, split_pieces};
 use super::options::{cache_point_count, thinking_budget};
 use super::record::{Listener, Operation, RecordedRequest};
@@ -140,6 +141,14 @@ pub(crate) async fn handle(
         Ok(i) => i,
         Err(err) => return fail(err),
     };
+    let input_tokens = request_words(body);
+    let ticket = match shared
+        .limits
+        .admit(&model_id, input_tokens, converse_max_tokens(body))
+    {
+        Ok(t) => t,
+        Err(err) => return fail(err),
+    };
     let (content, stop_reason, trace) = match intervention {
         Some(i) => {
             let blocked = vec![json!({ "text": i.guardrail.blocked_message })];
@@ -155,7 +164,7 @@ pub(crate) async fn handle(
     } else {
         content.iter().map(surface::block_tokens).sum()
     };
-    let input_tokens = request_words(body);
+    shared.limits.settle(ticket, input_tokens + output_tokens);
     let (cache_read, cache_write) = surface::cache_usage(shared, &model_id, body);
     tokio::time::sleep(shared.latency().for_request(rec)).await;
     let mut usage = json!({

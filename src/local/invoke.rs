@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use super::conn::ConnShared;
 use super::embed;
 use super::fault::{Fault, ServiceError};
+use super::limits::invoke_max_tokens;
 use super::model::{ConverseCall, ReplyBlock, count_words, split_pieces};
 use super::record::{Listener, Operation, RecordedRequest};
 use super::reply::{apply_stream_fault, unary};
@@ -98,6 +99,10 @@ pub(crate) async fn handle(
             Ok(e) => e,
             Err(m) => return fail(m),
         };
+        // Embeddings answer no tokens: they are charged their input only.
+        if let Err(err) = shared.limits.admit(model_id, e.input_tokens, 0) {
+            return Answer::error(Listener::Bedrock, &err);
+        }
         tokio::time::sleep(shared.latency().for_request(rec)).await;
         let ans = unary(
             Bytes::from(e.body.to_string()),
@@ -120,9 +125,16 @@ pub(crate) async fn handle(
             .map_or_else(|| body.to_string(), str::to_owned);
         json!({ "messages": [{ "role": "user", "content": [{ "text": text }] }] })
     };
+    let input_tokens = request_words(&converse);
+    let ticket = match shared
+        .limits
+        .admit(model_id, input_tokens, invoke_max_tokens(body))
+    {
+        Ok(t) => t,
+        Err(err) => return Answer::error(Listener::Bedrock, &err),
+    };
     let call = ConverseCall::from_body(model_id.to_owned(), converse.clone());
     let reply = shared.responder().reply(&call);
-    let input_tokens = request_words(&converse);
     let content: Vec<Value> = reply
         .content
         .iter()
@@ -147,6 +159,7 @@ pub(crate) async fn handle(
             _ => count_words(&b["input"].to_string()),
         })
         .sum();
+    shared.limits.settle(ticket, input_tokens + output_tokens);
     let stop_reason = reply.stop_reason.clone();
     tokio::time::sleep(shared.latency().for_request(rec)).await;
     let latency_ms = started.elapsed().as_millis() as u64;

@@ -95,6 +95,25 @@
 //!     `additionalModelResponseFieldPaths` `/stop_sequence` is answered (the stop sequence that
 //!     ended the answer, or null), other paths are accepted and ignored.
 //!
+//! # Quotas and context windows
+//!
+//! Per model id, after validation and authentication and before the model answers:
+//!
+//! - A context window ([`LocalServerBuilder::context_window`],
+//!   [`LocalServer::set_context_window`]): a Converse, ConverseStream or InvokeModel request whose
+//!   input tokens plus max tokens exceed it gets `400 ValidationException` with Bedrock's
+//!   message: `The model returned the following errors: prompt is too long: {input} tokens >
+//!   {window} maximum` for an id containing `anthropic`, `Input is too long for requested
+//!   model.` otherwise.
+//! - A [`Quota`] ([`LocalServerBuilder::quota`], [`LocalServer::set_quota`]), Bedrock's requests
+//!   and tokens per minute over a sliding window whose length a test scales down: a request past
+//!   it gets `429 ThrottlingException` (`Too many requests, please wait before trying again.`, or
+//!   `Too many tokens, ...`) and is not counted. Tokens are charged up front (input plus max
+//!   tokens) and corrected to input plus output once the answer is known, as Bedrock does.
+//!   CountTokens is free. [`LocalServer::quota_stats`] returns a [`QuotaStats`]: admitted,
+//!   throttled, and the busiest window of the run, so a test can assert that no window ever
+//!   held more than the quota.
+//!
 //! # Faults
 //!
 //! Faults are values, changeable while the server runs:
@@ -137,6 +156,10 @@
 //! - Validation covers the rules above, not every constraint of the service model; messages are
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
+//! - Quotas and context windows are per exact model id on one server (Bedrock's quotas are per
+//!   account, region and model, inference profiles apart), tokens are words, and an Anthropic
+//!   request that fits its prompt but not its max tokens gets the same `prompt is too long`
+//!   message (Anthropic words that case differently).
 //! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
 //!   dead" connection still ACKs at the TCP level, which a real black hole does not. Idle means no
 //!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
@@ -178,9 +201,11 @@ mod fault;
 mod guardrail;
 mod identity;
 mod invoke;
+mod limits;
 mod lock;
 mod model;
 mod options;
+mod quota;
 mod record;
 mod reply;
 mod server;
@@ -201,6 +226,7 @@ pub use identity::{
     TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
 };
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
+pub use quota::{Quota, QuotaStats};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use server::{LocalServer, LocalServerBuilder};
 pub use state::Protocol;
@@ -225,5 +251,7 @@ mod tests {
         send_sync::<ModelReply>();
         send_sync::<ConnectionCounts>();
         send_sync::<Guardrail>();
+        send_sync::<Quota>();
+        send_sync::<QuotaStats>();
     }
 }

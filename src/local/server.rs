@@ -17,6 +17,7 @@ use super::accept::{accept_loop, bind};
 use super::fault::{FaultRule, IdleFault, Latency};
 use super::guardrail::Guardrail;
 use super::identity::{TEST_ACCESS_KEY_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY};
+use super::limits::Limits;
 use super::model::Responder;
 use super::record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 use super::state::{Protocol, Setup, Shared};
@@ -27,7 +28,7 @@ const PROVIDER_NAME: &str = "bedrock-pool-local";
 /// Configures and starts a [`LocalServer`].
 #[derive(Debug)]
 pub struct LocalServerBuilder {
-    setup: Setup,
+    pub(super) setup: Setup,
     bedrock_port: u16,
     sts_port: u16,
 }
@@ -46,6 +47,7 @@ impl Default for LocalServerBuilder {
                 record_limit: 100_000,
                 api_key: TEST_API_KEY.to_owned(),
                 guardrails: vec![Guardrail::test()],
+                limits: Limits::default(),
             },
             bedrock_port: 0,
             sts_port: 0,
@@ -177,7 +179,7 @@ impl LocalServerBuilder {
 /// Runs a local Bedrock Runtime + STS server; dropping it stops both listeners and closes every
 /// connection.
 pub struct LocalServer {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     bedrock_addr: SocketAddr,
     sts_addr: SocketAddr,
     ca_pem: String,

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use super::conn::{ConnShared, IdleSetting};
 use super::fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
 use super::guardrail::Guardrail;
+use super::limits::Limits;
 use super::lock::lock;
 use super::model::Responder;
 use super::record::{Counters, Listener, Operation, RecordedRequest};
@@ -44,6 +45,8 @@ pub(crate) struct Setup {
     pub(crate) api_key: String,
     /// The guardrails requests may name.
     pub(crate) guardrails: Vec<Guardrail>,
+    /// The quotas and context windows per model id.
+    pub(crate) limits: Limits,
 }
 
 /// The most prompt-prefix hashes remembered; the set is emptied when it is full.
@@ -78,6 +81,8 @@ pub(crate) struct Shared {
     guardrails: Mutex<Vec<Guardrail>>,
     /// Hashes of the prompt prefixes seen up to a cache point.
     prefixes: Mutex<HashSet<[u8; 32]>>,
+    /// The quotas and context windows per model id.
+    pub(crate) limits: Limits,
 }
 
 impl Shared {
@@ -105,6 +110,7 @@ impl Shared {
             signing_secret: fresh_secret(),
             guardrails: Mutex::new(setup.guardrails),
             prefixes: Mutex::new(HashSet::new()),
+            limits: setup.limits,
         }
     }
 
