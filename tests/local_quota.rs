@@ -267,11 +267,11 @@ both_protocols! {
         let err = anthropic.converse().user(five).max_tokens(16).send().await.unwrap_err();
         assert_too_long(
             &err,
-            "The model returned the following errors: prompt is too long: 5 tokens > 20 maximum",
+            "The model returned the following errors: input length and `max_tokens` exceed context limit: 5 + 16 > 20, decrease input length or `max_tokens` and try again",
         );
-        assert_eq!(err.kind(), ErrorKind::Validation);
+        assert_eq!(err.kind(), ErrorKind::ContextWindowExceeded);
         let err = anthropic.converse_stream().user(five).max_tokens(16).send().await.unwrap_err();
-        assert_too_long(&err, "prompt is too long: 5 tokens > 20 maximum");
+        assert_too_long(&err, "input length and `max_tokens` exceed context limit: 5 + 16 > 20");
         // The refused requests were not admitted: the quota of 1 still has its slot.
         assert_eq!(server.quota_stats(MODEL).unwrap().admitted, 0);
         anthropic.converse().user(five).max_tokens(15).send().await.expect("fits");

@@ -74,7 +74,7 @@ impl Limits {
         if let Some(&window) = inner.context_windows.get(model_id)
             && input.saturating_add(max_tokens) > window
         {
-            return Err(ServiceError::Validation(too_long(model_id, input, window)));
+            return Err(ServiceError::Validation(too_long(model_id, input, max_tokens, window)));
         }
         let id = inner.next_id;
         let Some(log) = inner.quotas.get_mut(model_id) else {
@@ -99,10 +99,15 @@ impl Limits {
 }
 
 /// Returns the message Bedrock sends when a prompt does not fit the model's context window:
-/// Anthropic's words (wrapped as Bedrock wraps them) for Anthropic models, Bedrock's own else.
-fn too_long(model_id: &str, input: u64, window: u64) -> String {
-    if model_id.contains("anthropic") {
+/// Anthropic's words (wrapped as Bedrock wraps them) for Anthropic models (the prompt alone too
+/// long, or the prompt and `max_tokens` together), Bedrock's own else.
+fn too_long(model_id: &str, input: u64, max_tokens: u64, window: u64) -> String {
+    if model_id.contains("anthropic") && input > window {
         format!("{MODEL_ERRORS}prompt is too long: {input} tokens > {window} maximum")
+    } else if model_id.contains("anthropic") {
+        format!(
+            "{MODEL_ERRORS}input length and `max_tokens` exceed context limit: {input} + {max_tokens} > {window}, decrease input length or `max_tokens` and try again"
+        )
     } else {
         "Input is too long for requested model.".to_owned()
     }
@@ -212,8 +217,10 @@ mod tests {
         assert_eq!(err.name(), "ValidationException");
         assert_eq!(
             err.message(),
-            "The model returned the following errors: prompt is too long: 4 tokens > 10 maximum"
+            "The model returned the following errors: input length and `max_tokens` exceed context limit: 4 + 7 > 10, decrease input length or `max_tokens` and try again"
         );
+        let err = limits.admit(model, 11, 0).unwrap_err();
+        assert!(err.message().ends_with("prompt is too long: 11 tokens > 10 maximum"));
         assert!(limits.admit(model, 4, 6).unwrap().is_some());
         let err = limits.admit(model, 1, 0).unwrap_err();
         assert_eq!((err.status(), err.name()), (429, "ThrottlingException"));

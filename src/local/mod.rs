@@ -102,9 +102,10 @@
 //! - A context window ([`LocalServerBuilder::context_window`],
 //!   [`LocalServer::set_context_window`]): a Converse, ConverseStream or InvokeModel request whose
 //!   input tokens plus max tokens exceed it gets `400 ValidationException` with Bedrock's
-//!   message: `The model returned the following errors: prompt is too long: {input} tokens >
-//!   {window} maximum` for an id containing `anthropic`, `Input is too long for requested
-//!   model.` otherwise.
+//!   message: for an id containing `anthropic`, `The model returned the following errors:
+//!   prompt is too long: {input} tokens > {window} maximum` (the prompt alone too long) or
+//!   `... input length and `max_tokens` exceed context limit: {input} + {max} > {window}, ...`;
+//!   `Input is too long for requested model.` otherwise.
 //! - A [`Quota`] ([`LocalServerBuilder::quota`], [`LocalServer::set_quota`]), Bedrock's requests
 //!   and tokens per minute over a sliding window whose length a test scales down: a request past
 //!   it gets `429 ThrottlingException` (`Too many requests, please wait before trying again.`, or
@@ -157,9 +158,7 @@
 //!   worded for tests, not copied from AWS.
 //! - Any session token is accepted; the model id is checked for syntax only, any id "exists".
 //! - Quotas and context windows are per exact model id on one server (Bedrock's quotas are per
-//!   account, region and model, inference profiles apart), tokens are words, and an Anthropic
-//!   request that fits its prompt but not its max tokens gets the same `prompt is too long`
-//!   message (Anthropic words that case differently).
+//!   account, region and model, inference profiles apart), and tokens are words.
 //! - The idle faults act on this server's side of the socket, not in the kernel: a "silently
 //!   dead" connection still ACKs at the TCP level, which a real black hole does not. Idle means no
 //!   byte either way, even while a request waits for a slow answer (as on a real load balancer).
