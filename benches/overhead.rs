@@ -1,8 +1,9 @@
 //! What the factory costs and saves, against the local server (TLS, HTTP/1.1 unless
 //! `OVERHEAD_PROTOCOL=h2`, no model latency): converse through a model handle versus the raw SDK
 //! client on the same pool and a raw SDK client on a plain pool (concurrency 1 and 50), a cached
-//! `model(id)` lookup, the per-call statistics bookkeeping, and connections opened by one factory
-//! versus one SDK client per model.
+//! `model(id)` lookup, the per-call statistics bookkeeping, the circuit breakers' and a
+//! client-side limit's cost, and connections opened by one factory versus one SDK client per
+//! model.
 //!
 //! Run: `cargo bench --bench overhead` (`-- summary` skips criterion's groups). Criterion's groups
 //! come first, then a summary of side-by-side ratios measured in alternating rounds (this machine
@@ -10,7 +11,7 @@
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::local::{LocalServer, Protocol};
-use bedrock_pool::{LlmFactory, Model};
+use bedrock_pool::{LlmFactory, LlmFactoryBuilder, Model, ModelLimit};
 use criterion::{Criterion, Throughput};
 use std::future::Future;
 use std::hint::black_box;
@@ -45,13 +46,17 @@ async fn start_server() -> LocalServer {
         .expect("the local server starts")
 }
 
-async fn factory_for(server: &LocalServer) -> LlmFactory {
+fn builder_for(server: &LocalServer) -> LlmFactoryBuilder {
     LlmFactory::builder()
         .region(server.region())
         .credentials_provider(server.credentials())
         .bedrock_endpoint_url(server.bedrock_url())
         .sts_endpoint_url(server.sts_url())
         .ca_certificate_pem(server.ca_pem())
+}
+
+async fn factory_for(server: &LocalServer) -> LlmFactory {
+    builder_for(server)
         .build()
         .await
         .expect("the factory builds")
@@ -130,6 +135,10 @@ struct Setup {
     rt: Runtime,
     _server: LocalServer,
     factory: LlmFactory,
+    /// The same factory with circuit breakers off.
+    no_breakers: LlmFactory,
+    /// The same factory with a client-side limit on the model that never binds.
+    limited: LlmFactory,
     /// A raw SDK client on a plain pool (no connection watching): `LocalServer::sdk_config()`.
     plain: aws_sdk_bedrockruntime::Client,
 }
@@ -157,6 +166,13 @@ impl Setup {
     {
         let c = self.plain.clone();
         move |_| Box::pin(via_raw(c.clone(), MODEL.to_owned()))
+    }
+
+    fn model_call(
+        m: Model,
+    ) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static
+    {
+        move |_| Box::pin(via_factory(m.clone()))
     }
 
     fn side(&self, k: usize, n: u64, concurrency: usize) -> Duration {
@@ -250,6 +266,43 @@ fn print_side_by_side(label: &str, r: &SideBySide) {
     );
 }
 
+/// Runs the factory with its defaults (breakers on, no limit), with breakers off, and with a
+/// limit that never binds, in alternating rounds; returns the sorted per-round throughput
+/// ratios default/no-breakers and limited/default.
+fn limits_side_by_side(s: &Setup, rounds: usize, n: u64, c: usize) -> (Vec<f64>, Vec<f64>) {
+    let sides = [
+        Setup::model_call(s.factory.model(MODEL)),
+        Setup::model_call(s.no_breakers.model(MODEL)),
+        Setup::model_call(s.limited.model(MODEL)),
+    ];
+    let (mut breakers, mut limit) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut t = [Duration::ZERO; 3];
+        for i in 0..3 {
+            let k = (round + i) % 3;
+            t[k] = run(&s.rt, n, c, sides[k].clone());
+        }
+        breakers.push(t[1].as_secs_f64() / t[0].as_secs_f64());
+        limit.push(t[0].as_secs_f64() / t[2].as_secs_f64());
+    }
+    breakers.sort_by(f64::total_cmp);
+    limit.sort_by(f64::total_cmp);
+    (breakers, limit)
+}
+
+fn print_limits(label: &str, (breakers, limit): &(Vec<f64>, Vec<f64>)) {
+    let m = |v: &[f64]| v[v.len() / 2];
+    println!(
+        "limits {label}: defaults (breakers on, no limit) / breakers off {:.3} (rounds {:.3}..{:.3}); with a limit that never binds / defaults {:.3} (rounds {:.3}..{:.3})",
+        m(breakers),
+        breakers[0],
+        breakers[breakers.len() - 1],
+        m(limit),
+        limit[0],
+        limit[limit.len() - 1],
+    );
+}
+
 /// Median time per call of `f` over a few rounds of `n` calls.
 fn time_per_call(rounds: usize, n: u32, mut f: impl FnMut()) -> Duration {
     let mut v: Vec<Duration> = (0..rounds)
@@ -296,6 +349,21 @@ fn main() {
         .expect("a tokio runtime");
     let server = rt.block_on(start_server());
     let factory = rt.block_on(factory_for(&server));
+    let no_breakers = rt.block_on(async {
+        builder_for(&server)
+            .circuit_breaker(None)
+            .build()
+            .await
+            .expect("the factory builds")
+    });
+    let limited = rt.block_on(async {
+        let never = ModelLimit::per_minute().requests(1 << 40).tokens(1 << 50);
+        builder_for(&server)
+            .model_limit(MODEL, never)
+            .build()
+            .await
+            .expect("the factory builds")
+    });
     let plain = {
         let _runtime = rt.enter(); // the plain pool binds to this runtime
         aws_sdk_bedrockruntime::Client::new(&server.sdk_config().expect("an SDK config"))
@@ -304,6 +372,8 @@ fn main() {
         rt,
         _server: server,
         factory,
+        no_breakers,
+        limited,
         plain,
     };
     run(&s.rt, 200, 50, s.factory_call()); // open the connections
@@ -328,6 +398,8 @@ fn main() {
     print_side_by_side("c=1 ", &c1);
     let c50 = side_by_side(&s, 7, 4000, 50);
     print_side_by_side("c=50", &c50);
+    print_limits("c=1 ", &limits_side_by_side(&s, 7, 400, 1));
+    print_limits("c=50", &limits_side_by_side(&s, 7, 4000, 50));
     let [f1, r1, _] = c1.per_call;
     let hit = time_per_call(5, 200_000, || {
         black_box(s.factory.model(black_box(MODEL)));

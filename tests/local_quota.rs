@@ -271,7 +271,10 @@ both_protocols! {
         );
         assert_eq!(err.kind(), ErrorKind::ContextWindowExceeded);
         let err = anthropic.converse_stream().user(five).max_tokens(16).send().await.unwrap_err();
-        assert_too_long(&err, "input length and `max_tokens` exceed context limit: 5 + 16 > 20");
+        assert_too_long(
+            &err,
+            "input length and `max_tokens` exceed context limit: 5 + 16 > 20, decrease input length or `max_tokens` and try again",
+        );
         // The refused requests were not admitted: the quota of 1 still has its slot.
         assert_eq!(server.quota_stats(MODEL).unwrap().admitted, 0);
         anthropic.converse().user(five).max_tokens(15).send().await.expect("fits");

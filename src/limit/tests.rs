@@ -139,7 +139,7 @@ async fn the_deadline_and_the_queue_bound_refuse_calls() {
     tokio::time::sleep(ms(30)).await;
     let full = l.acquire("m", 1).await.err().expect("the queue is full");
     assert!(full.message().contains("already wait"), "{full}");
-    let expired = waiter.await.unwrap().err().expect("deadline");
+    let expired = waiter.await.unwrap().expect_err("deadline");
     assert!(expired.is_throttled());
     let s = l.stats();
     assert_eq!((s.rejected, s.expired, s.queued), (1, 1, 0));

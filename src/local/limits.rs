@@ -74,7 +74,9 @@ impl Limits {
         if let Some(&window) = inner.context_windows.get(model_id)
             && input.saturating_add(max_tokens) > window
         {
-            return Err(ServiceError::Validation(too_long(model_id, input, max_tokens, window)));
+            return Err(ServiceError::Validation(too_long(
+                model_id, input, max_tokens, window,
+            )));
         }
         let id = inner.next_id;
         let Some(log) = inner.quotas.get_mut(model_id) else {
@@ -220,7 +222,10 @@ mod tests {
             "The model returned the following errors: input length and `max_tokens` exceed context limit: 4 + 7 > 10, decrease input length or `max_tokens` and try again"
         );
         let err = limits.admit(model, 11, 0).unwrap_err();
-        assert!(err.message().ends_with("prompt is too long: 11 tokens > 10 maximum"));
+        assert!(
+            err.message()
+                .ends_with("prompt is too long: 11 tokens > 10 maximum")
+        );
         assert!(limits.admit(model, 4, 6).unwrap().is_some());
         let err = limits.admit(model, 1, 0).unwrap_err();
         assert_eq!((err.status(), err.name()), (429, "ThrottlingException"));

@@ -1,0 +1,290 @@
+//! Client-side limits per model, counted at the local server, whose quotas answer
+//! `ThrottlingException` as Bedrock's do: nothing is sent past the limit in either mode, a
+//! waiting call is admitted when room comes or refused at its deadline, the token estimate is
+//! corrected by the usage, and under a load of 200 calls per second a model limited to 60 per
+//! (scaled) minute never sees more, with a fallback model taking the overflow.
+//!
+//! Time is scaled down: a window of 1 s plays Bedrock's minute. These tests pin h2: the limiter
+//! acts before a call reaches the transport (the protocols' own behaviour is in `faults.rs`).
+
+mod common;
+
+use bedrock_pool::local::{LocalServer, Protocol, Quota};
+use bedrock_pool::{ErrorKind, LimitMode, LlmFactory, ModelLimit, Result, RetryMode};
+use common::MODEL;
+use std::time::{Duration, Instant};
+
+const SECOND: &str = "amazon.nova-lite-v1:0";
+
+/// A server whose quota for [`MODEL`] is `quota`.
+async fn server_with(quota: Quota) -> LocalServer {
+    LocalServer::builder()
+        .protocol(Protocol::Https)
+        .quota(MODEL, quota)
+        .start()
+        .await
+        .expect("local server starts")
+}
+
+/// A factory with `limit` on [`MODEL`], one attempt per call (a service throttle would show).
+async fn factory_with(server: &LocalServer, limit: ModelLimit) -> LlmFactory {
+    server
+        .factory_builder()
+        .retry_mode(RetryMode::Standard)
+        .retry_max_attempts(1)
+        .model_limit(MODEL, limit)
+        .build()
+        .await
+        .expect("factory builds")
+}
+
+fn refused_here(r: &Result<bedrock_pool::Reply>) -> bool {
+    r.as_ref().is_err_and(|e| {
+        e.kind() == ErrorKind::Throttled && e.message().contains("client-side limit")
+    })
+}
+
+#[tokio::test]
+async fn the_requests_limit_holds_at_the_server_and_refuses_the_rest() {
+    let window = Duration::from_millis(500);
+    let server = server_with(Quota::new(window).requests(5)).await;
+    let limit = ModelLimit::per_window(window)
+        .requests(5)
+        .mode(LimitMode::Reject);
+    let factory = factory_with(&server, limit).await;
+    let model = factory.model(MODEL);
+    let calls = (0..20).map(|i| {
+        let m = model.clone();
+        async move { m.converse().user(format!("call {i}")).send().await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 5);
+    assert!(results.iter().filter(|r| r.is_err()).all(refused_here));
+    let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(refused.retry_after().is_some_and(|r| r <= window * 2));
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!((q.admitted, q.throttled), (5, 0));
+    let l = factory.limit_stats(MODEL).unwrap();
+    assert_eq!((l.admitted, l.rejected, l.requests_in_window), (5, 15, 5));
+    let m = factory.model_request_stats(MODEL).unwrap();
+    assert_eq!(m.throttles, 15);
+}
+
+#[tokio::test]
+async fn the_tokens_limit_counts_the_estimate_and_the_usage_corrects_it() {
+    let window = Duration::from_secs(30);
+    // The server charges words + max tokens, then corrects to the usage, as Bedrock does.
+    let server = server_with(Quota::new(window).tokens(300)).await;
+    let limit = ModelLimit::per_window(window)
+        .tokens(300)
+        .mode(LimitMode::Reject);
+    let factory = factory_with(&server, limit).await;
+    let model = factory.model(MODEL);
+    // "hi" is 1 token, 200 reserved for the output: the estimate is 201, the usage 2.
+    model
+        .converse()
+        .user("hi")
+        .max_tokens(200)
+        .send()
+        .await
+        .expect("fits");
+    assert_eq!(factory.limit_stats(MODEL).unwrap().tokens_in_window, 2);
+    // Only because the first was corrected does this one fit (2 + 201 <= 300).
+    model
+        .converse()
+        .user("hi")
+        .max_tokens(200)
+        .send()
+        .await
+        .expect("fits after correction");
+    let concurrent = futures_util::future::join_all((0..3).map(|_| {
+        let m = model.clone();
+        async move { m.converse().user("hi").max_tokens(200).send().await }
+    }))
+    .await;
+    // 4 + 201 fits, a second 201 does not while the first is unanswered.
+    assert!(concurrent.iter().filter(|r| r.is_err()).all(refused_here));
+    let e = model.converse().user("hi").max_tokens(400).send().await;
+    assert!(
+        e.unwrap_err()
+            .message()
+            .contains("exceeds the limit of 300")
+    );
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!(
+        q.throttled, 0,
+        "the server never throttled: the client held back"
+    );
+    assert!(q.max_tokens_in_window <= 300, "{q:?}");
+}
+
+#[tokio::test]
+async fn waiting_calls_go_when_room_comes_and_expire_at_their_deadline() {
+    let window = Duration::from_millis(300);
+    let server = server_with(Quota::new(window).requests(2)).await;
+    let limit = ModelLimit::per_window(window)
+        .requests(2)
+        .mode(LimitMode::wait(16, Duration::from_secs(20)));
+    let factory = factory_with(&server, limit).await;
+    let model = factory.model(MODEL);
+    let started = Instant::now();
+    let results = futures_util::future::join_all((0..6).map(|i| {
+        let m = model.clone();
+        async move { m.converse().user(format!("call {i}")).send().await }
+    }))
+    .await;
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "every call waited its turn"
+    );
+    // Six calls, two per window: at least two windows of waiting.
+    assert!(started.elapsed() >= window * 2, "{:?}", started.elapsed());
+    let l = factory.limit_stats(MODEL).unwrap();
+    assert_eq!((l.admitted, l.waited, l.rejected, l.expired), (6, 4, 0, 0));
+    assert!(l.queue_wait.max >= window, "{:?}", l.queue_wait);
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!(q.throttled, 0);
+    assert!(q.max_requests_in_window <= 2, "{q:?}");
+
+    // A deadline shorter than the window: the waiting call is refused, never sent.
+    let server = server_with(Quota::new(Duration::from_secs(60)).requests(1)).await;
+    let limit = ModelLimit::per_window(Duration::from_secs(60))
+        .requests(1)
+        .mode(LimitMode::wait(4, Duration::from_millis(200)));
+    let factory = factory_with(&server, limit).await;
+    factory
+        .model(MODEL)
+        .converse()
+        .user("first")
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let e = factory
+        .model(MODEL)
+        .converse()
+        .user("second")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_throttled() && e.message().contains("waited"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(factory.limit_stats(MODEL).unwrap().expired, 1);
+    assert_eq!(server.quota_stats(MODEL).unwrap().admitted, 1);
+}
+
+/// Fires `per_second` calls a second for `duration` at `model`, each on its own task.
+async fn drive_load(
+    model: &bedrock_pool::Model,
+    per_second: u32,
+    duration: Duration,
+) -> Vec<Result<bedrock_pool::Reply>> {
+    let gap = Duration::from_secs(1) / per_second;
+    let mut tick = tokio::time::interval(gap);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let m = model.clone();
+        tasks.push(tokio::spawn(async move {
+            m.converse().user("load").max_tokens(16).send().await
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+/// 200 calls a second for 3 s at a model limited to 60 per (scaled) minute: every call is
+/// answered or refused here, the server never sees more than 60 in a window nor throttles;
+/// with a fallback model, it takes the overflow and every call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_nothing_passes_the_limit_and_the_fallback_takes_the_overflow() {
+    let minute = Duration::from_secs(1);
+    let server = server_with(Quota::new(minute).requests(60)).await;
+    let limit = ModelLimit::per_window(minute)
+        .requests(60)
+        .mode(LimitMode::Reject);
+    let factory = factory_with(&server, limit).await;
+
+    let results = drive_load(&factory.model(MODEL), 200, Duration::from_secs(3)).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| refused_here(r)).count();
+    assert_eq!(
+        ok + refused,
+        results.len(),
+        "every call answered or refused here"
+    );
+    assert!(
+        results.len() >= 400,
+        "the load was driven: {}",
+        results.len()
+    );
+    assert!((60..=240).contains(&ok), "{ok} answered in about 3 windows");
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!(q.throttled, 0, "{q:?}");
+    assert!(q.max_requests_in_window <= 60, "{q:?}");
+
+    // The same load with a fallback model: the overflow goes there.
+    server.set_quota(MODEL, Some(Quota::new(minute).requests(60)));
+    let model = factory.model(MODEL).with_fallbacks([SECOND]);
+    let results = drive_load(&model, 200, Duration::from_secs(3)).await;
+    assert!(results.iter().all(|r| r.is_ok()), "every call answered");
+    let by_first = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.model_id() == MODEL))
+        .count();
+    let by_second = results.len() - by_first;
+    assert!(
+        by_first >= 60 && by_second >= results.len() / 2,
+        "{by_first} / {by_second}"
+    );
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!(q.throttled, 0, "{q:?}");
+    assert!(q.max_requests_in_window <= 60, "{q:?}");
+    assert_eq!(
+        factory.model_request_stats(MODEL).unwrap().fallbacks as usize,
+        by_second,
+        "each overflow call counted one fallback (the first run's refusals, without a chain, none)"
+    );
+}
+
+#[tokio::test]
+async fn bad_limits_are_refused_naming_the_field() {
+    let server = common::server(Protocol::Https).await;
+    let cases = [
+        (ModelLimit::per_minute(), "model_limit"),
+        (ModelLimit::per_minute().requests(0), "model_limit.requests"),
+        (ModelLimit::per_minute().tokens(0), "model_limit.tokens"),
+        (
+            ModelLimit::per_window(Duration::ZERO).requests(1),
+            "model_limit.window",
+        ),
+        (
+            ModelLimit::per_minute()
+                .requests(1)
+                .mode(LimitMode::wait(0, Duration::from_secs(1))),
+            "model_limit.mode",
+        ),
+    ];
+    for (limit, field) in cases {
+        let e = server
+            .factory_builder()
+            .model_limit(MODEL, limit)
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some(field), "{limit:?}: {e}");
+    }
+    let e = server
+        .factory_builder()
+        .model_limit("not a model", ModelLimit::per_minute().requests(1))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("model_limit"));
+}
