@@ -139,7 +139,7 @@ impl Breaker {
                         self.config.window
                     ),
                 );
-                Admit::Skip(e.with_retry_after(remaining))
+                Admit::Skip(e.with_retry_after(remaining).with_circuit_open())
             }
             Phase::HalfOpen { trial: true } => {
                 s.skipped += 1;
@@ -150,7 +150,7 @@ impl Breaker {
                         what()
                     ),
                 );
-                Admit::Skip(e.with_retry_after(Duration::ZERO))
+                Admit::Skip(e.with_retry_after(Duration::ZERO).with_circuit_open())
             }
         }
     }

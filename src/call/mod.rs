@@ -175,12 +175,6 @@ pub(crate) struct Answer<O> {
 struct Trial<'a>(Option<&'a Breaker>);
 
 impl Trial<'_> {
-    fn success(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.success();
-        }
-    }
-
     fn failure(&mut self, e: &Error, what: impl FnOnce() -> String) {
         if let Some(b) = self.0.take() {
             b.failure(e, true, what);
@@ -395,7 +389,8 @@ where
         }
         match result {
             Ok(output) => {
-                trial.success();
+                // Closes a half-open breaker too: the trial is over.
+                trial.0 = None;
                 if let Some(b) = breaker {
                     b.success();
                 }

@@ -123,6 +123,8 @@ struct Inner {
     status: Option<u16>,
     code: Option<String>,
     retry_after: Option<std::time::Duration>,
+    /// Refused by an open circuit breaker, without being sent.
+    circuit_open: bool,
     source: Option<BoxError>,
 }
 
@@ -137,6 +139,7 @@ impl Error {
                 status: None,
                 code: None,
                 retry_after: None,
+                circuit_open: false,
                 source: None,
             }),
         }
@@ -170,6 +173,7 @@ impl Error {
                 status: i.status,
                 code: i.code.clone(),
                 retry_after: i.retry_after,
+                circuit_open: i.circuit_open,
                 source: None,
             }),
         }
@@ -188,6 +192,18 @@ impl Error {
     pub(crate) fn with_retry_after(mut self, after: std::time::Duration) -> Self {
         self.inner.retry_after = Some(after);
         self
+    }
+
+    pub(crate) fn with_circuit_open(mut self) -> Self {
+        self.inner.circuit_open = true;
+        self
+    }
+
+    /// Returns true when the call was not sent because the circuit breaker of its model (in
+    /// every region it could use) is open; [`Error::kind`] is the kind of failure that opened
+    /// it. Such a call moves to the next model of a fallback chain whatever that kind.
+    pub fn is_circuit_open(&self) -> bool {
+        self.inner.circuit_open
     }
 
     /// Returns how long to wait before the call can go through, when the crate knows: a
@@ -279,17 +295,19 @@ impl Error {
 impl Error {
     /// Returns true when the call moves to the next model of a fallback chain after this
     /// failure: throttling (`ModelNotReadyException` included, and a client-side limit), the
-    /// service unavailable, the model failing, or the context window exceeded. Invalid input,
+    /// service unavailable, the model failing, the context window exceeded, or an open circuit
+    /// breaker ([`Error::is_circuit_open`]). Invalid input,
     /// validation, access denied, unknown models, timeouts and network errors never move
     /// (timeouts and network errors fail over to another region instead).
     pub fn falls_back(&self) -> bool {
-        matches!(
-            self.inner.kind,
-            ErrorKind::Throttled
-                | ErrorKind::ServiceUnavailable
-                | ErrorKind::ModelFailure
-                | ErrorKind::ContextWindowExceeded
-        )
+        self.inner.circuit_open
+            || matches!(
+                self.inner.kind,
+                ErrorKind::Throttled
+                    | ErrorKind::ServiceUnavailable
+                    | ErrorKind::ModelFailure
+                    | ErrorKind::ContextWindowExceeded
+            )
     }
 }
 
@@ -318,6 +336,9 @@ impl fmt::Debug for Error {
         }
         if let Some(r) = i.retry_after {
             d.field("retry_after", &r);
+        }
+        if i.circuit_open {
+            d.field("circuit_open", &true);
         }
         if let Some(s) = &i.source {
             d.field("source", &DisplayChain(s.as_ref()));
