@@ -8,6 +8,10 @@
 //! | `bedrock_pool_in_flight` | gauge | `model` |
 //! | `bedrock_pool_wakeups_total` | counter | `model` |
 //! | `bedrock_pool_time_to_first_token_seconds` | histogram | `model` |
+//! | `bedrock_pool_fallbacks_total` | counter | `model` (the one the call moved away from) |
+//! | `bedrock_pool_breaker_opened_total` | counter | `model`, `region` |
+//! | `bedrock_pool_limit_wait_seconds` | histogram | `model` (calls admitted by a client-side limit) |
+//! | `bedrock_pool_limit_refused_total` | counter | `model`, `reason` (`reject`, `queue_full`, `too_large`, `deadline`) |
 //! | `bedrock_pool_connections_opened_total` | counter | `host` |
 //! | `bedrock_pool_connections_closed_total` | counter | `host`, `cause` (`idle`, `error`, `peer`, `dropped`) |
 //! | `bedrock_pool_connection_establish_seconds` | histogram | `host` |
@@ -113,6 +117,29 @@ pub(crate) fn gen_ai_first_chunk(a: &GenAi<'_>, d: Duration) {
 pub(crate) fn retries(model: &Arc<str>, n: u64) {
     #[cfg(feature = "metrics")]
     metrics::counter!("bedrock_pool_retries_total", "model" => model.clone()).increment(n);
+}
+
+pub(crate) fn fallback(model: &Arc<str>) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_fallbacks_total", "model" => model.clone()).increment(1);
+}
+
+pub(crate) fn breaker_opened(model: &Arc<str>, region: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_breaker_opened_total", "model" => model.clone(), "region" => region.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn limit_wait(model: &Arc<str>, d: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("bedrock_pool_limit_wait_seconds", "model" => model.clone())
+        .record(d.as_secs_f64());
+}
+
+pub(crate) fn limit_refused(model: &Arc<str>, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_limit_refused_total", "model" => model.clone(), "reason" => reason)
+        .increment(1);
 }
 
 pub(crate) fn first_token(model: &Arc<str>, d: Duration) {

@@ -60,7 +60,7 @@ impl Shared {
             limits: config
                 .limits
                 .iter()
-                .map(|(id, l)| (id.clone(), Arc::new(Limiter::new(*l))))
+                .map(|(id, l)| (id.clone(), Arc::new(Limiter::new(id, *l))))
                 .collect(),
             activity: Arc::new(Activity::new(config.wakeup_threshold)),
             config,

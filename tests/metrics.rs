@@ -113,6 +113,59 @@ async fn figures_reach_the_metrics_recorder() {
         assert_eq!(gen_ai.get(series), Some(n), "{series} in {gen_ai:#?}");
     }
     assert_eq!(gen_ai.len(), expected.len(), "{gen_ai:#?}");
+
+    // A fallback, a breaker opening and a client-side limit's refusal and wait.
+    let limited = server
+        .factory_builder()
+        .retry_max_attempts(1)
+        .circuit_breaker(Some(bedrock_pool::BreakerConfig::new(
+            1,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        )))
+        .model_limit(
+            "amazon.nova-lite-v1:0",
+            bedrock_pool::ModelLimit::per_minute()
+                .requests(1)
+                .mode(bedrock_pool::LimitMode::Reject),
+        )
+        .build()
+        .await
+        .unwrap();
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::Throttling("x".into())))
+            .model(MODEL)
+            .times(1),
+    );
+    let chain = limited
+        .model(MODEL)
+        .with_fallbacks(["amazon.nova-lite-v1:0"]);
+    assert_eq!(
+        chain.converse().user("hi").send().await.unwrap().model_id(),
+        "amazon.nova-lite-v1:0"
+    );
+    // The fallback's limit of 1 call per minute is spent.
+    let refused = limited
+        .model("amazon.nova-lite-v1:0")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("client-side limit"), "{refused}");
+    let t = totals(&entries_of(&snapshotter));
+    for name in [
+        "bedrock_pool_fallbacks_total",
+        "bedrock_pool_breaker_opened_total",
+        "bedrock_pool_limit_wait_seconds",
+        "bedrock_pool_limit_refused_total",
+    ] {
+        assert!(t.get(name).is_some_and(|n| *n >= 1.0), "{name} in {t:?}");
+    }
+}
+
+fn entries_of(s: &metrics_util::debugging::Snapshotter) -> Vec<Entry> {
+    entries(s.snapshot())
 }
 
 /// Counts the samples of each `gen_ai.*` series, keyed `name{label=value,...}`.

@@ -175,10 +175,9 @@ pub(crate) struct Answer<O> {
 struct Trial<'a>(Option<&'a Breaker>);
 
 impl Trial<'_> {
-    fn failure(&mut self, e: &Error, what: impl FnOnce() -> String) {
-        if let Some(b) = self.0.take() {
-            b.failure(e, true, what);
-        }
+    /// Reports the trial's failure; returns true when it opened the breaker again.
+    fn failure(&mut self, e: &Error, what: impl FnOnce() -> String) -> bool {
+        self.0.take().is_some_and(|b| b.failure(e, true, what))
     }
 }
 
@@ -406,10 +405,13 @@ where
             }
             Err(e) => {
                 region_guard.finish(Outcome::Failure(e.kind()));
-                if trial.0.is_some() {
-                    trial.failure(&e, || pair(region));
-                } else if let Some(b) = breaker {
-                    b.failure(&e, false, || pair(region));
+                let opened = if trial.0.is_some() {
+                    trial.failure(&e, || pair(region))
+                } else {
+                    breaker.is_some_and(|b| b.failure(&e, false, || pair(region)))
+                };
+                if opened {
+                    crate::metrics::breaker_opened(&target.label, &region.region);
                 }
                 let regional = fails_over(&e);
                 if regional && order.len() > 1 {

@@ -140,6 +140,8 @@ struct State {
 /// One model's limiter.
 pub(crate) struct Limiter {
     pub(crate) limit: ModelLimit,
+    /// The model id, as the metrics label (limits are few: set when the factory is built).
+    label: Arc<str>,
     state: Mutex<State>,
     notify: tokio::sync::Notify,
     admitted: AtomicU64,
@@ -199,9 +201,10 @@ impl Drop for Waiting<'_> {
 }
 
 impl Limiter {
-    pub(crate) fn new(limit: ModelLimit) -> Self {
+    pub(crate) fn new(model_id: &str, limit: ModelLimit) -> Self {
         Limiter {
             limit,
+            label: Arc::from(model_id),
             state: Mutex::new(State {
                 window: Window::default(),
                 queue: VecDeque::new(),
@@ -220,7 +223,14 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn throttled(&self, model_id: &str, why: &str, retry_after: Option<Duration>) -> Error {
+    fn throttled(
+        &self,
+        model_id: &str,
+        reason: &'static str,
+        why: &str,
+        retry_after: Option<Duration>,
+    ) -> Error {
+        crate::metrics::limit_refused(&self.label, reason);
         let e = Error::new(
             ErrorKind::Throttled,
             format!("client-side limit of {model_id}: {why}; not sent"),
@@ -245,7 +255,7 @@ impl Limiter {
             let why = format!(
                 "the call's estimate of {tokens} tokens exceeds the limit of {max} per window"
             );
-            return Err(self.throttled(model_id, &why, None));
+            return Err(self.throttled(model_id, "too_large", &why, None));
         }
         let started = Instant::now();
         let (max_queue, deadline) = {
@@ -259,7 +269,12 @@ impl Limiter {
                     let after = s.window.room_in(started, limit, tokens);
                     drop(s);
                     self.rejected.fetch_add(1, Relaxed);
-                    return Err(self.throttled(model_id, "the limit is reached", Some(after)));
+                    return Err(self.throttled(
+                        model_id,
+                        "reject",
+                        "the limit is reached",
+                        Some(after),
+                    ));
                 }
                 LimitMode::Wait {
                     max_queue,
@@ -274,7 +289,7 @@ impl Limiter {
                 drop(s);
                 self.rejected.fetch_add(1, Relaxed);
                 let why = format!("{max_queue} calls already wait for the limit");
-                return Err(self.throttled(model_id, &why, None));
+                return Err(self.throttled(model_id, "queue_full", &why, None));
             }
             let id = s.next_waiter;
             s.next_waiter += 1;
@@ -304,7 +319,7 @@ impl Limiter {
                 self.expired.fetch_add(1, Relaxed);
                 let why = format!("waited {deadline:?} for room");
                 let after = wake.map(|w| w.saturating_duration_since(now));
-                return Err(self.throttled(model_id, &why, after));
+                return Err(self.throttled(model_id, "deadline", &why, after));
             }
             let until = wake.map_or(deadline_at, |w| w.min(deadline_at));
             tokio::select! {
@@ -317,7 +332,9 @@ impl Limiter {
     fn admit(self: &Arc<Self>, s: &mut State, now: Instant, tokens: u64, asked: Instant) -> Lease {
         let seq = s.window.push(tokens);
         self.admitted.fetch_add(1, Relaxed);
-        self.wait.record(now.saturating_duration_since(asked));
+        let waited = now.saturating_duration_since(asked);
+        self.wait.record(waited);
+        crate::metrics::limit_wait(&self.label, waited);
         Lease {
             limiter: self.clone(),
             seq,

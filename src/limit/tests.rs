@@ -72,6 +72,7 @@ fn estimates_count_a_token_per_four_bytes_plus_max_tokens() {
 #[tokio::test]
 async fn reject_mode_refuses_at_once_with_a_retry_after() {
     let l = Arc::new(Limiter::new(
+        "m",
         ModelLimit::per_window(ms(500))
             .requests(2)
             .mode(LimitMode::Reject),
@@ -88,7 +89,10 @@ async fn reject_mode_refuses_at_once_with_a_retry_after() {
 
 #[tokio::test]
 async fn an_estimate_over_the_whole_token_limit_never_waits() {
-    let l = Arc::new(Limiter::new(ModelLimit::per_window(ms(500)).tokens(10)));
+    let l = Arc::new(Limiter::new(
+        "m",
+        ModelLimit::per_window(ms(500)).tokens(10),
+    ));
     let e = l.acquire("m", 11).await.err().expect("too large");
     assert!(e.is_throttled());
     assert_eq!(l.stats().rejected, 1);
@@ -97,6 +101,7 @@ async fn an_estimate_over_the_whole_token_limit_never_waits() {
 #[tokio::test]
 async fn waiting_calls_go_in_order_when_room_comes() {
     let l = Arc::new(Limiter::new(
+        "m",
         ModelLimit::per_window(ms(300))
             .requests(1)
             .mode(LimitMode::wait(10, Duration::from_secs(10))),
@@ -129,6 +134,7 @@ async fn waiting_calls_go_in_order_when_room_comes() {
 #[tokio::test]
 async fn the_deadline_and_the_queue_bound_refuse_calls() {
     let l = Arc::new(Limiter::new(
+        "m",
         ModelLimit::per_window(Duration::from_secs(60))
             .requests(1)
             .mode(LimitMode::wait(1, ms(100))),
@@ -148,6 +154,7 @@ async fn the_deadline_and_the_queue_bound_refuse_calls() {
 #[tokio::test]
 async fn a_cancelled_waiter_leaves_the_queue() {
     let l = Arc::new(Limiter::new(
+        "m",
         ModelLimit::per_window(ms(200))
             .requests(1)
             .mode(LimitMode::wait(4, Duration::from_secs(5))),

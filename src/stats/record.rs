@@ -344,6 +344,7 @@ impl CallGuard {
             end_scope(&old, Outcome::Failure(kind), d, self.wakeup);
         }
         if let Some(l) = &self.label {
+            crate::metrics::fallback(l);
             crate::metrics::call_finished(l, kind.as_str(), Some(d));
             crate::metrics::call_started(&label, false);
         }
