@@ -298,6 +298,16 @@ impl BreakerTable {
         Some(b)
     }
 
+    /// Forgets the breakers of `id` (handles given out keep theirs).
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Forgets every breaker (handles given out keep theirs).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// Returns every breaker's figures, by model id then region (`regions` names them).
     pub(crate) fn all(&self, regions: &[&str]) -> Vec<BreakerStats> {
         let mut v: Vec<BreakerStats> = self

@@ -131,10 +131,11 @@ impl LlmFactory {
         m
     }
 
-    /// Removes the cached handle of `model_id` and forgets its per-model statistics. Handles
-    /// already given out keep working.
+    /// Removes the cached handle of `model_id` and forgets its per-model statistics and its
+    /// circuit breakers. Handles already given out keep working (with the breakers they had).
     pub fn invalidate(&self, model_id: &str) {
         self.inner.shared.models.remove(model_id);
+        self.inner.shared.breakers.remove(model_id);
         let removed = self
             .inner
             .cache
@@ -150,6 +151,7 @@ impl LlmFactory {
     /// handles already given out keep working; the shared client and its connections stay.
     pub fn invalidate_all(&self) {
         self.inner.shared.models.clear();
+        self.inner.shared.breakers.clear();
         let n = {
             let mut cache = self.inner.cache.write().unwrap_or_else(|e| e.into_inner());
             let n = cache.len();
