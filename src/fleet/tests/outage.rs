@@ -159,3 +159,18 @@ async fn a_password_in_the_url_authenticates_and_never_shows() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn rediss_goes_through_rustls_and_a_failed_handshake_falls_back() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // A plain server behind a rediss:// URL: the rustls client is built (aws-lc provider, no
+    // panic) and the handshake fails into a fallback.
+    let f = fleet(
+        &format!("rediss://127.0.0.1:{}", redis.port()),
+        &prefix("tls"),
+    );
+    assert_eq!(f.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    assert_eq!(f.stats().errors, 1);
+}
