@@ -39,6 +39,8 @@ mod count_tokens;
 mod embed;
 mod error;
 mod factory;
+#[cfg(feature = "redis")]
+mod fleet;
 mod heartbeat;
 mod invoke;
 mod limit;
@@ -66,6 +68,9 @@ pub use embed::{
 };
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use factory::{LlmFactory, LlmFactoryBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use fleet::{FleetConfig, FleetStats};
 pub use heartbeat::{
     HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
 };

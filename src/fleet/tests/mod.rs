@@ -1,0 +1,173 @@
+//! Tests of the shared window and cooldowns against a real `redis-server` on a free loopback
+//! port (skipped, with a message, when `redis-server` is not on PATH; `.ci/run` installs it).
+
+mod outage;
+mod window;
+
+use super::{Fleet, FleetConfig};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A `redis-server` child process on a loopback port, killed on drop.
+pub(super) struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server; `None` (after printing why) when `redis-server` is not installed.
+    pub(super) async fn start() -> Option<RedisServer> {
+        Self::start_inner(None).await
+    }
+
+    /// Starts a server that requires `password` (`--requirepass`).
+    pub(super) async fn start_with_password(password: &str) -> Option<RedisServer> {
+        Self::start_inner(Some(password.to_string())).await
+    }
+
+    async fn start_inner(password: Option<String>) -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
+            return None;
+        }
+        let mut server = RedisServer {
+            port: free_port(),
+            password,
+            child: None,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    /// Returns `redis://[:password@]127.0.0.1:port`.
+    pub(super) fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Returns the port.
+    pub(super) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits for it to exit.
+    pub(super) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same port and waits until it answers PING.
+    pub(super) async fn restart(&mut self) {
+        self.stop();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server starts"));
+        for _ in 0..200 {
+            if self.connection().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "redis-server on port {} did not answer PING in 5 s",
+            self.port
+        );
+    }
+
+    /// Returns a plain connection for inspecting keys, after a PING.
+    pub(super) async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(conn)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub(super) fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Returns a key prefix of its own for each test, so that tests may share nothing by accident.
+pub(super) fn prefix(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t{}-{name}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Returns a fleet on `url` with a generous timeout for this busy 2-core machine.
+pub(super) fn fleet(url: &str, prefix: &str) -> Fleet {
+    let config = FleetConfig::new(url, prefix)
+        .timeout(Duration::from_millis(500))
+        .retry_after(Duration::from_millis(300));
+    Fleet::new(&config).expect("fleet builds")
+}
+
+/// Polls `f` until it is true or 5 s pass; returns the last value.
+pub(super) async fn eventually<F: Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    for _ in 0..250 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Log lines captured from a `tracing` subscriber set as the thread's default.
+#[derive(Clone, Default)]
+pub(super) struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Sets a subscriber writing here as the thread's default, until the guard drops.
+    pub(super) fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || logs.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+
+    /// Returns everything logged so far.
+    pub(super) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

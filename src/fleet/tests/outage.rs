@@ -1,0 +1,176 @@
+//! Redis down, killed, back; passwords kept out of Debug and logs.
+
+use super::{Logs, RedisServer, fleet, free_port, prefix};
+use crate::fleet::{CooldownKey, Fleet, FleetConfig, FleetDown, WindowSpec};
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "m";
+
+const SPEC: WindowSpec = WindowSpec {
+    requests: Some(1000),
+    tokens: None,
+    window: Duration::from_secs(10),
+};
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+const WENT_DOWN: &str = "fleet redis failed";
+const CAME_BACK: &str = "fleet redis is back";
+
+#[tokio::test]
+async fn redis_down_at_start_falls_back_fast_and_logs_once() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let port = free_port();
+    let config = FleetConfig::new(format!("redis://:hunter2@127.0.0.1:{port}"), "down")
+        .timeout(Duration::from_millis(200))
+        .retry_after(Duration::from_millis(400));
+    // Builds although nothing listens.
+    let f = Fleet::new(&config).expect("builds while redis is down");
+    let started = Instant::now();
+    assert_eq!(f.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Resting: later calls answer at once, without a round trip.
+    for _ in 0..100 {
+        assert_eq!(f.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    }
+    f.set_cooldown(
+        CooldownKey::Region("us-east-1".into()),
+        Duration::from_secs(1),
+    );
+    let s = f.stats();
+    assert!(!s.up);
+    assert_eq!(
+        (s.round_trips, s.errors, s.fallbacks, s.dropped),
+        (1, 1, 101, 1)
+    );
+    // After retry_after it tries again by itself, and fails again without a second warning.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(f.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    assert_eq!(f.stats().round_trips, 2);
+    let text = logs.text();
+    assert_eq!(count(&text, WENT_DOWN), 1, "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_then_back_resumes_sharing() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let p = prefix("killed");
+    let (a, b) = (fleet(&redis.url(), &p), fleet(&redis.url(), &p));
+    a.acquire(MODEL, SPEC, 1, &[]).await.expect("redis is up");
+    b.acquire(MODEL, SPEC, 1, &[]).await.expect("redis is up");
+    redis.stop();
+    // The outage: every call answers within the timeout (500 ms) and falls back.
+    for _ in 0..6 {
+        let started = Instant::now();
+        assert_eq!(a.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = a.stats();
+    assert!(!s.up && s.fallbacks == 6 && s.errors >= 1, "{s:?}");
+    redis.restart().await;
+    // Back: after retry_after the fleet tries again and reconnects by itself.
+    let mut back = false;
+    for _ in 0..100 {
+        if a.acquire(MODEL, SPEC, 1, &[]).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "no recovery within 10 s: {:?}", a.stats());
+    assert!(a.stats().up);
+    // Sharing resumed: what `a` logs, `b` sees (the restarted Redis started empty).
+    let one = WindowSpec {
+        requests: Some(1),
+        ..SPEC
+    };
+    let first = a
+        .acquire("other", one, 1, &[])
+        .await
+        .expect("redis is back");
+    assert!(matches!(
+        first.admission,
+        crate::fleet::Admission::Admitted(_)
+    ));
+    let mut second = None;
+    for _ in 0..100 {
+        if let Ok(got) = b.acquire("other", one, 1, &[]).await {
+            second = Some(got.admission);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = second.expect("b reconnects too");
+    assert!(
+        matches!(second, crate::fleet::Admission::RetryAfter(_)),
+        "{second:?}"
+    );
+    // One warning and one recovery per fleet that saw the outage (`b` may only on its return).
+    let text = logs.text();
+    let saw = 1 + usize::from(b.stats().errors > 0);
+    assert_eq!(count(&text, WENT_DOWN), saw, "{text}");
+    assert_eq!(count(&text, CAME_BACK), saw, "{text}");
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_authenticates_and_never_shows() {
+    let Some(redis) = RedisServer::start_with_password("s3cr3t-pw").await else {
+        return;
+    };
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let p = prefix("auth");
+    assert!(redis.url().contains(":s3cr3t-pw@"));
+    let good = fleet(&redis.url(), &p);
+    good.acquire(MODEL, SPEC, 1, &[])
+        .await
+        .expect("authenticated");
+    let config = FleetConfig::new(redis.url(), &p);
+    for shown in [format!("{config:?}"), format!("{good:?}")] {
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+    }
+    assert!(format!("{good:?}").contains(&format!("127.0.0.1:{}", redis.port())));
+    let wrong = fleet(&format!("redis://:wrong-pw@127.0.0.1:{}", redis.port()), &p);
+    assert_eq!(wrong.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    let none = fleet(&format!("redis://127.0.0.1:{}", redis.port()), &p);
+    assert_eq!(none.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    let text = logs.text();
+    assert_eq!(count(&text, WENT_DOWN), 2, "{text}");
+    assert!(
+        !text.contains("s3cr3t-pw") && !text.contains("wrong-pw"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn rediss_goes_through_rustls_and_a_failed_handshake_falls_back() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // A plain server behind a rediss:// URL: the rustls client is built (aws-lc provider, no
+    // panic) and the handshake fails into a fallback.
+    let f = fleet(
+        &format!("rediss://127.0.0.1:{}", redis.port()),
+        &prefix("tls"),
+    );
+    assert_eq!(f.acquire(MODEL, SPEC, 1, &[]).await, Err(FleetDown));
+    assert_eq!(f.stats().errors, 1);
+}

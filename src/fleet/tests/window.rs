@@ -1,0 +1,312 @@
+//! The shared sliding window, the corrections and the cooldowns, with Redis up.
+
+use super::{RedisServer, eventually, fleet, prefix};
+use crate::fleet::{Admission, CooldownKey, Fleet, Ticket, WindowSpec};
+use std::time::Duration;
+
+const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+fn requests(n: u64, window: Duration) -> WindowSpec {
+    WindowSpec {
+        requests: Some(n),
+        tokens: None,
+        window,
+    }
+}
+
+fn tokens(n: u64, window: Duration) -> WindowSpec {
+    WindowSpec {
+        requests: None,
+        tokens: Some(n),
+        window,
+    }
+}
+
+const UNLIMITED: WindowSpec = WindowSpec {
+    requests: None,
+    tokens: None,
+    window: Duration::from_secs(1),
+};
+
+async fn admission(f: &Fleet, spec: WindowSpec, n: u64) -> Admission {
+    f.acquire(MODEL, spec, n, &[])
+        .await
+        .expect("redis answers")
+        .admission
+}
+
+fn ticket(a: Admission) -> Ticket {
+    match a {
+        Admission::Admitted(t) => t,
+        other => panic!("expected admitted, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fleets_admit_exactly_n_per_window_together() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("exactly-n");
+    let (a, b) = (fleet(&redis.url(), &p), fleet(&redis.url(), &p));
+    let window = Duration::from_secs(30);
+    let spec = requests(5, window);
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let f = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(async move { admission(&f, spec, 1).await }));
+    }
+    let mut admitted = 0;
+    for c in calls {
+        match c.await.expect("task") {
+            Admission::Admitted(_) => admitted += 1,
+            Admission::RetryAfter(d) => assert!(d > Duration::ZERO && d <= window, "{d:?}"),
+            Admission::NeverFits => panic!("one request always fits"),
+        }
+    }
+    assert_eq!(admitted, 5, "the fleet together admits exactly the limit");
+    assert_eq!(a.stats().fallbacks + b.stats().fallbacks, 0);
+}
+
+#[tokio::test]
+async fn the_window_slides() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let f = fleet(&redis.url(), &prefix("slides"));
+    let window = Duration::from_millis(400);
+    let spec = requests(2, window);
+    ticket(admission(&f, spec, 1).await);
+    ticket(admission(&f, spec, 1).await);
+    let Admission::RetryAfter(wait) = admission(&f, spec, 1).await else {
+        panic!("the third request in one window waits");
+    };
+    assert!(wait > Duration::ZERO && wait <= window, "{wait:?}");
+    tokio::time::sleep(wait + Duration::from_millis(30)).await;
+    ticket(admission(&f, spec, 1).await);
+    tokio::time::sleep(window + Duration::from_millis(30)).await;
+    ticket(admission(&f, spec, 1).await);
+    ticket(admission(&f, spec, 1).await);
+}
+
+#[tokio::test]
+async fn tokens_are_limited_and_corrected() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("tokens");
+    let (a, b) = (fleet(&redis.url(), &p), fleet(&redis.url(), &p));
+    let spec = tokens(100, Duration::from_secs(30));
+    let first = ticket(admission(&a, spec, 60).await);
+    let Admission::RetryAfter(wait) = admission(&b, spec, 60).await else {
+        panic!("60 + 60 tokens are over 100");
+    };
+    assert!(
+        wait > Duration::from_secs(20) && wait <= spec.window,
+        "{wait:?}"
+    );
+    // The reply used 10 tokens, not the 60 estimated: the other fleet member sees room again.
+    a.correct(MODEL, first, 10);
+    assert!(eventually(|| async { a.stats().corrections == 1 }).await);
+    ticket(admission(&b, spec, 60).await);
+    let mut conn = redis.connection().await.expect("redis");
+    let sum: u64 = redis::cmd("HGET")
+        .arg(format!("{p}:tok:{MODEL}"))
+        .arg("_sum")
+        .query_async(&mut conn)
+        .await
+        .expect("sum");
+    assert_eq!(sum, 70);
+    // A stale ticket (another admission time) corrects nothing.
+    a.correct(MODEL, Ticket { at_ms: 1, ..first }, 99);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.stats().corrections, 1);
+    assert_eq!(a.stats().dropped, 0);
+}
+
+#[tokio::test]
+async fn retry_after_for_tokens_is_when_enough_tokens_left() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let f = fleet(&redis.url(), &prefix("tokens-slide"));
+    let window = Duration::from_millis(600);
+    let spec = tokens(100, window);
+    ticket(admission(&f, spec, 50).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ticket(admission(&f, spec, 50).await);
+    // 90 more need both entries gone, so the wait is the younger one's, not the older one's.
+    let Admission::RetryAfter(wait) = admission(&f, spec, 90).await else {
+        panic!("over the tokens limit");
+    };
+    assert!(
+        wait > Duration::from_millis(250) && wait <= window,
+        "{wait:?}"
+    );
+    tokio::time::sleep(wait + Duration::from_millis(30)).await;
+    ticket(admission(&f, spec, 90).await);
+}
+
+#[tokio::test]
+async fn a_request_over_a_limit_never_fits() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let f = fleet(&redis.url(), &prefix("never"));
+    let spec = tokens(100, Duration::from_secs(1));
+    assert_eq!(admission(&f, spec, 101).await, Admission::NeverFits);
+    ticket(admission(&f, spec, 100).await);
+    let zero = requests(0, Duration::from_secs(1));
+    assert_eq!(admission(&f, zero, 1).await, Admission::NeverFits);
+}
+
+#[tokio::test]
+async fn every_key_expires_on_its_own() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("expiry");
+    let f = fleet(&redis.url(), &p);
+    let spec = WindowSpec {
+        requests: Some(10),
+        tokens: Some(1000),
+        window: Duration::from_secs(5),
+    };
+    let t = ticket(admission(&f, spec, 10).await);
+    f.correct(MODEL, t, 5);
+    f.set_cooldown(
+        CooldownKey::Region("us-east-1".into()),
+        Duration::from_secs(3),
+    );
+    let model_region = CooldownKey::ModelRegion {
+        model: MODEL.into(),
+        region: "us-west-2".into(),
+    };
+    f.set_cooldown(model_region, Duration::from_secs(3));
+    assert!(eventually(|| async { f.stats().cooldowns_set == 2 }).await);
+    let mut conn = redis.connection().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0 && ttl <= 10_000, "{k} has PTTL {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_cooldown_set_by_one_fleet_is_seen_by_the_other() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("cooldown");
+    let (a, b) = (fleet(&redis.url(), &p), fleet(&redis.url(), &p));
+    let east = CooldownKey::Region("us-east-1".into());
+    let pair = CooldownKey::ModelRegion {
+        model: MODEL.into(),
+        region: "eu-west-1".into(),
+    };
+    let keys = [
+        east.clone(),
+        CooldownKey::Region("eu-west-1".into()),
+        pair.clone(),
+    ];
+    let read = |f: Fleet| {
+        let keys = keys.clone();
+        async move {
+            f.acquire(MODEL, UNLIMITED, 1, &keys)
+                .await
+                .expect("redis")
+                .cooldowns
+        }
+    };
+    assert_eq!(read(b.clone()).await, vec![None, None, None]);
+    a.set_cooldown(east.clone(), Duration::from_secs(5));
+    a.set_cooldown(pair.clone(), Duration::from_secs(2));
+    assert!(eventually(|| async { a.stats().cooldowns_set == 2 }).await);
+    let seen = read(b.clone()).await;
+    let left = |i: usize| seen[i].unwrap_or_else(|| panic!("cooldown {i} seen: {seen:?}"));
+    assert!(left(0) > Duration::from_secs(3) && left(0) <= Duration::from_secs(5));
+    assert!(left(2) > Duration::ZERO && left(2) <= Duration::from_secs(2));
+    assert_eq!(seen[1], None);
+    // A limited acquire reads the cooldowns in the same round trip.
+    let trips = b.stats().round_trips;
+    let both = b
+        .acquire(MODEL, requests(5, Duration::from_secs(5)), 1, &keys)
+        .await;
+    assert!(both.expect("redis").cooldowns[0].is_some());
+    assert_eq!(b.stats().round_trips, trips + 1);
+    // A half-open trial succeeded in one process: the fleet stops cooling down at once.
+    b.clear_cooldown(east);
+    assert!(eventually(|| async { read(a.clone()).await[0].is_none() }).await);
+}
+
+#[tokio::test]
+async fn set_cooldown_extends_but_never_shortens() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let f = fleet(&redis.url(), &prefix("never-shorter"));
+    let key = CooldownKey::Region("us-east-1".into());
+    let left = || async {
+        let got = f
+            .acquire(MODEL, UNLIMITED, 0, std::slice::from_ref(&key))
+            .await;
+        got.expect("redis").cooldowns[0].unwrap_or_default()
+    };
+    f.set_cooldown(key.clone(), Duration::from_secs(10));
+    assert!(eventually(|| async { f.stats().cooldowns_set == 1 }).await);
+    f.set_cooldown(key.clone(), Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        left().await > Duration::from_secs(8),
+        "a shorter cooldown shortened it"
+    );
+    f.set_cooldown(key.clone(), Duration::from_secs(30));
+    assert!(eventually(|| async { f.stats().cooldowns_set == 2 }).await);
+    assert!(left().await > Duration::from_secs(25));
+}
+
+#[tokio::test]
+async fn one_round_trip_per_acquire() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let f = fleet(&redis.url(), &prefix("one-trip"));
+    let keys = [CooldownKey::Region("us-east-1".into())];
+    let spec = requests(1000, Duration::from_secs(5));
+    // The first call may load the script (EVALSHA, then SCRIPT LOAD, then EVALSHA).
+    f.acquire(MODEL, spec, 1, &keys).await.expect("redis");
+    let conn = redis.connection().await.expect("redis");
+    let calls = |info: &str, cmd: &str| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
+        let calls = line.and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok());
+        calls.unwrap_or(0)
+    };
+    let info = |mut c: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut c)
+            .await
+            .expect("info")
+    };
+    let before = info(conn.clone()).await;
+    let trips = f.stats().round_trips;
+    for _ in 0..10 {
+        f.acquire(MODEL, spec, 1, &keys).await.expect("redis");
+    }
+    let after = info(conn.clone()).await;
+    assert_eq!(calls(&after, "evalsha") - calls(&before, "evalsha"), 10);
+    assert_eq!(calls(&after, "eval"), calls(&before, "eval"));
+    assert_eq!(calls(&after, "script|load"), calls(&before, "script|load"));
+    assert_eq!(f.stats().round_trips, trips + 10);
+}
