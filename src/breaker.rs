@@ -155,18 +155,27 @@ impl Breaker {
         }
     }
 
-    /// A call to the pair succeeded: closes the breaker and forgets its failures.
-    pub(crate) fn success(&self) {
+    /// A call to the pair succeeded: closes the breaker and forgets its failures. Returns true
+    /// when that closed a breaker that was not closed (a successful trial).
+    pub(crate) fn success(&self) -> bool {
         if !self.busy.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let mut s = self.lock();
-        if matches!(s.phase, Phase::HalfOpen { .. }) {
+        let reopened = !matches!(s.phase, Phase::Closed);
+        if reopened {
             tracing::info!("circuit closed again after a successful trial call");
         }
         s.phase = Phase::Closed;
         s.failures.clear();
         self.busy.store(false, Ordering::Release);
+        reopened
+    }
+
+    /// Returns the cooldown an opening lasts.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cooldown(&self) -> Duration {
+        self.config.cooldown
     }
 
     /// A call to the pair failed with `e`; returns true when this opened the breaker.
@@ -220,7 +229,7 @@ impl Breaker {
 
     /// Opens the breaker until `until` (a cooldown learnt from elsewhere, e.g. another
     /// process), unless it is already open for longer.
-    #[allow(dead_code)] // used by the fleet (`redis` feature)
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn open_until(&self, until: Instant, kind: ErrorKind) {
         let mut s = self.lock();
         if let Phase::Open { until: u } = s.phase

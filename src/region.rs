@@ -142,6 +142,20 @@ impl Regions {
         tracing::warn!(region = %r.region, cooldown_s = self.cooldown.as_secs_f64(), "region marked unhealthy");
     }
 
+    /// Takes `r` out of rotation for `d` (a cooldown another process of the fleet set), unless
+    /// it is out for longer already.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cool_down_for(&self, r: &RegionClient, d: Duration) {
+        let until = self.now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4);
+        r.unhealthy_until_ms.fetch_max(until, Relaxed);
+    }
+
+    /// Returns the cooldown of a region that failed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
     pub(crate) fn mark_healthy(&self, r: &RegionClient) {
         if r.unhealthy_until_ms.swap(0, Relaxed) != 0 {
             tracing::info!(region = %r.region, "region healthy again");

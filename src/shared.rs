@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) breakers: BreakerTable,
     /// The client-side limits, by model id (fixed when the factory is built).
     pub(crate) limits: HashMap<String, Arc<Limiter>>,
+    /// The fleet's shared Redis, when the factory shares its limits and cooldowns.
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::Fleet>,
     /// True while a heartbeat task of this factory runs (at most one does).
     pub(crate) heartbeat_running: AtomicBool,
     epoch: Instant,
@@ -73,10 +76,27 @@ impl Shared {
             models: ModelTable::new(MAX_TRACKED_MODELS),
             prices: RwLock::new(HashMap::new()),
             bedrock_api_key: false,
+            #[cfg(feature = "redis")]
+            fleet: None,
             heartbeat_running: AtomicBool::new(false),
             epoch: Instant::now(),
             last_exhausted_warn_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Shares the limits and cooldowns through `fleet`: the limiters take the fleet's window.
+    #[cfg(feature = "redis")]
+    pub(crate) fn attach_fleet(&mut self, fleet: crate::fleet::Fleet) {
+        self.limits = self
+            .config
+            .limits
+            .iter()
+            .map(|(id, l)| {
+                let limiter = Limiter::new(id, *l).with_fleet(fleet.clone());
+                (id.clone(), Arc::new(limiter))
+            })
+            .collect();
+        self.fleet = Some(fleet);
     }
 
     /// Returns the prices of `model_id`, if the user gave them.

@@ -7,6 +7,7 @@
 //! answer until it is over.
 
 mod open;
+mod share;
 mod span;
 
 pub(crate) use open::OpenCall;
@@ -325,10 +326,18 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let shared = &target.shared;
-    let order = shared.regions.order(&target.id);
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut order = shared.regions.order(&target.id);
     let pair = |r: &RegionClient| format!("{} in {}", target.id, r.region);
     let mut last: Option<Error> = None;
     let mut region_sends = 0;
+    // With a fleet: the shared limit's admission for the first send, and its cooldowns applied.
+    let mut admitted = share::before_model(target, &order, tokens).await?;
+    // The fleet's region cooldowns, just applied, put those regions last.
+    #[cfg(feature = "redis")]
+    if shared.fleet.is_some() && order.len() > 1 {
+        order.sort_by_key(|r| !shared.regions.is_healthy(r));
+    }
     for (i, region) in order.iter().enumerate() {
         if region_sends == MAX_REGIONS_PER_CALL || *sends == MAX_SENDS_PER_CALL {
             break;
@@ -343,11 +352,12 @@ where
                 continue;
             }
         }
-        let lease = match &target.limiter {
-            None => None,
+        let lease = match (admitted.take(), &target.limiter) {
+            (Some(lease), _) => Some(lease),
+            (None, None) => None,
             // The model's limit holds in every region: a refusal moves the call to the next
             // model, not to the next region.
-            Some(l) => Some(l.acquire(&target.id, tokens).await?),
+            (None, Some(l)) => Some(l.acquire(&target.id, tokens).await?),
         };
         *sends += 1;
         region_sends += 1;
@@ -390,8 +400,8 @@ where
             Ok(output) => {
                 // Closes a half-open breaker too: the trial is over.
                 trial.0 = None;
-                if let Some(b) = breaker {
-                    b.success();
+                if breaker.is_some_and(Breaker::success) {
+                    share::breaker_closed(target, region);
                 }
                 shared.regions.mark_healthy(region);
                 return Ok(Answered {
@@ -412,10 +422,12 @@ where
                 };
                 if opened {
                     crate::metrics::breaker_opened(&target.label, &region.region);
+                    share::breaker_opened(target, region);
                 }
                 let regional = fails_over(&e);
                 if regional && order.len() > 1 {
                     shared.regions.mark_unhealthy(region);
+                    share::region_failed(target, region);
                 }
                 if !regional {
                     return Err(e);

@@ -29,12 +29,14 @@ pub struct LlmFactoryBuilder {
     sdk_config: Option<SdkConfig>,
     region_endpoints: Vec<(String, String)>,
     prices: Vec<(String, Prices)>,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::FleetConfig>,
 }
 
 impl fmt::Debug for LlmFactoryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LlmFactoryBuilder")
-            .field("config", &self.config)
+        let mut d = f.debug_struct("LlmFactoryBuilder");
+        d.field("config", &self.config)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<provider>"),
@@ -46,8 +48,11 @@ impl fmt::Debug for LlmFactoryBuilder {
             .field(
                 "sdk_config",
                 &self.sdk_config.as_ref().map(|_| "<SdkConfig>"),
-            )
-            .finish()
+            );
+        // The fleet's Debug hides the password in its URL.
+        #[cfg(feature = "redis")]
+        d.field("fleet", &self.fleet);
+        d.finish()
     }
 }
 
@@ -214,6 +219,17 @@ impl LlmFactoryBuilder {
         let id = model_id.into();
         self.config.limits.retain(|(m, _)| *m != id);
         self.config.limits.push((id, limit));
+        self
+    }
+
+    /// Shares the client-side limits ([`model_limit`](Self::model_limit)), the circuit
+    /// breakers' openings and the regions' cooldowns with every factory using the same Redis
+    /// and prefix (feature `redis`; see the README's "Across a fleet"). `build()` does not wait
+    /// for Redis: while it is unreachable, each process uses its own limits and breakers.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(mut self, config: crate::FleetConfig) -> Self {
+        self.fleet = Some(config);
         self
     }
 
@@ -393,6 +409,10 @@ impl LlmFactoryBuilder {
         let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
         let mut shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
         shared.bedrock_api_key = self.api_key.is_some();
+        #[cfg(feature = "redis")]
+        if let Some(f) = &self.fleet {
+            shared.attach_fleet(crate::fleet::Fleet::new(f)?);
+        }
         shared
             .prices
             .get_mut()

@@ -270,6 +270,15 @@ impl LlmFactory {
         self.inner.shared.limits.get(model_id).map(|l| l.stats())
     }
 
+    /// Returns the figures of the fleet's shared Redis (feature `redis`), when the factory was
+    /// built with [`fleet`](LlmFactoryBuilder::fleet): whether it answers, round trips, and the
+    /// calls that fell back to the local limits while it did not.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet_stats(&self) -> Option<crate::FleetStats> {
+        self.inner.shared.fleet.as_ref().map(|f| f.stats())
+    }
+
     /// Returns the regions, primary first.
     pub fn regions(&self) -> Vec<String> {
         self.inner

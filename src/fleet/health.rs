@@ -18,7 +18,8 @@ pub struct FleetStats {
     pub errors: u64,
     /// Admission checks answered "Redis is down", so that the caller used its local limiter.
     pub fallbacks: u64,
-    /// Token corrections that reached their entry in Redis.
+    /// Settlements (a call ended: its entry leaves a window later, its tokens corrected to the
+    /// usage) that reached their entry in Redis.
     pub corrections: u64,
     /// Cooldowns set or extended in Redis.
     pub cooldowns_set: u64,

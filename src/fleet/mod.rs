@@ -5,8 +5,6 @@
 //! writes are spawned off the hot path. Any Redis trouble answers [`FleetDown`] (the caller
 //! then uses its local limiter), is logged once per outage, counted, and Redis is left alone for
 //! `retry_after` before it is tried again, so a dead Redis costs a call nothing.
-// Until the limiter of issue #16 calls it, only the tests use the crate-private API.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod config;
 mod health;
@@ -50,7 +48,7 @@ struct Inner {
     server: String,
     health: Health,
     acquire: Script,
-    correct: Script,
+    settle: Script,
     cooldown: Script,
 }
 
@@ -99,7 +97,7 @@ impl Fleet {
                 server,
                 health: Health::new(config.retry_after),
                 acquire: Script::new(script::ACQUIRE),
-                correct: Script::new(script::CORRECT),
+                settle: Script::new(script::SETTLE),
                 cooldown: Script::new(script::COOLDOWN),
             }),
         };
@@ -110,7 +108,7 @@ impl Fleet {
             let _ = tokio::time::timeout(connect_timeout, async {
                 for s in [
                     &warm.inner.acquire,
-                    &warm.inner.correct,
+                    &warm.inner.settle,
                     &warm.inner.cooldown,
                 ] {
                     s.prepare_invoke().load_async(&mut conn).await?;
@@ -169,17 +167,29 @@ impl Fleet {
         }
     }
 
-    /// Corrects the tokens of the entry behind `ticket` to the actual usage, in the background;
-    /// a failure is counted (`dropped`) and logged like any other.
-    pub(crate) fn correct(&self, model_id: &str, ticket: Ticket, tokens: u64) {
+    /// Settles the entry behind `ticket` when its call ended: it leaves the window one
+    /// `window` from now, with its tokens corrected to the usage when `tokens` is known. In the
+    /// background; a failure is counted (`dropped`) and logged like any other.
+    pub(crate) fn settle(
+        &self,
+        model_id: &str,
+        ticket: Ticket,
+        tokens: Option<u64>,
+        window: Duration,
+    ) {
         let [log, toks] = script::window_keys(&self.inner.prefix, model_id);
+        let tokens = tokens.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        let window_ms = u64::try_from(window.as_millis())
+            .unwrap_or(u64::MAX / 4)
+            .max(1);
         self.spawn_write(move |f| async move {
-            let mut call = f.inner.correct.prepare_invoke();
+            let mut call = f.inner.settle.prepare_invoke();
             call.key(log)
                 .key(toks)
                 .arg(ticket.id)
                 .arg(ticket.at_ms)
-                .arg(tokens);
+                .arg(tokens)
+                .arg(window_ms);
             let mut conn = f.inner.conn.clone();
             let applied: i64 = f.round_trip(call.invoke_async(&mut conn)).await?;
             if applied == 1 {

@@ -1,10 +1,15 @@
 //! The Lua scripts that keep the shared window and the cooldowns atomic, their keys, and the
 //! types their answers turn into.
 //!
-//! Per model: `{prefix}:win:{model}`, a sorted set of admitted entries (member = entry id,
-//! score = admission time in ms from Redis `TIME`, so the fleet shares one clock), and
-//! `{prefix}:tok:{model}`, a hash of entry id -> tokens plus `_sum` (tokens of the entries in
-//! the set) and `_seq` (the id counter). Both expire two windows after the last admission.
+//! Per model: `{prefix}:win:{model}`, a sorted set of admitted entries (member = `seq:admitted
+//! ms`, score = when the entry leaves the window, in ms of Redis `TIME`, so the fleet shares
+//! one clock), and `{prefix}:tok:{model}`, a hash of member -> tokens plus `_sum` (tokens of
+//! the entries in the set) and `_seq` (the id counter).
+//!
+//! As in the local window, an entry leaves one window after its call **ended**: admitted, it
+//! leaves two windows later (a call in flight, or a process that died during it); settled
+//! ([`SETTLE`]) when the call ends, it leaves one window after that. Both keys expire three
+//! windows after the last admission, two after the last settlement.
 
 use std::time::Duration;
 
@@ -32,12 +37,12 @@ impl WindowSpec {
     }
 }
 
-/// Identifies an admitted entry, for [`Fleet::correct`](super::Fleet::correct).
+/// Identifies an admitted entry, for [`Fleet::settle`](super::Fleet::settle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket {
     /// The entry's id in the model's log.
     pub(crate) id: u64,
-    /// Its admission time (Redis clock, ms); a correction applies only to this exact entry.
+    /// Its admission time (Redis clock, ms): with `id`, the entry's member.
     pub(crate) at_ms: u64,
 }
 
@@ -116,7 +121,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Entries that left the window go, and their tokens leave the sum (in batches: unpack's limit).
 while true do
-  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - win, 'LIMIT', 0, 500)
+  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now, 'LIMIT', 0, 500)
   if #old == 0 then break end
   local freed = 0
   for _, v in ipairs(redis.call('HMGET', toks, unpack(old))) do freed = freed + (tonumber(v) or 0) end
@@ -130,19 +135,20 @@ local sum = tonumber(redis.call('HGET', toks, '_sum') or '0')
 local ok_r = rl < 0 or count < rl
 local ok_t = tl < 0 or sum + n <= tl
 if ok_r and ok_t then
-  local id = redis.call('HINCRBY', toks, '_seq', 1)
-  redis.call('ZADD', log, now, id)
+  local seq = redis.call('HINCRBY', toks, '_seq', 1)
+  local id = seq .. ':' .. now
+  redis.call('ZADD', log, now + 2 * win, id)
   redis.call('HSET', toks, id, n)
   redis.call('HINCRBY', toks, '_sum', n)
-  redis.call('PEXPIRE', log, 2 * win)
-  redis.call('PEXPIRE', toks, 2 * win)
-  return answer(0, 0, id, now)
+  redis.call('PEXPIRE', log, 3 * win)
+  redis.call('PEXPIRE', toks, 3 * win)
+  return answer(0, 0, seq, now)
 end
 -- Not admitted: wait until enough of the oldest entries leave the window.
 local wait = 1
 if not ok_r then
   local e = redis.call('ZRANGE', log, count - rl, count - rl, 'WITHSCORES')
-  wait = math.max(wait, tonumber(e[2]) + win - now)
+  wait = math.max(wait, tonumber(e[2]) - now)
 end
 if not ok_t then
   local need, freed, from = sum + n - tl, 0, 0
@@ -154,7 +160,7 @@ if not ok_t then
     for i = 1, #ids do
       freed = freed + (tonumber(ts[i]) or 0)
       if freed >= need then
-        wait = math.max(wait, tonumber(e[2 * i]) + win - now)
+        wait = math.max(wait, tonumber(e[2 * i]) - now)
         break
       end
     end
@@ -164,14 +170,25 @@ end
 return answer(1, wait, 0, 0)
 "#;
 
-/// Correct: KEYS = log, tokens; ARGV = id, at ms, actual tokens. Replaces the entry's tokens
-/// (and the sum) only if that exact entry is still in the window; answers 1 if it was.
-pub(crate) const CORRECT: &str = r#"
-local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not at or tonumber(at) ~= tonumber(ARGV[2]) then return 0 end
-local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], '_sum', tonumber(ARGV[3]) - old)
+/// Settle: KEYS = log, tokens; ARGV = seq, admitted ms, actual tokens (-1 to keep the
+/// estimate), window ms. The call ended: its entry leaves one window from now, with its actual
+/// tokens. Only that exact entry, if still in the window; answers 1 if it was.
+pub(crate) const SETTLE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local id = ARGV[1] .. ':' .. ARGV[2]
+if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n, win = tonumber(ARGV[3]), tonumber(ARGV[4])
+if n >= 0 then
+  local old = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HSET', KEYS[2], id, n)
+  redis.call('HINCRBY', KEYS[2], '_sum', n - old)
+end
+redis.call('ZADD', KEYS[1], 'XX', now + win, id)
+for _, k in ipairs(KEYS) do
+  if redis.call('PTTL', k) < 2 * win then redis.call('PEXPIRE', k, 2 * win) end
+end
 return 1
 "#;
 

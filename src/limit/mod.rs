@@ -8,6 +8,8 @@
 //! window until one window after it ended (see `window.rs`, which holds the arithmetic; this
 //! file the queue).
 
+#[cfg(feature = "redis")]
+mod shared;
 mod window;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -149,6 +151,12 @@ pub(crate) struct Limiter {
     wait: Histogram,
     rejected: AtomicU64,
     expired: AtomicU64,
+    /// The fleet's shared window, when the factory shares its limits through Redis.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::Fleet>,
+    /// Calls waiting for room in the fleet's window now (bounded by `max_queue`).
+    #[cfg(feature = "redis")]
+    shared_waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A call admitted by a limiter: correct its tokens with the usage reported. Dropping it
@@ -156,11 +164,20 @@ pub(crate) struct Limiter {
 pub(crate) struct Lease {
     limiter: Arc<Limiter>,
     seq: u64,
+    /// The entry in the fleet's window (admitted through Redis), and the tokens it used once
+    /// known (`u64::MAX` until then): both go to Redis when the call ends.
+    #[cfg(feature = "redis")]
+    shared: Option<(crate::fleet::Ticket, AtomicU64)>,
 }
 
 impl Lease {
     /// Replaces the call's token estimate with the tokens it used.
     pub(crate) fn correct(&self, tokens: u64) {
+        #[cfg(feature = "redis")]
+        if let Some((_, used)) = &self.shared {
+            used.store(tokens.min(u64::MAX - 1), Relaxed);
+            return;
+        }
         let freed = {
             let mut s = self.limiter.lock();
             s.window.correct(self.seq, tokens)
@@ -174,6 +191,12 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let l = &self.limiter;
+        #[cfg(feature = "redis")]
+        if let (Some((ticket, used)), Some(fleet)) = (&self.shared, &l.fleet) {
+            let used = Some(used.load(Relaxed)).filter(|u| *u != u64::MAX);
+            fleet.settle(&l.label, *ticket, used, l.limit.window);
+            return;
+        }
         l.lock()
             .window
             .end(self.seq, Instant::now(), l.limit.window);
@@ -216,6 +239,10 @@ impl Limiter {
             wait: Histogram::new(),
             rejected: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            fleet: None,
+            #[cfg(feature = "redis")]
+            shared_waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -247,6 +274,12 @@ impl Limiter {
     /// `Throttled` when the call is refused (see [`LimitMode`]).
     pub(crate) async fn acquire(self: &Arc<Self>, model_id: &str, tokens: u64) -> Result<Lease> {
         let tokens = tokens.max(1);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet
+            && let Some(shared) = self.acquire_shared(fleet, model_id, tokens, &[]).await
+        {
+            return shared.map(|(lease, _)| lease);
+        }
         let limit = &self.limit;
         if let Some(max) = limit.tokens
             && tokens > max
@@ -331,14 +364,19 @@ impl Limiter {
 
     fn admit(self: &Arc<Self>, s: &mut State, now: Instant, tokens: u64, asked: Instant) -> Lease {
         let seq = s.window.push(tokens);
-        self.admitted.fetch_add(1, Relaxed);
-        let waited = now.saturating_duration_since(asked);
-        self.wait.record(waited);
-        crate::metrics::limit_wait(&self.label, waited);
+        self.count_admitted(now.saturating_duration_since(asked));
         Lease {
             limiter: self.clone(),
             seq,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    fn count_admitted(&self, waited: Duration) {
+        self.admitted.fetch_add(1, Relaxed);
+        self.wait.record(waited);
+        crate::metrics::limit_wait(&self.label, waited);
     }
 
     /// Returns the limiter's figures now.
@@ -348,6 +386,8 @@ impl Limiter {
             s.window.trim(Instant::now(), &self.limit);
             (s.queue.len() as u64, s.window.len(), s.window.tokens())
         };
+        #[cfg(feature = "redis")]
+        let queued = queued + self.shared_waiting.load(Relaxed) as u64;
         LimitStats {
             admitted: self.admitted.load(Relaxed),
             waited: self.waited.load(Relaxed),

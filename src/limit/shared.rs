@@ -1,0 +1,107 @@
+//! The limiter's path through the fleet's shared window (feature `redis`): one round trip per
+//! admission; a call over the limit is refused or waits (polling the shared window, bounded by
+//! its deadline) as in the local path; Redis trouble hands the call to the local window.
+
+use super::{Lease, LimitMode, Limiter};
+use crate::error::Result;
+use crate::fleet::{Admission, CooldownKey, Fleet, WindowSpec};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// The cooldowns read with an admission, in the order of the keys asked about.
+pub(crate) type Cooldowns = Vec<Option<Duration>>;
+
+/// Counts a call waiting for the shared window while it waits.
+struct SharedWaiting<'a>(&'a Limiter);
+
+impl Drop for SharedWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.shared_waiting.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Limiter {
+    /// Returns this limiter sharing its window through `fleet`.
+    pub(crate) fn with_fleet(mut self, fleet: Fleet) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Admits a call of `tokens` through the fleet's shared window, reading the cooldowns of
+    /// `keys` in the same round trip. `None` when Redis did not answer: the caller uses the
+    /// local window.
+    pub(crate) async fn acquire_shared(
+        self: &Arc<Self>,
+        fleet: &Fleet,
+        model_id: &str,
+        tokens: u64,
+        keys: &[CooldownKey],
+    ) -> Option<Result<(Lease, Cooldowns)>> {
+        let limit = &self.limit;
+        let spec = WindowSpec {
+            requests: limit.requests,
+            tokens: limit.tokens,
+            window: limit.window,
+        };
+        let started = Instant::now();
+        let mut waiting: Option<SharedWaiting<'_>> = None;
+        loop {
+            let acquired = fleet.acquire(model_id, spec, tokens, keys).await.ok()?;
+            let after = match acquired.admission {
+                Admission::Admitted(ticket) => {
+                    if waiting.is_some() {
+                        self.waited.fetch_add(1, Relaxed);
+                    }
+                    self.count_admitted(started.elapsed());
+                    let lease = Lease {
+                        limiter: self.clone(),
+                        seq: 0,
+                        shared: Some((ticket, AtomicU64::new(u64::MAX))),
+                    };
+                    return Some(Ok((lease, acquired.cooldowns)));
+                }
+                Admission::NeverFits => {
+                    self.rejected.fetch_add(1, Relaxed);
+                    let why = format!(
+                        "the call's estimate of {tokens} tokens exceeds the limit of {} per window",
+                        limit.tokens.unwrap_or(0)
+                    );
+                    return Some(Err(self.throttled(model_id, "too_large", &why, None)));
+                }
+                Admission::RetryAfter(after) => after,
+            };
+            let LimitMode::Wait {
+                max_queue,
+                deadline,
+            } = limit.mode
+            else {
+                self.rejected.fetch_add(1, Relaxed);
+                let why = "the fleet's limit is reached";
+                return Some(Err(self.throttled(model_id, "reject", why, Some(after))));
+            };
+            if waiting.is_none() {
+                if self.shared_waiting.fetch_add(1, Relaxed) >= max_queue {
+                    self.shared_waiting.fetch_sub(1, Relaxed);
+                    self.rejected.fetch_add(1, Relaxed);
+                    let why = format!("{max_queue} calls already wait for the limit");
+                    return Some(Err(self.throttled(model_id, "queue_full", &why, None)));
+                }
+                waiting = Some(SharedWaiting(self));
+            }
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                self.expired.fetch_add(1, Relaxed);
+                let why = format!("waited {deadline:?} for room");
+                return Some(Err(self.throttled(model_id, "deadline", &why, Some(after))));
+            }
+            // Calls in flight elsewhere may end sooner than Redis can say: ask again at least
+            // every quarter window.
+            let nap = after
+                .min(limit.window / 4)
+                .min(left)
+                .max(Duration::from_millis(1));
+            tokio::time::sleep(nap).await;
+        }
+    }
+}

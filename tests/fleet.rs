@@ -1,0 +1,429 @@
+//! Limits and cooldowns shared across a fleet through a real `redis-server` (feature `redis`):
+//! two factories with their own limiters, sharing one Redis, keep the local server under one
+//! limit together; a cooldown one factory sets is honoured by the other on its next call; a
+//! Redis killed mid-run fails no call, is counted, and sharing resumes when it is back.
+//!
+//! `redis-server` comes from the distribution's packages (`.ci/run` installs it); without it
+//! these tests print why and pass. They pin h2: sharing happens before a call reaches the
+//! transport. Time is scaled down (windows of a second or two).
+#![cfg(feature = "redis")]
+
+mod common;
+
+use bedrock_pool::local::{Fault, FaultRule, LocalServer, Protocol, Quota, ServiceError};
+use bedrock_pool::{
+    BreakerConfig, FleetConfig, LimitMode, LlmFactory, LlmFactoryBuilder, ModelLimit, RetryMode,
+};
+use common::MODEL;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const SECOND: &str = "amazon.nova-lite-v1:0";
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts one; `None` (saying why) when `redis-server` is not installed.
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut r = Redis { port, child: None };
+        r.restart();
+        Some(r)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts it on the same port and waits until it answers PING.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not answer PING within 5 s");
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        s.set_read_timeout(Some(Duration::from_millis(200))).is_ok()
+            && s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut buf).is_ok()
+            && &buf == b"+PONG\r\n"
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A key prefix of each test's own.
+fn prefix(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "fleet-test-{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fleet configuration with the generous timeout this busy 2-core machine needs.
+fn fleet(redis: &Redis, prefix: &str) -> FleetConfig {
+    FleetConfig::new(redis.url(), prefix)
+        .timeout(Duration::from_millis(500))
+        .retry_after(Duration::from_millis(300))
+}
+
+fn builder(server: &LocalServer) -> LlmFactoryBuilder {
+    server
+        .factory_builder()
+        .retry_mode(RetryMode::Standard)
+        .retry_max_attempts(1)
+}
+
+async fn h2_server(quota: Option<Quota>) -> LocalServer {
+    let mut b = LocalServer::builder().protocol(Protocol::Https);
+    if let Some(q) = quota {
+        b = b.quota(MODEL, q);
+    }
+    b.start().await.expect("local server starts")
+}
+
+/// Drives `rounds` rounds of `per_round` concurrent calls, alternating factories, `gap` apart;
+/// returns (answered, refused by the client).
+async fn drive(
+    factories: &[&LlmFactory],
+    rounds: usize,
+    per_round: usize,
+    gap: Duration,
+) -> (usize, usize) {
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..rounds {
+        let calls = (0..per_round).map(|i| {
+            let m = factories[i % factories.len()].model(MODEL);
+            async move { m.converse().user("hi").max_tokens(8).send().await }
+        });
+        for r in futures_util::future::join_all(calls).await {
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) if e.message().contains("client-side limit") => refused += 1,
+                Err(e) => panic!("only answers or client refusals: {e}"),
+            }
+        }
+        tokio::time::sleep(gap).await;
+    }
+    (ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_factories_stay_under_one_limit_together() {
+    let Some(redis) = Redis::start() else { return };
+    let window = Duration::from_secs(1);
+    let limit = ModelLimit::per_window(window)
+        .requests(5)
+        .mode(LimitMode::Reject);
+    let server = h2_server(Some(Quota::new(window).requests(5))).await;
+    let p = prefix("together");
+    let a = builder(&server)
+        .model_limit(MODEL, limit)
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    let b = builder(&server)
+        .model_limit(MODEL, limit)
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    let (ok, refused) = drive(&[&a, &b], 8, 12, Duration::from_millis(300)).await;
+    assert!(ok >= 5 && refused > 0, "{ok} answered, {refused} refused");
+    let q = server.quota_stats(MODEL).unwrap();
+    assert_eq!(q.throttled, 0, "the server never throttled: {q:?}");
+    assert!(q.max_requests_in_window <= 5, "{q:?}");
+    for f in [&a, &b] {
+        let s = f.fleet_stats().unwrap();
+        assert_eq!((s.fallbacks, s.errors), (0, 0), "no call fell back: {s:?}");
+        assert!(s.up && s.round_trips > 0, "{s:?}");
+    }
+    // The same two factories without the fleet each allow the limit: together, twice it.
+    let server = h2_server(Some(Quota::new(window).requests(5))).await;
+    let a = builder(&server)
+        .model_limit(MODEL, limit)
+        .build()
+        .await
+        .unwrap();
+    let b = builder(&server)
+        .model_limit(MODEL, limit)
+        .build()
+        .await
+        .unwrap();
+    let calls = (0..20).map(|i| {
+        let f = if i % 2 == 0 { &a } else { &b };
+        let m = f.model(MODEL);
+        async move { m.converse().user("hi").send().await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let throttled_by_server = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.code() == Some("ThrottlingException"))
+        })
+        .count();
+    assert_eq!(throttled_by_server, 5, "each process alone let 5 through");
+}
+
+#[tokio::test]
+async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() {
+    let Some(redis) = Redis::start() else { return };
+    let server = h2_server(None).await;
+    let p = prefix("cooldown");
+    let breaker = BreakerConfig::new(1, Duration::from_secs(60), Duration::from_secs(30));
+    let a = builder(&server)
+        .circuit_breaker(Some(breaker))
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    let b = builder(&server)
+        .circuit_breaker(Some(breaker))
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "down".into(),
+        )))
+        .model(MODEL)
+        .times(1),
+    );
+    let e = a
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!e.is_circuit_open(), "sent, and failed: {e}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || a
+            .fleet_stats()
+            .unwrap()
+            .cooldowns_set
+            == 1)
+        .await
+    );
+
+    server.clear_requests();
+    // B's very next call learns the cooldown in its one round trip and does not send.
+    let reply = b
+        .model(MODEL)
+        .with_fallbacks([SECOND])
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.model_id(), SECOND);
+    let asked: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.model_id)
+        .collect();
+    assert_eq!(asked, [SECOND]);
+    let e = b
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_circuit_open(), "{e}");
+    assert_eq!(b.fleet_stats().unwrap().fallbacks, 0);
+}
+
+#[tokio::test]
+async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let west = LocalServer::builder()
+        .region("us-west-2")
+        .start()
+        .await
+        .unwrap();
+    let east = LocalServer::builder()
+        .region("us-east-1")
+        .start()
+        .await
+        .unwrap();
+    let p = prefix("regions");
+    let two = || {
+        LlmFactory::builder()
+            .regions(["us-west-2", "us-east-1"])
+            .region_endpoint_url("us-west-2", west.bedrock_url())
+            .region_endpoint_url("us-east-1", east.bedrock_url())
+            .credentials_provider(west.credentials())
+            .ca_certificate_pem(west.ca_pem())
+            .ca_certificate_pem(east.ca_pem())
+            .sts_endpoint_url(west.sts_url())
+            .retry_mode(RetryMode::Standard)
+            .retry_max_attempts(1)
+            .failover_cooldown(Duration::from_secs(30))
+            .fleet(fleet(&redis, &p))
+    };
+    let a = two().build().await.unwrap();
+    let b = two().build().await.unwrap();
+    west.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "down".into(),
+        )))
+        .times(1),
+    );
+    let reply = a.model(MODEL).converse().user("hi").send().await.unwrap();
+    assert_eq!(reply.region(), "us-east-1", "failed over");
+    assert!(
+        common::eventually(Duration::from_secs(5), || a
+            .fleet_stats()
+            .unwrap()
+            .cooldowns_set
+            == 1)
+        .await
+    );
+    west.clear_requests();
+    let reply = b.model(MODEL).converse().user("hi").send().await.unwrap();
+    assert_eq!(
+        reply.region(),
+        "us-east-1",
+        "the other factory puts west last at once"
+    );
+    assert!(west.requests().is_empty());
+    let healthy: Vec<_> = b
+        .region_stats()
+        .into_iter()
+        .map(|r| (r.region, r.healthy))
+        .collect();
+    assert!(
+        healthy.contains(&("us-west-2".to_owned(), false)),
+        "{healthy:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let server = h2_server(None).await;
+    let p = prefix("outage");
+    let window = Duration::from_secs(2);
+    let limit = ModelLimit::per_window(window)
+        .requests(3)
+        .mode(LimitMode::Reject);
+    let a = builder(&server)
+        .model_limit(MODEL, limit)
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    let b = builder(&server)
+        .model_limit(MODEL, limit)
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        a.model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .expect("shared limit: 3");
+    }
+    let e = b
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("fleet's limit"), "shared: {e}");
+
+    redis.kill();
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    // Redis is gone: each process falls back to its own window of 3; no call fails for it.
+    for f in [&a, &b] {
+        for _ in 0..3 {
+            f.model(MODEL)
+                .converse()
+                .user("hi")
+                .send()
+                .await
+                .expect("local limit");
+        }
+        let s = f.fleet_stats().unwrap();
+        assert!(s.fallbacks >= 1 && !s.up, "{s:?}");
+    }
+
+    redis.restart();
+    // Sharing resumes on its own once Redis answers (after `retry_after`).
+    tokio::time::sleep(window + Duration::from_millis(400)).await;
+    let started = Instant::now();
+    let mut answered = 0;
+    while answered < 3 && started.elapsed() < Duration::from_secs(10) {
+        if a.model(MODEL).converse().user("hi").send().await.is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3);
+    assert!(a.fleet_stats().unwrap().up);
+    let e = b
+        .model(MODEL)
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("fleet's limit"), "shared again: {e}");
+}
