@@ -5,6 +5,9 @@
 //! client-side limit's cost, and connections opened by one factory versus one SDK client per
 //! model.
 //!
+//! With `--features redis` (and `redis-server` installed), also the limit shared through Redis
+//! against the same limit kept locally.
+//!
 //! Run: `cargo bench --bench overhead` (`-- summary` skips criterion's groups). Criterion's groups
 //! come first, then a summary of side-by-side ratios measured in alternating rounds (this machine
 //! is shared and noisy).
@@ -133,7 +136,9 @@ where
 
 struct Setup {
     rt: Runtime,
-    _server: LocalServer,
+    /// The local server (its connections stay open for the whole run).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    server: LocalServer,
     factory: LlmFactory,
     /// The same factory with circuit breakers off.
     no_breakers: LlmFactory,
@@ -303,6 +308,76 @@ fn print_limits(label: &str, (breakers, limit): &(Vec<f64>, Vec<f64>)) {
     );
 }
 
+/// The limit shared through a real `redis-server` against the same limit kept locally.
+#[cfg(feature = "redis")]
+mod fleet {
+    use super::*;
+    use bedrock_pool::FleetConfig;
+    use std::process::{Command, Stdio};
+
+    pub(super) fn summary(s: &Setup) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let Ok(mut child) = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            println!("fleet: redis-server is not installed; skipped");
+            return;
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let shared = s.rt.block_on(async {
+            let never = ModelLimit::per_minute().requests(1 << 40).tokens(1 << 50);
+            let fleet = FleetConfig::new(format!("redis://127.0.0.1:{port}"), "bench")
+                .timeout(Duration::from_millis(500));
+            builder_for(&s.server)
+                .model_limit(MODEL, never)
+                .fleet(fleet)
+                .build()
+                .await
+                .expect("the factory builds")
+        });
+        run(&s.rt, 200, 50, Setup::model_call(shared.model(MODEL))); // connect, load scripts
+        for (label, n, c) in [("c=1 ", 400, 1), ("c=50", 4000, 50)] {
+            let sides = [
+                Setup::model_call(s.limited.model(MODEL)),
+                Setup::model_call(shared.model(MODEL)),
+            ];
+            let mut ratios = Vec::new();
+            let mut all = [Duration::ZERO; 2];
+            for round in 0..7 {
+                let mut t = [Duration::ZERO; 2];
+                for i in 0..2 {
+                    let k = (round + i) % 2;
+                    t[k] = run(&s.rt, n, c, sides[k].clone());
+                }
+                ratios.push(t[0].as_secs_f64() / t[1].as_secs_f64());
+                all[0] += t[0];
+                all[1] += t[1];
+            }
+            ratios.sort_by(f64::total_cmp);
+            let per = |d: Duration| d / (7 * n as u32);
+            println!(
+                "fleet {label}: shared limit (Redis) / local limit throughput {:.3} (rounds {:.3}..{:.3}); per call local {:.1?}, shared {:.1?} (+{:.1} us); fallbacks {}",
+                ratios[3],
+                ratios[0],
+                ratios[6],
+                per(all[0]),
+                per(all[1]),
+                (per(all[1]).as_secs_f64() - per(all[0]).as_secs_f64()) * 1e6,
+                shared.fleet_stats().map_or(0, |f| f.fallbacks),
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Median time per call of `f` over a few rounds of `n` calls.
 fn time_per_call(rounds: usize, n: u32, mut f: impl FnMut()) -> Duration {
     let mut v: Vec<Duration> = (0..rounds)
@@ -370,7 +445,7 @@ fn main() {
     };
     let s = Setup {
         rt,
-        _server: server,
+        server,
         factory,
         no_breakers,
         limited,
@@ -400,6 +475,8 @@ fn main() {
     print_side_by_side("c=50", &c50);
     print_limits("c=1 ", &limits_side_by_side(&s, 7, 400, 1));
     print_limits("c=50", &limits_side_by_side(&s, 7, 4000, 50));
+    #[cfg(feature = "redis")]
+    fleet::summary(&s);
     let [f1, r1, _] = c1.per_call;
     let hit = time_per_call(5, 200_000, || {
         black_box(s.factory.model(black_box(MODEL)));

@@ -149,7 +149,7 @@ pub struct FactoryConfig {
     /// [`BreakerConfig::default`].
     pub breaker: Option<BreakerConfig>,
     /// Client-side limits by model id. Default is none.
-    pub limits: Vec<(String, crate::ModelLimit)>,
+    pub limits: Vec<(String, crate::limit::ModelLimit)>,
     /// Level of each call's `tracing` span (named `bedrock.converse` or
     /// `bedrock.converse_stream`, with the OpenTelemetry GenAI attributes). Default is INFO.
     pub span_level: tracing::Level,

@@ -30,7 +30,7 @@ pub struct LlmFactoryBuilder {
     region_endpoints: Vec<(String, String)>,
     prices: Vec<(String, Prices)>,
     #[cfg(feature = "redis")]
-    fleet: Option<crate::FleetConfig>,
+    fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl fmt::Debug for LlmFactoryBuilder {
@@ -207,7 +207,7 @@ impl LlmFactoryBuilder {
     /// Sets the circuit breaker of each model in each region; `None` turns breakers off.
     /// Default is [`BreakerConfig::default`](crate::BreakerConfig): 5 failures in a row within
     /// 60 s open it for 30 s (see the README's "Fallbacks and limits").
-    pub fn circuit_breaker(mut self, breaker: Option<crate::BreakerConfig>) -> Self {
+    pub fn circuit_breaker(mut self, breaker: Option<crate::config::BreakerConfig>) -> Self {
         self.config.breaker = breaker;
         self
     }
@@ -215,7 +215,11 @@ impl LlmFactoryBuilder {
     /// Sets the client-side limit of `model_id` (replacing an earlier one): its calls never
     /// go past `limit`'s requests and tokens per window; see [`ModelLimit`](crate::ModelLimit).
     /// The id must be the one the handles use (`factory.model(id)`).
-    pub fn model_limit(mut self, model_id: impl Into<String>, limit: crate::ModelLimit) -> Self {
+    pub fn model_limit(
+        mut self,
+        model_id: impl Into<String>,
+        limit: crate::limit::ModelLimit,
+    ) -> Self {
         let id = model_id.into();
         self.config.limits.retain(|(m, _)| *m != id);
         self.config.limits.push((id, limit));
@@ -228,7 +232,7 @@ impl LlmFactoryBuilder {
     /// for Redis: while it is unreachable, each process uses its own limits and breakers.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn fleet(mut self, config: crate::FleetConfig) -> Self {
+    pub fn fleet(mut self, config: crate::fleet::FleetConfig) -> Self {
         self.fleet = Some(config);
         self
     }

@@ -275,7 +275,7 @@ impl LlmFactory {
     /// calls that fell back to the local limits while it did not.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn fleet_stats(&self) -> Option<crate::FleetStats> {
+    pub fn fleet_stats(&self) -> Option<crate::fleet::FleetStats> {
         self.inner.shared.fleet.as_ref().map(|f| f.stats())
     }
 

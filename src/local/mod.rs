@@ -208,6 +208,7 @@ mod quota;
 mod record;
 mod reply;
 mod server;
+mod server_limits;
 mod sigv4;
 mod state;
 mod sts;

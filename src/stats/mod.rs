@@ -3,11 +3,13 @@
 //! Every figure is approximate under load: counters are read one by one, not as one
 //! transaction, so a snapshot taken while requests run may be off by the requests in flight.
 
+mod activity;
 mod models;
 mod record;
 
+pub(crate) use activity::Activity;
 pub(crate) use models::{ModelTable, OTHER_MODELS};
-pub(crate) use record::{Activity, CallGuard, Histogram, Outcome, RequestCounters, Tokens};
+pub(crate) use record::{CallGuard, Histogram, Outcome, RequestCounters, Tokens};
 
 use crate::error::ErrorKind;
 use std::time::Duration;

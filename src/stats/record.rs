@@ -1,7 +1,7 @@
 //! The recording side of the statistics: relaxed atomics, a lock-free histogram, the call
 //! guard that counts one call, and the capped per-model table.
 
-use super::{Cost, FailureCounts, LatencySummary, Prices, RateSummary, RequestStats};
+use super::{Activity, Cost, FailureCounts, LatencySummary, Prices, RateSummary, RequestStats};
 use crate::error::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -404,57 +404,6 @@ fn end_scope(s: &RequestCounters, outcome: Outcome, d: Duration, wakeup: bool) {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.end(Outcome::Cancelled);
-    }
-}
-
-/// When traffic last started or ended, for wake-up detection and activity-aware probes.
-pub(crate) struct Activity {
-    epoch: Instant,
-    /// Milliseconds since `epoch` of the last start or end of a call, +1 (0 = never).
-    last_ms: AtomicU64,
-    threshold: Duration,
-}
-
-impl Activity {
-    pub(crate) fn new(threshold: Duration) -> Self {
-        Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            threshold,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// Marks a call's start; returns true when it is a wake-up (idle past the threshold).
-    ///
-    /// Under load most calls start and end within the millisecond of the previous one; those
-    /// only read the shared value, so that the cores do not take its cache line from one
-    /// another on every call.
-    fn touch_start(&self) -> bool {
-        let now = self.now_ms();
-        if !self.threshold.is_zero() && self.last_ms.load(Relaxed) == now {
-            return false; // no gap since the last touch: not a wake-up
-        }
-        let last = self.last_ms.swap(now, Relaxed);
-        last != 0 && Duration::from_millis(now.saturating_sub(last)) >= self.threshold
-    }
-
-    fn touch_end(&self) {
-        let now = self.now_ms();
-        if self.last_ms.load(Relaxed) != now {
-            self.last_ms.store(now, Relaxed);
-        }
-    }
-
-    /// Returns how long ago traffic last started or ended, or `None` if there was none.
-    pub(crate) fn idle_for(&self) -> Option<Duration> {
-        match self.last_ms.load(Relaxed) {
-            0 => None,
-            last => Some(Duration::from_millis(self.now_ms().saturating_sub(last))),
-        }
     }
 }
 
