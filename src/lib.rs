@@ -25,12 +25,18 @@
 //! `otel` feature sets its array attributes through `tracing-opentelemetry`, the `metrics`
 //! feature exports the figures and the `gen_ai.client.*` metrics. With the `local` feature,
 //! [`local`] is a Bedrock-compatible server for offline tests.
+//!
+//! Handles can fall back to other models ([`Model::with_fallbacks`]); each model in each region
+//! has a circuit breaker ([`BreakerConfig`]); client-side limits keep a model under its requests
+//! and tokens per minute ([`ModelLimit`]), and with the `redis` feature a whole fleet of
+//! processes shares them (`LlmFactoryBuilder::fleet`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The call path, bottom up: transport (the pool), stats, region (policy), shared, call (the
-// driver); then the handles: model, request, reply, stream; then factory and heartbeat.
+// The call path, bottom up: error, config, metrics; transport (the pool), stats, breaker,
+// fleet (Redis), limit, region (policy), shared, call (the driver); then the handles: model,
+// request, reply, stream and the other operations; then factory and heartbeat.
 mod breaker;
 mod call;
 mod collect;

@@ -394,26 +394,8 @@ async fn invoke_and_embed_move_only_to_compatible_ids() {
 /// fallback answers in the first; with every model failing, at most 4 sends are made.
 #[tokio::test]
 async fn region_failover_and_fallback_compose_within_four_sends() {
-    let west = LocalServer::builder()
-        .region("us-west-2")
-        .start()
-        .await
-        .unwrap();
-    let east = LocalServer::builder()
-        .region("us-east-1")
-        .start()
-        .await
-        .unwrap();
-    let factory = LlmFactory::builder()
-        .regions(["us-west-2", "us-east-1"])
-        .region_endpoint_url("us-west-2", west.bedrock_url())
-        .region_endpoint_url("us-east-1", east.bedrock_url())
-        .credentials_provider(west.credentials())
-        .ca_certificate_pem(west.ca_pem())
-        .ca_certificate_pem(east.ca_pem())
-        .sts_endpoint_url(west.sts_url())
-        .retry_mode(RetryMode::Standard)
-        .retry_max_attempts(1)
+    let (west, east) = common::west_and_east().await;
+    let factory = common::two_region_builder(&west, &east)
         .circuit_breaker(None)
         .build()
         .await

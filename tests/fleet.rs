@@ -130,6 +130,20 @@ async fn h2_server(quota: Option<Quota>) -> LocalServer {
     b.start().await.expect("local server starts")
 }
 
+/// Two factories on `server` sharing `redis` under `prefix`, each set up by `setup`.
+async fn sharing_pair(
+    server: &LocalServer,
+    redis: &Redis,
+    prefix: &str,
+    setup: impl Fn(LlmFactoryBuilder) -> LlmFactoryBuilder,
+) -> (LlmFactory, LlmFactory) {
+    let one = || setup(builder(server)).fleet(fleet(redis, prefix)).build();
+    (
+        one().await.expect("factory builds"),
+        one().await.expect("factory builds"),
+    )
+}
+
 /// Drives `rounds` rounds of `per_round` concurrent calls, alternating factories, `gap` apart;
 /// returns (answered, refused by the client).
 async fn drive(
@@ -165,18 +179,7 @@ async fn two_factories_stay_under_one_limit_together() {
         .mode(LimitMode::Reject);
     let server = h2_server(Some(Quota::new(window).requests(5))).await;
     let p = prefix("together");
-    let a = builder(&server)
-        .model_limit(MODEL, limit)
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
-    let b = builder(&server)
-        .model_limit(MODEL, limit)
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
+    let (a, b) = sharing_pair(&server, &redis, &p, |b| b.model_limit(MODEL, limit)).await;
     let (ok, refused) = drive(&[&a, &b], 8, 12, Duration::from_millis(300)).await;
     assert!(ok >= 5 && refused > 0, "{ok} answered, {refused} refused");
     let q = server.quota_stats(MODEL).unwrap();
@@ -189,16 +192,8 @@ async fn two_factories_stay_under_one_limit_together() {
     }
     // The same two factories without the fleet each allow the limit: together, twice it.
     let server = h2_server(Some(Quota::new(window).requests(5))).await;
-    let a = builder(&server)
-        .model_limit(MODEL, limit)
-        .build()
-        .await
-        .unwrap();
-    let b = builder(&server)
-        .model_limit(MODEL, limit)
-        .build()
-        .await
-        .unwrap();
+    let alone = || builder(&server).model_limit(MODEL, limit).build();
+    let (a, b) = (alone().await.unwrap(), alone().await.unwrap());
     let calls = (0..20).map(|i| {
         let f = if i % 2 == 0 { &a } else { &b };
         let m = f.model(MODEL);
@@ -221,18 +216,7 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
     let server = h2_server(None).await;
     let p = prefix("cooldown");
     let breaker = BreakerConfig::new(1, Duration::from_secs(60), Duration::from_secs(30));
-    let a = builder(&server)
-        .circuit_breaker(Some(breaker))
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
-    let b = builder(&server)
-        .circuit_breaker(Some(breaker))
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
+    let (a, b) = sharing_pair(&server, &redis, &p, |b| b.circuit_breaker(Some(breaker))).await;
     server.push_fault(
         FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
             "down".into(),
@@ -288,28 +272,10 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
 #[tokio::test]
 async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
     let Some(redis) = Redis::start() else { return };
-    let west = LocalServer::builder()
-        .region("us-west-2")
-        .start()
-        .await
-        .unwrap();
-    let east = LocalServer::builder()
-        .region("us-east-1")
-        .start()
-        .await
-        .unwrap();
+    let (west, east) = common::west_and_east().await;
     let p = prefix("regions");
     let two = || {
-        LlmFactory::builder()
-            .regions(["us-west-2", "us-east-1"])
-            .region_endpoint_url("us-west-2", west.bedrock_url())
-            .region_endpoint_url("us-east-1", east.bedrock_url())
-            .credentials_provider(west.credentials())
-            .ca_certificate_pem(west.ca_pem())
-            .ca_certificate_pem(east.ca_pem())
-            .sts_endpoint_url(west.sts_url())
-            .retry_mode(RetryMode::Standard)
-            .retry_max_attempts(1)
+        common::two_region_builder(&west, &east)
             .failover_cooldown(Duration::from_secs(30))
             .fleet(fleet(&redis, &p))
     };
@@ -361,18 +327,7 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
     let limit = ModelLimit::per_window(window)
         .requests(3)
         .mode(LimitMode::Reject);
-    let a = builder(&server)
-        .model_limit(MODEL, limit)
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
-    let b = builder(&server)
-        .model_limit(MODEL, limit)
-        .fleet(fleet(&redis, &p))
-        .build()
-        .await
-        .unwrap();
+    let (a, b) = sharing_pair(&server, &redis, &p, |b| b.model_limit(MODEL, limit)).await;
     for _ in 0..3 {
         a.model(MODEL)
             .converse()

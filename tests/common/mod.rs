@@ -27,6 +27,33 @@ pub async fn factory_for(server: &LocalServer) -> LlmFactory {
     builder_for(server).build().await.expect("factory builds")
 }
 
+/// Starts two local servers playing `us-west-2` and `us-east-1` (h2).
+pub async fn west_and_east() -> (LocalServer, LocalServer) {
+    let start = |region: &'static str| async move {
+        LocalServer::builder()
+            .region(region)
+            .start()
+            .await
+            .expect("local server starts")
+    };
+    (start("us-west-2").await, start("us-east-1").await)
+}
+
+/// Returns a factory builder over two servers (their regions, primary first), one attempt per
+/// region and standard retries (no process-wide adaptive limiter shared with other tests).
+pub fn two_region_builder(first: &LocalServer, second: &LocalServer) -> LlmFactoryBuilder {
+    LlmFactory::builder()
+        .regions([first.region(), second.region()])
+        .region_endpoint_url(first.region(), first.bedrock_url())
+        .region_endpoint_url(second.region(), second.bedrock_url())
+        .credentials_provider(first.credentials())
+        .ca_certificate_pem(first.ca_pem())
+        .ca_certificate_pem(second.ca_pem())
+        .sts_endpoint_url(first.sts_url())
+        .retry_mode(bedrock_pool::RetryMode::Standard)
+        .retry_max_attempts(1)
+}
+
 /// Polls `f` until it is true or `timeout` passes; returns the last value.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + timeout;
