@@ -126,9 +126,10 @@ pub struct LimitStats {
     pub expired: u64,
     /// Calls waiting now.
     pub queued: u64,
-    /// Calls admitted in the current window.
+    /// Calls in this process's window now (with a fleet, Redis holds the shared window and
+    /// this one counts only the calls admitted while Redis did not answer).
     pub requests_in_window: u64,
-    /// Tokens counted in the current window (estimates, corrected by the usage reported).
+    /// Tokens in this process's window now (estimates, corrected by the usage reported).
     pub tokens_in_window: u64,
 }
 
