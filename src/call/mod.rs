@@ -228,9 +228,11 @@ where
     let first = chain.first;
     let span = op.span(&first.id, first.shared.config.span_level);
     let started = Instant::now();
-    let mut guard = first.call_guard();
-    // `server.address` of the last region tried, for the failure's metrics.
-    let mut server = String::new();
+    let mut progress = Progress {
+        guard: first.call_guard(),
+        server: String::new(),
+        sends: 0,
+    };
     let result = async {
         if let Some(e) = first.invalid.as_ref().or(chain.invalid) {
             return Err(e.shallow_clone());
@@ -245,7 +247,7 @@ where
             .filter(|f| op.may_fall_back(f.compatible))
             .map(|f| &f.target)
             .collect();
-        let mut sends = 0;
+        let p = &mut progress;
         let mut target = first;
         let mut next = rest.iter();
         loop {
@@ -253,21 +255,24 @@ where
                 Some(_) => crate::limit::estimate(input.input_bytes(), attrs.max_tokens),
                 None => 0,
             };
-            let tried = send_to_model(target, op, &input, tokens, &mut send, &span, &mut guard, &mut server, &mut sends).await;
+            let tried = send_to_model(target, op, &input, tokens, &mut send, &span, p).await;
             let e = match tried {
                 Ok(answered) => return Ok((answered, target)),
                 Err(e) => e,
             };
-            let Some(following) = next.next().filter(|_| e.falls_back() && sends < MAX_SENDS_PER_CALL) else {
+            let moves = e.falls_back() && p.sends < MAX_SENDS_PER_CALL;
+            let Some(following) = next.next().filter(|_| moves) else {
                 return Err(e);
             };
             tracing::warn!(model = %target.id, next = %following.id, error = %e, "model failed, falling back to the next model");
-            guard.move_model(following.counters.clone(), following.label.clone(), e.kind());
+            p.guard
+                .move_model(following.counters.clone(), following.label.clone(), e.kind());
             target = following;
         }
     }
     .instrument(span.clone())
     .await;
+    let Progress { guard, server, .. } = progress;
     match result {
         Ok((a, target)) => {
             span.record("gen_ai.response.model", target.id.as_str());
@@ -307,9 +312,18 @@ where
     }
 }
 
+/// What one call has done so far, over the models it tried.
+struct Progress {
+    /// The call's figures: overall, and the model it is on.
+    guard: CallGuard,
+    /// `server.address` of the last region tried, for the failure's metrics.
+    server: String,
+    /// Sends made so far (at most [`MAX_SENDS_PER_CALL`]).
+    sends: usize,
+}
+
 /// Sends the call to one model: to each allowed region in turn until one answers or the
 /// failure is not regional.
-#[allow(clippy::too_many_arguments)] // the driver's state, lent to one step of it
 async fn send_to_model<V, O, E, Fut>(
     target: &Target,
     op: Op,
@@ -317,9 +331,7 @@ async fn send_to_model<V, O, E, Fut>(
     tokens: u64,
     send: &mut impl FnMut(&V, &str, &RegionClient) -> Fut,
     span: &tracing::Span,
-    guard: &mut CallGuard,
-    server: &mut String,
-    sends: &mut usize,
+    p: &mut Progress,
 ) -> Result<Answered<O>>
 where
     Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
@@ -339,7 +351,7 @@ where
         order.sort_by_key(|r| !shared.regions.is_healthy(r));
     }
     for (i, region) in order.iter().enumerate() {
-        if region_sends == MAX_REGIONS_PER_CALL || *sends == MAX_SENDS_PER_CALL {
+        if region_sends == MAX_REGIONS_PER_CALL || p.sends == MAX_SENDS_PER_CALL {
             break;
         }
         let breaker = target.breaker(region);
@@ -359,7 +371,7 @@ where
             // model, not to the next region.
             (None, Some(l)) => Some(l.acquire(&target.id, tokens).await?),
         };
-        *sends += 1;
+        p.sends += 1;
         region_sends += 1;
         let region_guard = CallGuard::start(
             [Some(region.counters.clone()), None],
@@ -372,7 +384,7 @@ where
         if let Some(p) = port {
             span.record("server.port", i64::from(*p));
         }
-        server.clone_from(host);
+        p.server.clone_from(host);
         let scope = Arc::new(CallScope::default());
         // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
         // task-local scope and this future's states copied it several times per call. The
@@ -392,7 +404,7 @@ where
         span.record("aws.bedrock.attempts", i64::from(attempts));
         let extra = u64::from(attempts.saturating_sub(1));
         let retired = u64::from(scope.retired.load(Relaxed));
-        for g in [&*guard, &region_guard] {
+        for g in [&p.guard, &region_guard] {
             g.retries(extra);
             g.retired(retired);
         }
@@ -434,7 +446,7 @@ where
                 }
                 let more = i + 1 < order.len()
                     && region_sends < MAX_REGIONS_PER_CALL
-                    && *sends < MAX_SENDS_PER_CALL;
+                    && p.sends < MAX_SENDS_PER_CALL;
                 if more {
                     region.failovers.fetch_add(1, Relaxed);
                     tracing::warn!(region = %region.region, error = %e, "regional failure, trying the next region");
