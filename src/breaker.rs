@@ -3,8 +3,9 @@
 //! succeeds and opens it again when it fails.
 //!
 //! A success clears the failures counted so far: the breaker opens on a run of failures, not on
-//! a failure rate. Only failures that say the pair is in trouble count (see [`counts`]); invalid
-//! input, validation and access errors are the caller's and never open it.
+//! a failure rate. Only failures that say the model is in trouble in that region count (see
+//! [`counts`]); invalid input, validation and access errors are the caller's, and timeouts and
+//! network errors the connection's or the region's: none of them opens it.
 
 use crate::config::BreakerConfig;
 use crate::error::{Error, ErrorKind};
@@ -14,9 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Returns true when a failure counts against the breaker of the model and region it came from:
-/// throttling, the service or the model failing, timeouts and network errors.
+/// throttling, the service unavailable, the model failing.
+///
+/// Timeouts and network errors do not count: one dead or closing connection fails every call
+/// on it at once (over h2, all of them), which would open the breaker of a healthy model; the
+/// crate retires such a connection, and a region that keeps failing cools down instead.
 pub(crate) fn counts(e: &Error) -> bool {
-    e.is_retryable()
+    matches!(
+        e.kind(),
+        ErrorKind::Throttled | ErrorKind::ServiceUnavailable | ErrorKind::ModelFailure
+    )
 }
 
 /// The state of one circuit breaker.
@@ -391,6 +399,20 @@ mod tests {
             b.snapshot("m", "r").state,
             BreakerState::Open { .. }
         ));
+    }
+
+    #[test]
+    fn connection_failures_never_open_it() {
+        let b = Breaker::new(config(1, 60_000, 1000));
+        for kind in [
+            ErrorKind::Timeout,
+            ErrorKind::Network,
+            ErrorKind::Validation,
+        ] {
+            assert!(!b.failure(&Error::new(kind, "x"), false, what));
+        }
+        assert!(matches!(b.admit(what), Admit::Closed));
+        assert!(b.failure(&Error::new(ErrorKind::ModelFailure, "x"), false, what));
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub struct BreakerConfig {
     /// The window the failures must fall in. Default is 60 s.
     pub window: Duration,
     /// How long an open breaker skips its model in its region before a trial call. Default is
-    /// 30 s.
+    /// 10 s: long enough to shed load from a throttled model, short against per-minute quotas.
     pub cooldown: Duration,
 }
 
@@ -110,7 +110,7 @@ impl BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig::new(5, Duration::from_secs(60), Duration::from_secs(30))
+        BreakerConfig::new(5, Duration::from_secs(60), Duration::from_secs(10))
     }
 }
 

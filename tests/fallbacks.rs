@@ -431,46 +431,44 @@ async fn region_failover_and_fallback_compose_within_four_sends() {
     assert_eq!(sends, 4, "west {:?} east {:?}", asked(&west), asked(&east));
 }
 
-/// A breaker opened by timeouts (which do not fall back by themselves) still moves the call to
-/// the next model: the pair is known to be in trouble.
-#[tokio::test]
-async fn an_open_breaker_moves_the_call_whatever_opened_it() {
-    let server = h2_server().await;
-    let factory = one_attempt(&server)
-        .read_timeout(Duration::from_millis(200))
-        .circuit_breaker(Some(BreakerConfig::new(
-            2,
-            Duration::from_secs(10),
-            Duration::from_secs(30),
-        )))
-        .build()
-        .await
-        .unwrap();
-    server.push_fault(
-        FaultRule::new(Fault::Delay(Duration::from_millis(600)))
-            .model(MODEL)
-            .times(2),
-    );
-    let model = factory.model(MODEL).with_fallbacks([SECOND]);
-    for _ in 0..2 {
-        let e = model.converse().user("hi").send().await.unwrap_err();
-        assert!(e.is_timeout() && !e.falls_back(), "a timeout stays: {e}");
+both_protocols! {
+    /// Timeouts and connection failures say nothing about the model: one closing connection
+    /// fails every call on it at once. They never open a breaker (the connection is retired).
+    async fn timeouts_and_connection_failures_never_open_a_breaker(p: Protocol) {
+        let server = common::server(p).await;
+        let factory = one_attempt(&server)
+            .read_timeout(Duration::from_millis(200))
+            .circuit_breaker(Some(BreakerConfig::new(
+                2,
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+            )))
+            .build()
+            .await
+            .unwrap();
+        let model = factory.model(MODEL).with_fallbacks([SECOND]);
+        for fault in [
+            Fault::Delay(Duration::from_millis(600)),
+            Fault::ResetBeforeHeaders,
+            Fault::CloseBeforeHeaders,
+        ] {
+            server.push_fault(FaultRule::new(fault).model(MODEL).times(2));
+            for _ in 0..2 {
+                let e = model.converse().user("hi").send().await.unwrap_err();
+                assert!(
+                    matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Network) && !e.falls_back(),
+                    "stays, and is not the model's: {e}"
+                );
+            }
+        }
+        let breaker = factory
+            .breaker_stats()
+            .into_iter()
+            .find(|b| b.model_id == MODEL)
+            .unwrap();
+        assert_eq!((breaker.state, breaker.opened), (BreakerState::Closed, 0));
+        server.clear_requests();
+        let reply = model.converse().user("hi").send().await.expect("sent, answered");
+        assert_eq!(reply.model_id(), MODEL);
     }
-    server.clear_requests();
-    let reply = model
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .expect("moved past the open breaker");
-    assert_eq!(reply.model_id(), SECOND);
-    assert_eq!(asked(&server), [SECOND]);
-    let e = factory
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(e.is_circuit_open() && e.is_timeout(), "{e:?}");
 }

@@ -381,8 +381,8 @@ where
         let (host, port) = &region.server;
         span.record("cloud.region", region.region.as_str());
         span.record("server.address", host.as_str());
-        if let Some(p) = port {
-            span.record("server.port", i64::from(*p));
+        if let Some(port) = port {
+            span.record("server.port", i64::from(*port));
         }
         p.server.clone_from(host);
         let scope = Arc::new(CallScope::default());

@@ -206,7 +206,7 @@ impl LlmFactoryBuilder {
 
     /// Sets the circuit breaker of each model in each region; `None` turns breakers off.
     /// Default is [`BreakerConfig::default`](crate::BreakerConfig): 5 failures in a row within
-    /// 60 s open it for 30 s (see the README's "Fallbacks and limits").
+    /// 60 s open it for 10 s (see the README's "Fallbacks and limits").
     pub fn circuit_breaker(mut self, breaker: Option<crate::config::BreakerConfig>) -> Self {
         self.config.breaker = breaker;
         self
