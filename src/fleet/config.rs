@@ -13,7 +13,8 @@ const SCHEMES: [&str; 4] = ["redis", "rediss", "unix", "redis+unix"];
 /// Settings of the Redis store that a fleet of processes shares (feature `redis`).
 ///
 /// The URL follows the `redis` crate's conventions: `redis://[user][:password@]host[:port][/db]`,
-/// `rediss://` for TLS (rustls, the platform's root certificates), `unix:///path/to/socket`.
+/// `rediss://` for TLS (rustls, the platform's root certificates unless
+/// [`ca_certificate_pem`](FleetConfig::ca_certificate_pem) names the CA), `unix:///path/to/socket`.
 /// `Debug` shows the URL with its password replaced by `***`.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -29,6 +30,9 @@ pub struct FleetConfig {
     /// How long to leave Redis alone after it failed before trying it again; meanwhile calls use
     /// the local limiter without waiting. Default is 1 s.
     pub retry_after: Duration,
+    /// The CA certificate(s), PEM, that a `rediss://` server's certificate must chain to,
+    /// instead of the platform's roots (a private CA). Default is none: the platform's roots.
+    pub ca_pem: Option<String>,
 }
 
 impl FleetConfig {
@@ -39,7 +43,14 @@ impl FleetConfig {
             prefix: prefix.into(),
             timeout: Duration::from_millis(50),
             retry_after: Duration::from_secs(1),
+            ca_pem: None,
         }
+    }
+
+    /// Trusts this CA (PEM) for a `rediss://` server instead of the platform's roots.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
     }
 
     /// Sets the time allowed for one Redis round trip.
@@ -72,7 +83,17 @@ impl FleetConfig {
             ));
         }
         check_duration(self.timeout, "fleet.timeout")?;
-        check_duration(self.retry_after, "fleet.retry_after")
+        check_duration(self.retry_after, "fleet.retry_after")?;
+        if let Some(pem) = &self.ca_pem {
+            if !self.url.starts_with("rediss://") {
+                return Err(Error::invalid(
+                    "fleet.ca_certificate_pem",
+                    "a CA is for rediss:// (TLS) URLs only",
+                ));
+            }
+            crate::transport::check_ca_pem(pem, "fleet.ca_certificate_pem")?;
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +104,7 @@ impl fmt::Debug for FleetConfig {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("retry_after", &self.retry_after)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<PEM>"))
             .finish()
     }
 }

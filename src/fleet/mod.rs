@@ -71,8 +71,17 @@ impl Fleet {
     /// Invalid settings (see [`FleetConfig`]), or no tokio runtime to run the connection on.
     pub(crate) fn new(config: &FleetConfig) -> Result<Fleet> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|_| Error::invalid("fleet.url", "is not a Redis URL"))?;
+        let client = match &config.ca_pem {
+            None => redis::Client::open(config.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            ),
+        }
+        .map_err(|_| Error::invalid("fleet.url", "is not a Redis URL"))?;
         let server = client.get_connection_info().addr().to_string();
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::new(

@@ -2,6 +2,8 @@
 //! port (skipped, with a message, when `redis-server` is not on PATH; `.ci/run` installs it).
 
 mod outage;
+#[cfg(feature = "local")]
+mod tls;
 mod window;
 
 use super::{Fleet, FleetConfig};
@@ -13,6 +15,8 @@ use std::time::Duration;
 pub(super) struct RedisServer {
     port: u16,
     password: Option<String>,
+    /// TLS only (`--tls-port`, no plain port): the certificate, key and CA files.
+    tls: Option<[std::path::PathBuf; 3]>,
     child: Option<Child>,
 }
 
@@ -27,7 +31,16 @@ impl RedisServer {
         Self::start_inner(Some(password.to_string())).await
     }
 
-    async fn start_inner(password: Option<String>) -> Option<RedisServer> {
+    /// Starts a server speaking TLS only, with this certificate, key and CA (files).
+    #[cfg(feature = "local")]
+    pub(super) async fn start_tls(files: [std::path::PathBuf; 3]) -> Option<RedisServer> {
+        let mut s = Self::installed(None)?;
+        s.tls = Some(files);
+        s.restart().await;
+        Some(s)
+    }
+
+    fn installed(password: Option<String>) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -36,11 +49,16 @@ impl RedisServer {
             eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
             return None;
         }
-        let mut server = RedisServer {
+        Some(RedisServer {
             port: free_port(),
             password,
+            tls: None,
             child: None,
-        };
+        })
+    }
+
+    async fn start_inner(password: Option<String>) -> Option<RedisServer> {
+        let mut server = Self::installed(password)?;
         server.restart().await;
         Some(server)
     }
@@ -70,7 +88,7 @@ impl RedisServer {
     pub(super) async fn restart(&mut self) {
         self.stop();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,9 +96,29 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some([cert, key, ca]) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
         self.child = Some(cmd.spawn().expect("redis-server starts"));
         for _ in 0..200 {
-            if self.connection().await.is_ok() {
+            let up = match self.tls {
+                None => self.connection().await.is_ok(),
+                // Listening is enough: the test itself speaks TLS to it.
+                Some(_) => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if up {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
