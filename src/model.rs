@@ -108,6 +108,7 @@ impl Model {
     /// move: see [`Model::with_compatible_fallbacks`]. The list replaces any earlier one; up
     /// to 3 ids, each a valid model id, none repeated nor this handle's own, no prompt ARN: a
     /// list that breaks these rules makes every call fail with an error naming `fallbacks`.
+    /// The returned handle is not cached: build it once and keep it (a clone is cheap).
     pub fn with_fallbacks<I, S>(&self, ids: I) -> Model
     where
         I: IntoIterator<Item = S>,

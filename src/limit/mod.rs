@@ -292,33 +292,25 @@ impl Limiter {
             return Err(self.throttled(model_id, "too_large", &why, None));
         }
         let started = Instant::now();
-        let (max_queue, deadline) = {
+        let (waiting, deadline) = {
             let mut s = self.lock();
             s.window.trim(started, limit);
             if s.queue.is_empty() && s.window.has_room(limit, tokens) {
                 return Ok(self.admit(&mut s, started, tokens, started));
             }
-            match limit.mode {
+            let (max_queue, deadline) = match limit.mode {
                 LimitMode::Reject => {
                     let after = s.window.room_in(started, limit, tokens);
                     drop(s);
                     self.rejected.fetch_add(1, Relaxed);
-                    return Err(self.throttled(
-                        model_id,
-                        "reject",
-                        "the limit is reached",
-                        Some(after),
-                    ));
+                    let why = "the limit is reached";
+                    return Err(self.throttled(model_id, "reject", why, Some(after)));
                 }
                 LimitMode::Wait {
                     max_queue,
                     deadline,
                 } => (max_queue, deadline),
-            }
-        };
-        let deadline_at = started + deadline;
-        let waiting = {
-            let mut s = self.lock();
+            };
             if s.queue.len() >= max_queue {
                 drop(s);
                 self.rejected.fetch_add(1, Relaxed);
@@ -328,8 +320,9 @@ impl Limiter {
             let id = s.next_waiter;
             s.next_waiter += 1;
             s.queue.push_back(id);
-            Waiting { limiter: self, id }
+            (Waiting { limiter: self, id }, deadline)
         };
+        let deadline_at = started + deadline;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
