@@ -14,7 +14,7 @@ use bedrock_pool::local::{Fault, FaultRule, LocalServer, Protocol, Quota, Servic
 use bedrock_pool::{
     BreakerConfig, FleetConfig, LimitMode, LlmFactory, LlmFactoryBuilder, ModelLimit, RetryMode,
 };
-use common::MODEL;
+use common::{Ask, MODEL};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -224,13 +224,7 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
         .model(MODEL)
         .times(1),
     );
-    let e = a
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = a.ask("hi").await.unwrap_err();
     assert!(!e.is_circuit_open(), "sent, and failed: {e}");
     assert!(
         common::eventually(Duration::from_secs(5), || a
@@ -258,13 +252,7 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
         .filter_map(|r| r.model_id)
         .collect();
     assert_eq!(asked, [SECOND]);
-    let e = b
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = b.ask("hi").await.unwrap_err();
     assert!(e.is_circuit_open(), "{e}");
     assert_eq!(b.fleet_stats().unwrap().fallbacks, 0);
 }
@@ -287,7 +275,7 @@ async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
         )))
         .times(1),
     );
-    let reply = a.model(MODEL).converse().user("hi").send().await.unwrap();
+    let reply = a.ask("hi").await.unwrap();
     assert_eq!(reply.region(), "us-east-1", "failed over");
     assert!(
         common::eventually(Duration::from_secs(5), || a
@@ -298,7 +286,7 @@ async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
         .await
     );
     west.clear_requests();
-    let reply = b.model(MODEL).converse().user("hi").send().await.unwrap();
+    let reply = b.ask("hi").await.unwrap();
     assert_eq!(
         reply.region(),
         "us-east-1",
@@ -329,20 +317,9 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
         .mode(LimitMode::Reject);
     let (a, b) = sharing_pair(&server, &redis, &p, |b| b.model_limit(MODEL, limit)).await;
     for _ in 0..3 {
-        a.model(MODEL)
-            .converse()
-            .user("hi")
-            .send()
-            .await
-            .expect("shared limit: 3");
+        a.ask("hi").await.expect("shared limit: 3");
     }
-    let e = b
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = b.ask("hi").await.unwrap_err();
     assert!(e.message().contains("fleet's limit"), "shared: {e}");
 
     redis.kill();
@@ -350,12 +327,7 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
     // Redis is gone: each process falls back to its own window of 3; no call fails for it.
     for f in [&a, &b] {
         for _ in 0..3 {
-            f.model(MODEL)
-                .converse()
-                .user("hi")
-                .send()
-                .await
-                .expect("local limit");
+            f.ask("hi").await.expect("local limit");
         }
         let s = f.fleet_stats().unwrap();
         assert!(s.fallbacks >= 1 && !s.up, "{s:?}");
@@ -367,18 +339,12 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
     let started = Instant::now();
     let mut answered = 0;
     while answered < 3 && started.elapsed() < Duration::from_secs(10) {
-        if a.model(MODEL).converse().user("hi").send().await.is_ok() {
+        if a.ask("hi").await.is_ok() {
             answered += 1;
         }
     }
     assert_eq!(answered, 3);
     assert!(a.fleet_stats().unwrap().up);
-    let e = b
-        .model(MODEL)
-        .converse()
-        .user("hi")
-        .send()
-        .await
-        .unwrap_err();
+    let e = b.ask("hi").await.unwrap_err();
     assert!(e.message().contains("fleet's limit"), "shared again: {e}");
 }
