@@ -31,6 +31,20 @@ async fn factory(server: &LocalServer) -> LlmFactory {
     one_attempt(server).build().await.expect("factory builds")
 }
 
+/// A factory from `builder` whose breakers open after `failures` failures within 10 s, for
+/// `cooldown`.
+async fn with_breaker(builder: LlmFactoryBuilder, failures: u32, cooldown: Duration) -> LlmFactory {
+    builder
+        .circuit_breaker(Some(BreakerConfig::new(
+            failures,
+            Duration::from_secs(10),
+            cooldown,
+        )))
+        .build()
+        .await
+        .expect("factory builds")
+}
+
 async fn h2_server() -> LocalServer {
     common::server(Protocol::Https).await
 }
@@ -190,15 +204,7 @@ async fn a_bad_fallback_list_is_refused_naming_the_field() {
 async fn the_breaker_opens_lets_one_trial_through_and_closes() {
     let server = h2_server().await;
     let cooldown = Duration::from_millis(400);
-    let factory = one_attempt(&server)
-        .circuit_breaker(Some(BreakerConfig::new(
-            3,
-            Duration::from_secs(10),
-            cooldown,
-        )))
-        .build()
-        .await
-        .unwrap();
+    let factory = with_breaker(one_attempt(&server), 3, cooldown).await;
     let model = factory.model(MODEL).with_fallbacks([SECOND]);
     server.push_fault(fail(MODEL, ServiceError::Throttling("slow down".into())).times(3));
     for _ in 0..3 {
@@ -249,15 +255,7 @@ async fn the_breaker_opens_lets_one_trial_through_and_closes() {
 async fn a_failed_trial_opens_the_breaker_again() {
     let server = h2_server().await;
     let cooldown = Duration::from_millis(300);
-    let factory = one_attempt(&server)
-        .circuit_breaker(Some(BreakerConfig::new(
-            1,
-            Duration::from_secs(10),
-            cooldown,
-        )))
-        .build()
-        .await
-        .unwrap();
+    let factory = with_breaker(one_attempt(&server), 1, cooldown).await;
     let model = factory.model(MODEL);
     server.push_fault(fail(MODEL, ServiceError::ServiceUnavailable("down".into())).times(2));
     assert!(model.converse().user("hi").send().await.is_err());
@@ -436,16 +434,8 @@ both_protocols! {
     /// fails every call on it at once. They never open a breaker (the connection is retired).
     async fn timeouts_and_connection_failures_never_open_a_breaker(p: Protocol) {
         let server = common::server(p).await;
-        let factory = one_attempt(&server)
-            .read_timeout(Duration::from_millis(200))
-            .circuit_breaker(Some(BreakerConfig::new(
-                2,
-                Duration::from_secs(10),
-                Duration::from_secs(30),
-            )))
-            .build()
-            .await
-            .unwrap();
+        let slow = one_attempt(&server).read_timeout(Duration::from_millis(200));
+        let factory = with_breaker(slow, 2, Duration::from_secs(30)).await;
         let model = factory.model(MODEL).with_fallbacks([SECOND]);
         for fault in [
             Fault::Delay(Duration::from_millis(600)),

@@ -5,7 +5,7 @@
 mod common;
 
 use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
-use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, RetryMode, StreamEvent};
+use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent};
 use common::{Ask, MODEL, eventually};
 use std::time::{Duration, Instant};
 
@@ -28,18 +28,7 @@ async fn two(primary: &str, secondary: &str) -> (LocalServer, LocalServer) {
 
 /// A factory over both servers, primary first, one attempt per region, a short cooldown.
 fn builder(first: &LocalServer, second: &LocalServer) -> LlmFactoryBuilder {
-    LlmFactory::builder()
-        .regions([first.region(), second.region()])
-        .region_endpoint_url(first.region(), first.bedrock_url())
-        .region_endpoint_url(second.region(), second.bedrock_url())
-        .credentials_provider(first.credentials())
-        .ca_certificate_pem(first.ca_pem())
-        .ca_certificate_pem(second.ca_pem())
-        .sts_endpoint_url(first.sts_url())
-        // Standard mode: no process-wide adaptive rate limiter shared with other tests.
-        .retry_mode(RetryMode::Standard)
-        .retry_max_attempts(1)
-        .failover_cooldown(Duration::from_millis(300))
+    common::two_region_builder(first, second).failover_cooldown(Duration::from_millis(300))
 }
 
 async fn factory(first: &LocalServer, second: &LocalServer) -> LlmFactory {
