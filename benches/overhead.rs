@@ -144,6 +144,8 @@ struct Setup {
     no_breakers: LlmFactory,
     /// The same factory with a client-side limit on the model that never binds.
     limited: LlmFactory,
+    /// The same factory sending unary calls as unary calls (`unary_over_stream(false)`).
+    unary: LlmFactory,
     /// A raw SDK client on a plain pool (no connection watching): `LocalServer::sdk_config()`.
     plain: aws_sdk_bedrockruntime::Client,
 }
@@ -271,31 +273,36 @@ fn print_side_by_side(label: &str, r: &SideBySide) {
     );
 }
 
-/// Runs the factory with its defaults (breakers on, no limit), with breakers off, and with a
-/// limit that never binds, in alternating rounds; returns the sorted per-round throughput
-/// ratios default/no-breakers and limited/default.
-fn limits_side_by_side(s: &Setup, rounds: usize, n: u64, c: usize) -> (Vec<f64>, Vec<f64>) {
+/// Runs the factory with its defaults (breakers on, no limit, unary calls carried as
+/// streams), with breakers off, with a limit that never binds, and with unary calls sent
+/// unary, in alternating rounds; returns the sorted per-round throughput ratios
+/// default/no-breakers, limited/default and default/unary.
+fn limits_side_by_side(s: &Setup, rounds: usize, n: u64, c: usize) -> [Vec<f64>; 3] {
     let sides = [
         Setup::model_call(s.factory.model(MODEL)),
         Setup::model_call(s.no_breakers.model(MODEL)),
         Setup::model_call(s.limited.model(MODEL)),
+        Setup::model_call(s.unary.model(MODEL)),
     ];
-    let (mut breakers, mut limit) = (Vec::new(), Vec::new());
+    let mut ratios: [Vec<f64>; 3] = Default::default();
     for round in 0..rounds {
-        let mut t = [Duration::ZERO; 3];
-        for i in 0..3 {
-            let k = (round + i) % 3;
+        let mut t = [Duration::ZERO; 4];
+        for i in 0..4 {
+            let k = (round + i) % 4;
             t[k] = run(&s.rt, n, c, sides[k].clone());
         }
-        breakers.push(t[1].as_secs_f64() / t[0].as_secs_f64());
-        limit.push(t[0].as_secs_f64() / t[2].as_secs_f64());
+        let per = |a: usize, b: usize| t[a].as_secs_f64() / t[b].as_secs_f64();
+        ratios[0].push(per(1, 0));
+        ratios[1].push(per(0, 2));
+        ratios[2].push(per(3, 0));
     }
-    breakers.sort_by(f64::total_cmp);
-    limit.sort_by(f64::total_cmp);
-    (breakers, limit)
+    for r in &mut ratios {
+        r.sort_by(f64::total_cmp);
+    }
+    ratios
 }
 
-fn print_limits(label: &str, (breakers, limit): &(Vec<f64>, Vec<f64>)) {
+fn print_limits(label: &str, [breakers, limit, carried]: &[Vec<f64>; 3]) {
     let m = |v: &[f64]| v[v.len() / 2];
     println!(
         "limits {label}: defaults (breakers on, no limit) / breakers off {:.3} (rounds {:.3}..{:.3}); with a limit that never binds / defaults {:.3} (rounds {:.3}..{:.3})",
@@ -305,6 +312,12 @@ fn print_limits(label: &str, (breakers, limit): &(Vec<f64>, Vec<f64>)) {
         m(limit),
         limit[0],
         limit[limit.len() - 1],
+    );
+    println!(
+        "carriage {label}: unary calls carried as streams (the default) / sent unary {:.3} (rounds {:.3}..{:.3})",
+        m(carried),
+        carried[0],
+        carried[carried.len() - 1],
     );
 }
 
@@ -439,6 +452,13 @@ fn main() {
             .await
             .expect("the factory builds")
     });
+    let unary = rt.block_on(async {
+        builder_for(&server)
+            .unary_over_stream(false)
+            .build()
+            .await
+            .expect("the factory builds")
+    });
     let plain = {
         let _runtime = rt.enter(); // the plain pool binds to this runtime
         aws_sdk_bedrockruntime::Client::new(&server.sdk_config().expect("an SDK config"))
@@ -449,6 +469,7 @@ fn main() {
         factory,
         no_breakers,
         limited,
+        unary,
         plain,
     };
     run(&s.rt, 200, 50, s.factory_call()); // open the connections

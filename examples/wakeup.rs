@@ -3,7 +3,8 @@
 //! FIN, or with an RST). One table per protocol, then the goals as verdicts.
 //!
 //! Every constant is scaled down together (1 s here stands for 1 min): the run takes ~8 minutes
-//! for both protocols. A cell whose calls fail shows FAIL and the error, never a ratio.
+//! for both protocols. A cell whose calls fail shows FAIL and the error, never a ratio. The
+//! run exits with status 1 when a goal is MISSED.
 //! Run: `cargo run --release --example wakeup [-- --protocol h1|h2|both] [--reps N]
 //! [--json PATH] [--trace]` (defaults: both protocols, 3 repetitions; `--trace` prints the
 //! connections opened before the idle and the server's record of every wake-up call: attempt,
@@ -32,13 +33,20 @@ fn prod(secs: f64) -> Duration {
 
 const FAULTS: [&str; 3] = ["SilentlyDead", "Close", "Reset"];
 const IDLES: [f64; 2] = [0.5, 2.0];
-const CLIENTS: [&str; 5] = [
+const CLIENTS: [&str; 7] = [
     "before: SDK default client",
     "factory defaults",
     "factory + keep-warm",
     "factory, no eviction, STS hb",
     "factory, eviction off",
+    "factory defaults, max_tokens 8192",
+    "eviction off, max_tokens 8192",
 ];
+/// The rows whose calls ask for `max_tokens(8192)`: a unary call that may generate for minutes,
+/// carried as a stream by the factory's defaults; the second never evicts, so its wake-up must
+/// find the dead connection under the long call within one read timeout.
+const LONG_ROW: usize = 5;
+const LONG_NO_EVICTION: usize = 6;
 /// The factory's read timeout (60 s scaled).
 const READ_TIMEOUT_MS: f64 = 1000.0;
 /// The most the first retry of the factory's adaptive retry waits: jitter in [0, 1) times the
@@ -76,10 +84,11 @@ fn fault(name: &str, after: Duration) -> IdleFault {
     }
 }
 
-/// One client under test: the raw SDK client or a factory (with its heartbeat).
+/// One client under test: the raw SDK client or a factory (with its heartbeat, and the
+/// `max_tokens` its calls ask for).
 enum Sender {
     Raw(aws_sdk_bedrockruntime::Client),
-    Factory(LlmFactory, Option<HeartbeatHandle>),
+    Factory(LlmFactory, Option<HeartbeatHandle>, Option<i32>),
 }
 
 impl Sender {
@@ -87,8 +96,9 @@ impl Sender {
         if client == 0 {
             return Sender::Raw(before_client(server));
         }
-        // Rows 3 and 4 never evict: the STS heartbeat of row 3 does not change that.
-        let idle_timeout = (client < 3).then(|| prod(50.0));
+        // Rows 3 and 4 never evict: the STS heartbeat of row 3 does not change that. Row 5 is
+        // row 1 (the factory's defaults) with a large `max_tokens`.
+        let idle_timeout = (client < 3 || client == LONG_ROW).then(|| prod(50.0));
         let factory = LlmFactory::builder()
             .region(server.region())
             .credentials_provider(server.credentials())
@@ -108,19 +118,20 @@ impl Sender {
                 .keep_warm(true)
                 .keep_warm_interval(prod(40.0)),
             3 => HeartbeatConfig::default().identity_interval(prod(15.0)),
-            _ => return Sender::Factory(factory, None),
+            LONG_ROW | LONG_NO_EVICTION => return Sender::Factory(factory, None, Some(8192)),
+            _ => return Sender::Factory(factory, None, None),
         };
         let hb = factory
             .start_heartbeat(hb.probe_timeout(prod(10.0)))
             .expect("the heartbeat starts");
-        Sender::Factory(factory, Some(hb))
+        Sender::Factory(factory, Some(hb), None)
     }
 
     /// Returns the factory's negotiated Bedrock protocol and retired connections.
     fn pool(&self) -> (Option<HttpProtocol>, u64) {
         match self {
             Sender::Raw(_) => (None, 0),
-            Sender::Factory(f, _) => (
+            Sender::Factory(f, ..) => (
                 f.pool_stats().bedrock.protocol,
                 f.request_stats().retired_connections,
             ),
@@ -128,7 +139,7 @@ impl Sender {
     }
 
     async fn stop(self) {
-        if let Sender::Factory(_, Some(hb)) = self {
+        if let Sender::Factory(_, Some(hb), _) = self {
             hb.stop().await;
         }
     }
@@ -145,8 +156,12 @@ impl Sender {
                 out.map(drop)
                     .map_err(|e| DisplayErrorContext(e).to_string())
             }
-            Sender::Factory(f, _) => {
-                let out = f.model(MODEL).converse().user(text).send().await;
+            Sender::Factory(f, _, max_tokens) => {
+                let mut request = f.model(MODEL).converse().user(text);
+                if let Some(m) = max_tokens {
+                    request = request.max_tokens(*m);
+                }
+                let out = request.send().await;
                 out.map(drop).map_err(|e| {
                     let mut s = e.to_string();
                     let mut src = std::error::Error::source(&e);
@@ -217,10 +232,11 @@ struct Sample {
     error: Option<String>,
 }
 
+/// The Converse calls the server recorded: unary, or carried as a ConverseStream.
 fn converse(records: Vec<RecordedRequest>) -> Vec<RecordedRequest> {
     let mut v: Vec<_> = records
         .into_iter()
-        .filter(|r| r.operation == Operation::Converse)
+        .filter(|r| matches!(r.operation, Operation::Converse | Operation::ConverseStream))
         .collect();
     v.sort_by_key(|r| (r.attempt, r.connection_id));
     v
@@ -346,14 +362,15 @@ fn bound(s: &Sample) -> f64 {
     READ_TIMEOUT_MS + BACKOFF_MS + 2.0 * s.base
 }
 
-/// Prints one protocol's table and verdicts, and appends its cells to the JSON array.
-fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<String>) {
+/// Prints one protocol's table and verdicts, and appends its cells to the JSON array; returns
+/// true when every goal was met and every call ran on the protocol under test.
+fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<String>) -> bool {
     println!(
         "\n== {} ({:?} on the local server) ==",
         proto.name, proto.server
     );
     println!(
-        "{:<13}{:<6}{:<30}{:>9}{:>17}{:>15}{:>8}{:>7}{:>5}{:>6}{:>9}",
+        "{:<13}{:<6}{:<35}{:>9}{:>17}{:>15}{:>8}{:>7}{:>5}{:>6}{:>9}",
         "fault",
         "idle",
         "client",
@@ -401,7 +418,7 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
             )
         };
         println!(
-            "{:<13}{:<6}{:<30}{:>9.1}{:>8.1} /{:>7.1}{:>15}{:>8}{:>5}/{:<2}{:>4}{:>6}{:>9}",
+            "{:<13}{:<6}{:<35}{:>9.1}{:>8.1} /{:>7.1}{:>15}{:>8}{:>5}/{:<2}{:>4}{:>6}{:>9}",
             FAULTS[f],
             format!("{}x", IDLES[x]),
             CLIENTS[c],
@@ -420,7 +437,8 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
             println!("    FAIL {e}");
         }
         // Eviction off at 2x: a wake-up over its bound shows its records too.
-        let over = c == 4 && x == 1 && s.iter().any(|s| s.wake > bound(s));
+        let over =
+            (c == 4 || c == LONG_NO_EVICTION) && x == 1 && s.iter().any(|s| s.wake > bound(s));
         if trace || failed > 0 || over {
             for (r, s) in s.iter().enumerate() {
                 println!("    rep {}: wake-up {:.0} ms: {}", r + 1, s.wake, s.trace);
@@ -454,7 +472,7 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
             strings(s.iter().map(|s| s.trace.clone()).collect()),
         ));
     }
-    verdicts(proto, cells);
+    let met = verdicts(proto, cells);
     if mismatches.is_empty() {
         println!(
             "  protocol check: the server recorded {} for every call, and every factory's pool \
@@ -469,11 +487,17 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
             mismatches.join("; ")
         );
     }
+    met && mismatches.is_empty()
 }
 
-/// Prints the goals of one protocol: idle 2x the middlebox limit, over the three faults.
-fn verdicts(proto: Proto, cells: &[Vec<Sample>]) {
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+/// Prints the goals of one protocol: idle 2x the middlebox limit, over the three faults;
+/// returns true when every goal was met.
+fn verdicts(proto: Proto, cells: &[Vec<Sample>]) -> bool {
+    let met = std::cell::Cell::new(true);
+    let verdict = |ok: bool| {
+        met.set(met.get() && ok);
+        if ok { "met" } else { "MISSED" }
+    };
     let at2 = |c: usize| -> Vec<&Sample> {
         (0..FAULTS.len())
             .flat_map(|f| &cells[cell(f, 1, c)])
@@ -489,12 +513,13 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) {
     };
     let ratio_goal = |label: &str, c: usize, goal: f64| match worst(c) {
         Ok(r) => println!(
-            "  {label:<29}{r:>7.2}  (<= {goal:.2}: {})",
+            "  {label:<34}{r:>7.2}  (<= {goal:.2}: {})",
             verdict(r <= goal)
         ),
         Err(n) => println!(
-            "  {label:<29}{:>7}  ({n} failed repetitions: MISSED)",
-            "FAIL"
+            "  {label:<34}{:>7}  ({n} failed repetitions: {})",
+            "FAIL",
+            verdict(false)
         ),
     };
     println!(
@@ -502,35 +527,43 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) {
         proto.name
     );
     ratio_goal("factory defaults", 1, 1.2);
+    ratio_goal("factory defaults, max_tokens 8192", LONG_ROW, 1.2);
     ratio_goal("factory + keep-warm", 2, 1.05);
 
-    // Eviction off: the wake-up may pay one read timeout and one backoff, then a fresh call.
-    let label = "factory, eviction off";
-    let s = at2(4);
-    let failed = s.iter().filter(|s| s.error.is_some()).count();
-    if failed > 0 {
-        println!(
-            "  {label:<29}{:>7}  ({failed} failed repetitions: MISSED)",
-            "FAIL"
-        );
-    } else {
-        let w = s
-            .iter()
-            .max_by(|a, b| (a.wake / bound(a)).total_cmp(&(b.wake / bound(b))))
-            .expect("repetitions");
-        let next = s.iter().map(|s| s.next / s.base).fold(0.0, f64::max);
-        println!(
-            "  {label:<29}{:>4.0} ms  (wake-up, worst vs its bound {:.0} ms = 1 s read timeout + \
+    // Eviction off: the wake-up may pay one read timeout and one backoff, then a fresh call; so
+    // may a call with a large max_tokens (carried as a stream, its read timeout still finds
+    // the dead connection).
+    for (label, c) in [
+        ("factory, eviction off", 4),
+        ("eviction off, max_tokens 8192", LONG_NO_EVICTION),
+    ] {
+        let s = at2(c);
+        let failed = s.iter().filter(|s| s.error.is_some()).count();
+        if failed > 0 {
+            println!(
+                "  {label:<34}{:>7}  ({failed} failed repetitions: {})",
+                "FAIL",
+                verdict(false)
+            );
+        } else {
+            let w = s
+                .iter()
+                .max_by(|a, b| (a.wake / bound(a)).total_cmp(&(b.wake / bound(b))))
+                .expect("repetitions");
+            let next = s.iter().map(|s| s.next / s.base).fold(0.0, f64::max);
+            println!(
+                "  {label:<34}{:>4.0} ms  (wake-up, worst vs its bound {:.0} ms = 1 s read timeout + \
              1 s backoff + 2 warm calls: {})",
-            w.wake,
-            bound(w),
-            verdict(w.wake <= bound(w)),
-        );
-        println!(
-            "  {:<29}{next:>7.2}  (next call / warm, <= 1.20: {})",
-            "",
-            verdict(next <= 1.2)
-        );
+                w.wake,
+                bound(w),
+                verdict(w.wake <= bound(w)),
+            );
+            println!(
+                "  {:<34}{next:>7.2}  (next call / warm, <= 1.20: {})",
+                "",
+                verdict(next <= 1.2)
+            );
+        }
     }
 
     let label = "before, SilentlyDead";
@@ -545,18 +578,19 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) {
         n => format!("{n}/{} failed, the others {best:.2}x at best", s.len()),
     };
     println!(
-        "  {label:<29}{:>7}  ({how}; goal fails or >= 10x: {})",
+        "  {label:<34}{:>7}  ({how}; goal fails or >= 10x: {})",
         if failed == s.len() { "fails" } else { "slow" },
         verdict(best >= 10.0),
     );
     let label = "factory, STS hb only";
     match worst(3) {
-        Ok(r) => println!("  {label:<29}{r:>7.2}  (STS probes do not keep Bedrock warm)"),
+        Ok(r) => println!("  {label:<34}{r:>7.2}  (STS probes do not keep Bedrock warm)"),
         Err(n) => println!(
-            "  {label:<29}{:>7}  ({n} failed repetitions; STS probes do not keep Bedrock warm)",
+            "  {label:<34}{:>7}  ({n} failed repetitions; STS probes do not keep Bedrock warm)",
             "FAIL"
         ),
     }
+    met.get()
 }
 
 #[tokio::main]
@@ -597,6 +631,9 @@ async fn main() {
     println!(
         "  rows 3 and 4 never evict idle connections (row 3 runs an STS heartbeat, row 4 none)"
     );
+    println!("  rows 5 and 6 are rows 1 and 4 with max_tokens(8192): a call that may generate for");
+    println!("    minutes, carried as a ConverseStream, so the read timeout still finds a dead");
+    println!("    connection (row 6, which never evicts, within its bound)");
     println!(
         "  per repetition: open a connection, time a warm call (the baseline), idle, time the"
     );
@@ -635,12 +672,17 @@ async fn main() {
         );
     }
     let mut out = Vec::new();
+    let mut met = true;
     for (p, proto) in protos.iter().enumerate() {
-        report(*proto, &cells[p], trace, &mut out);
+        met &= report(*proto, &cells[p], trace, &mut out);
     }
     if let Some(path) = json {
         std::fs::write(&path, format!("[\n{}\n]\n", out.join(",\n")))
             .expect("the JSON file can be written");
         println!("\nJSON written to {path}");
+    }
+    if !met {
+        eprintln!("a goal was MISSED (see the verdicts above)");
+        std::process::exit(1);
     }
 }

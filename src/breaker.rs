@@ -118,6 +118,39 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Gives up a trial another process of the fleet sends: the breaker stays open for `retry`
+    /// (the fleet's cooldown key then tells how that trial went). Returns the error of the
+    /// skipped call.
+    pub(crate) fn lost_trial(&self, retry: Duration, what: impl FnOnce() -> String) -> Error {
+        let mut s = self.lock();
+        s.phase = Phase::Open {
+            until: Instant::now() + retry,
+        };
+        s.skipped += 1;
+        Error::new(
+            s.opened_by,
+            format!(
+                "circuit half-open for {}: another process's trial call is under way",
+                what()
+            ),
+        )
+        .with_retry_after(retry)
+        .with_circuit_open()
+    }
+
+    /// Returns true while the breaker would skip a call (open, or its trial under way),
+    /// without changing its state or counting a skip.
+    pub(crate) fn blocked(&self) -> bool {
+        if !self.busy.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.lock().phase {
+            Phase::Open { until } => Instant::now() < until,
+            Phase::HalfOpen { trial } => trial,
+            Phase::Closed => false,
+        }
+    }
+
     /// Says whether a call may be sent to the pair now (`what` names it for the error).
     pub(crate) fn admit(&self, what: impl FnOnce() -> String) -> Admit {
         if !self.busy.load(Ordering::Acquire) {
@@ -165,11 +198,17 @@ impl Breaker {
 
     /// A call to the pair succeeded: closes the breaker and forgets its failures. Returns true
     /// when that closed a breaker that was not closed (a successful trial).
-    pub(crate) fn success(&self) -> bool {
+    pub(crate) fn success(&self, trial: bool) -> bool {
         if !self.busy.load(Ordering::Acquire) {
             return false;
         }
         let mut s = self.lock();
+        match s.phase {
+            // A straggler sent before the breaker opened says nothing about the model now:
+            // only the trial's answer closes an open or half-open breaker.
+            Phase::Open { .. } | Phase::HalfOpen { .. } if !trial => return false,
+            _ => {}
+        }
         let reopened = !matches!(s.phase, Phase::Closed);
         if reopened {
             tracing::info!("circuit closed again after a successful trial call");
@@ -380,7 +419,7 @@ mod tests {
             matches!(b.admit(what), Admit::Skip(_)),
             "one trial at a time"
         );
-        b.success();
+        assert!(b.success(true));
         assert!(matches!(b.admit(what), Admit::Closed));
         let s = b.snapshot("m", "r");
         assert_eq!((s.state, s.opened, s.skipped), (BreakerState::Closed, 1, 2));
@@ -402,6 +441,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stragglers_success_does_not_close_it() {
+        let b = Breaker::new(config(1, 60_000, 30));
+        assert!(!b.blocked());
+        assert!(b.failure(&throttled(), false, what));
+        assert!(b.blocked());
+        // A call sent before the breaker opened answers now: it is no trial.
+        assert!(!b.success(false));
+        assert!(matches!(b.admit(what), Admit::Skip(_)), "still open");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!b.blocked(), "due for a trial");
+        assert!(matches!(b.admit(what), Admit::Trial));
+        assert!(b.blocked(), "the trial is under way");
+        assert!(!b.success(false), "half-open: only the trial closes it");
+        assert!(matches!(b.snapshot("m", "r").state, BreakerState::HalfOpen));
+        assert!(b.success(true));
+        assert!(matches!(b.admit(what), Admit::Closed));
+    }
+
+    #[test]
     fn connection_failures_never_open_it() {
         let b = Breaker::new(config(1, 60_000, 1000));
         for kind in [
@@ -419,7 +477,7 @@ mod tests {
     fn a_success_or_the_window_resets_the_count_and_caller_errors_do_not_count() {
         let b = Breaker::new(config(2, 30, 1000));
         b.failure(&throttled(), false, what);
-        b.success();
+        b.success(false);
         assert!(!b.failure(&throttled(), false, what));
         std::thread::sleep(Duration::from_millis(40));
         assert!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum RetryMode {
     /// Exponential backoff with jitter, plus a client-side rate limiter that slows down after
-    /// throttling (shared per service and region in the process). Default.
+    /// throttling (one per model and region: Bedrock's quotas are per model). Default.
     #[default]
     Adaptive,
     /// Exponential backoff with jitter and a retry token bucket.
@@ -45,11 +45,19 @@ pub struct TimeoutSettings {
     /// Time allowed to establish a connection (DNS, TCP, TLS). Default is 5 s.
     pub connect: Duration,
     /// Time allowed from sending a request (including waiting for a pooled connection) to the
-    /// response headers. Unary Converse sends its headers only after the whole generation, so
-    /// this also caps a generation's length. Default is 60 s.
+    /// response headers. Unary calls carried as streams (see `unary_over_stream`) get their
+    /// headers before the model works, so this bounds the time to a live answer, never a
+    /// generation's length. Default is 60 s.
     pub read: Duration,
     /// Longest gap allowed between two events of a response stream. Default is 60 s.
     pub stream_stall: Duration,
+    /// Carries unary Converse calls (and InvokeModel calls whose body the crate can rebuild:
+    /// Anthropic's Messages API) as streams, collected into the same answer: a generation may
+    /// then take as long as it needs, while the read timeout still finds a dead connection.
+    /// Default is true. When false, or when the service refuses the stream, a unary call whose
+    /// `max_tokens` may take longer than the read timeout is refused before the network unless
+    /// it sets its own read timeout (see the README's "Retries and timeouts").
+    pub unary_over_stream: bool,
 }
 
 impl Default for TimeoutSettings {
@@ -58,6 +66,7 @@ impl Default for TimeoutSettings {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(60),
             stream_stall: Duration::from_secs(60),
+            unary_over_stream: true,
         }
     }
 }
@@ -70,6 +79,14 @@ pub struct RetrySettings {
     pub mode: RetryMode,
     /// Attempts per call, the first included. Default is 3.
     pub max_attempts: u32,
+    /// Attempts on one model (in one region) after which a throttle or a server error moves a
+    /// call that has a fallback model left to that model, instead of retrying. Default is 1:
+    /// the first throttle moves the call (a per-minute quota rarely frees up within a
+    /// backoff). Calls with no fallback left retry up to `max_attempts`.
+    pub fallback_after_attempts: u32,
+    /// Sends a unary call again after a read timeout even when the request may have reached
+    /// the model (a slow model generates, and bills, the answer again). Default is false.
+    pub retry_slow_calls: bool,
 }
 
 impl Default for RetrySettings {
@@ -77,6 +94,8 @@ impl Default for RetrySettings {
         RetrySettings {
             mode: RetryMode::Adaptive,
             max_attempts: 3,
+            fallback_after_attempts: 1,
+            retry_slow_calls: false,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::call::{Op, drive};
 use crate::error::Result;
 use crate::request::{ConverseRequest, Unary};
 use crate::stats::Outcome;
+use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::{ConverseTokensRequest, CountTokensInput};
 
 impl ConverseRequest<Unary> {
@@ -26,8 +27,9 @@ impl ConverseRequest<Unary> {
         let answer = drive(
             model.chain(),
             Op::CountTokens,
+            RetryRule::default(),
             || self.validate(),
-            |v, id, region| {
+            |v, id, to| {
                 let input = CountTokensInput::Converse(
                     ConverseTokensRequest::builder()
                         .set_messages(v.messages.clone())
@@ -36,12 +38,7 @@ impl ConverseRequest<Unary> {
                         .set_additional_model_request_fields(v.additional_fields.clone())
                         .build(),
                 );
-                region
-                    .client
-                    .count_tokens()
-                    .model_id(id)
-                    .input(input)
-                    .send()
+                to.client.count_tokens().model_id(id).input(input).send()
             },
         )
         .await?;

@@ -37,6 +37,7 @@
 // The call path, bottom up: error, config, metrics; transport (the pool), stats, breaker,
 // fleet (Redis), limit, region (policy), shared, call (the driver); then the handles: model,
 // request, reply, stream and the other operations; then factory and heartbeat.
+mod anthropic;
 mod breaker;
 mod call;
 mod collect;
@@ -49,6 +50,7 @@ mod factory;
 mod fleet;
 mod heartbeat;
 mod invoke;
+mod lanes;
 mod limit;
 pub mod metrics;
 mod model;
@@ -65,6 +67,7 @@ mod transport;
 pub mod local;
 
 pub use breaker::{BreakerState, BreakerStats};
+pub use call::policy::{CallPolicy, ReadTimeoutRetry};
 pub use config::{
     BreakerConfig, DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings,
     TimeoutSettings,

@@ -5,6 +5,7 @@
 //! | `bedrock_pool_requests_total` | counter | `model`, `outcome` (`success`, `cancelled` or an [`ErrorKind`](crate::ErrorKind) name) |
 //! | `bedrock_pool_request_duration_seconds` | histogram | `model` |
 //! | `bedrock_pool_retries_total` | counter | `model` |
+//! | `bedrock_pool_repeats_total` | counter | `model` (sends that may have paid for a generation again) |
 //! | `bedrock_pool_in_flight` | gauge | `model` |
 //! | `bedrock_pool_wakeups_total` | counter | `model` |
 //! | `bedrock_pool_time_to_first_token_seconds` | histogram | `model` |
@@ -117,6 +118,11 @@ pub(crate) fn gen_ai_first_chunk(a: &GenAi<'_>, d: Duration) {
 pub(crate) fn retries(model: &Arc<str>, n: u64) {
     #[cfg(feature = "metrics")]
     metrics::counter!("bedrock_pool_retries_total", "model" => model.clone()).increment(n);
+}
+
+pub(crate) fn repeats(model: &Arc<str>, n: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bedrock_pool_repeats_total", "model" => model.clone()).increment(n);
 }
 
 pub(crate) fn fallback(model: &Arc<str>) {

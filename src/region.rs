@@ -4,6 +4,7 @@
 //! retry policy apart from the retry loop.
 
 use crate::error::Error;
+use crate::lanes::Lane;
 use crate::stats::{Activity, OriginPoolStats, RequestCounters, RequestStats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,10 +14,19 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_REGIONS_PER_CALL: usize = 2;
 
 /// Returns true when a failure in one region should move the call to the next region: one
-/// that another region might not have (timeouts, network errors, 5xx, throttling left after
-/// the SDK's retries). Invalid input, validation, access denied and unknown models never move.
+/// that another region might not have (timeouts, network errors, 5xx, throttling: quotas are
+/// per region). Invalid input, validation, access denied and unknown models never move, nor
+/// does a call that may have reached the model ([`Error::may_have_reached_model`]): another
+/// region would generate, and bill, the answer again.
 pub(crate) fn fails_over(e: &Error) -> bool {
-    e.is_regional()
+    e.is_regional() && !e.may_have_reached_model()
+}
+
+/// Returns true when a regional failure cools the whole region down (every model of the
+/// factory tries it last): timeouts, network errors and 5xx. A throttle is one model's quota
+/// in that region, and cools that model there only.
+pub(crate) fn cools_region(e: &Error) -> bool {
+    fails_over(e) && !e.is_throttled()
 }
 
 /// One region's Bedrock client and its health.
@@ -126,7 +136,8 @@ impl Regions {
         self.list.iter().find(|r| r.region == region)
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Returns the milliseconds since the regions' epoch (the clock of every cooldown).
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
     }
 
@@ -150,8 +161,7 @@ impl Regions {
         r.unhealthy_until_ms.fetch_max(until, Relaxed);
     }
 
-    /// Returns the cooldown of a region that failed.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Returns the cooldown of a region that failed (and of a model throttled in a region).
     pub(crate) fn cooldown(&self) -> Duration {
         self.cooldown
     }
@@ -162,8 +172,10 @@ impl Regions {
         }
     }
 
-    /// Returns the regions a call for `model_id` may use, healthy ones first, primary first.
-    pub(crate) fn order(&self, model_id: &str) -> Vec<&RegionClient> {
+    /// Returns the regions a call for `model_id` may use, healthy ones first, primary first. A
+    /// region where the model cools down after a throttle (its lane, in `lanes`) counts as
+    /// unhealthy for this model only.
+    pub(crate) fn order(&self, model_id: &str, lanes: Option<&[Lane]>) -> Vec<&RegionClient> {
         // One allocation per call: the allowed regions (all of them when none is) in
         // configuration order, then the healthy ones moved first (a stable sort keeps each
         // group's order; it allocates nothing for a short list).
@@ -175,9 +187,17 @@ impl Regions {
                 .filter(|r| !any_allowed || region_allows(&r.region, model_id)),
         );
         if order.len() > 1 {
-            order.sort_by_key(|r| !self.is_healthy(r));
+            order.sort_by_key(|r| !self.is_healthy_for(r, lanes));
         }
         order
+    }
+
+    /// Returns true when `r` is healthy and the model of `lanes` is not cooling down there.
+    pub(crate) fn is_healthy_for(&self, r: &RegionClient, lanes: Option<&[Lane]>) -> bool {
+        self.is_healthy(r)
+            && !lanes
+                .and_then(|l| l.get(r.index))
+                .is_some_and(|l| l.is_cooling(self))
     }
 }
 

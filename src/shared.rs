@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) bedrock_api_key: bool,
     /// The circuit breakers of each model id in each region.
     pub(crate) breakers: BreakerTable,
+    /// Each model id's lanes: its own SDK client (retry partition) and state per region.
+    pub(crate) lanes: crate::lanes::LaneTable,
     /// The client-side limits, by model id (fixed when the factory is built).
     pub(crate) limits: HashMap<String, Arc<Limiter>>,
     /// The fleet's shared Redis, when the factory shares its limits and cooldowns.
@@ -57,9 +59,11 @@ impl Shared {
         regions: Regions,
         sts: aws_sdk_sts::Client,
         sts_url: String,
+        factory_id: u64,
     ) -> Self {
         Shared {
             breakers: BreakerTable::new(config.breaker, regions.len(), MAX_TRACKED_MODELS),
+            lanes: crate::lanes::LaneTable::new(factory_id, MAX_TRACKED_MODELS),
             limits: config
                 .limits
                 .iter()

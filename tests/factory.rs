@@ -66,7 +66,7 @@ both_protocols! {
             .send()
             .await
             .expect("sts answers");
-        assert_eq!(server.requests_for(Operation::Converse).len(), 200);
+        assert_eq!(server.requests_for(Operation::ConverseStream).len(), 200);
         assert_eq!(
             server.bedrock_connections().accepted,
             1,
@@ -138,7 +138,7 @@ async fn a_503_is_attempted_exactly_three_times() {
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e:?}");
     assert_eq!(e.status(), Some(503));
     let attempts: Vec<_> = server
-        .requests_for(Operation::Converse)
+        .requests_for(Operation::ConverseStream)
         .iter()
         .map(|r| r.attempt)
         .collect();
@@ -166,7 +166,7 @@ both_protocols! {
         let pool = factory.pool_stats().bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         let carried: BTreeSet<u64> = server
-            .requests_for(Operation::Converse)
+            .requests_for(Operation::ConverseStream)
             .iter()
             .map(|r| r.connection_id)
             .collect();

@@ -265,7 +265,7 @@ async fn a_failed_trial_opens_the_breaker_again() {
     assert!(!e.message().contains("circuit"), "the trial was sent: {e}");
     let e = model.converse().user("hi").send().await.unwrap_err();
     assert!(e.message().contains("circuit open"), "{e}");
-    assert_eq!(server.requests_for(Operation::Converse).len(), 2);
+    assert_eq!(server.requests_for(Operation::ConverseStream).len(), 2);
     let b = factory.breaker_stats();
     assert_eq!(b[0].opened, 2);
 }
@@ -289,7 +289,7 @@ async fn breakers_can_be_turned_off() {
             .unwrap_err();
         assert!(!e.message().contains("circuit"));
     }
-    assert_eq!(server.requests_for(Operation::Converse).len(), 10);
+    assert_eq!(server.requests_for(Operation::ConverseStream).len(), 10);
     assert!(factory.breaker_stats().is_empty());
 }
 

@@ -26,7 +26,7 @@ async fn factory(server: &LocalServer) -> LlmFactory {
 /// Checks the invariants that hold after any fault, and that the next request works.
 async fn after_fault(server: &LocalServer, factory: &LlmFactory, label: &str) {
     let attempts: Vec<u32> = server
-        .requests_for(Operation::Converse)
+        .requests_for(Operation::ConverseStream)
         .iter()
         .filter_map(|r| r.attempt)
         .collect();
@@ -90,7 +90,7 @@ async fn every_error_status_maps_to_its_kind(protocol: Protocol) {
         assert_eq!(e.code(), Some(err.name()), "{label}");
         assert!(e.to_string().contains(err.message()), "{label}: {e}");
         assert_eq!(
-            server.requests_for(Operation::Converse).len(),
+            server.requests_for(Operation::ConverseStream).len(),
             attempts,
             "{label}: attempts seen by the server"
         );
@@ -106,7 +106,6 @@ both_protocols! {
 async fn transient_network_faults_succeed_after_a_retry(protocol: Protocol) {
     for (label, fault) in [
         ("reset before headers", Fault::ResetBeforeHeaders),
-        ("reset after headers", Fault::ResetAfterHeaders),
         ("close before headers", Fault::CloseBeforeHeaders),
         (
             "delay past the read timeout",
@@ -123,14 +122,41 @@ async fn transient_network_faults_succeed_after_a_retry(protocol: Protocol) {
         // The retry went to a new connection: the failed one is never used again.
         assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
         let conns: Vec<u64> = server
-            .requests_for(Operation::Converse)
+            .requests_for(Operation::ConverseStream)
             .iter()
             .map(|r| r.connection_id)
             .collect();
         assert_ne!(conns[0], conns[1], "{label}");
         after_fault(&server, &factory, label).await;
-        let last = server.requests_for(Operation::Converse);
+        let last = server.requests_for(Operation::ConverseStream);
         assert_eq!(last.last().map(|r| r.connection_id), Some(conns[1]), "{label}");
+    }
+}
+}
+
+both_protocols! {
+/// A connection reset after the response headers: the model had the request (a carried stream's
+/// headers come once the model got it; a unary call's only with the whole answer), so the call
+/// fails as a network error and is not sent again; the next call works on a new connection.
+async fn a_reset_after_the_headers_is_not_sent_again(protocol: Protocol) {
+    for carried in [true, false] {
+        let server = server(protocol).await;
+        let factory = builder_for(&server)
+            .unary_over_stream(carried)
+            .read_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        factory.ask("warm").await.unwrap();
+        server.clear_requests();
+        server.push_fault(FaultRule::new(Fault::ResetAfterHeaders).times(1));
+        let e = factory.ask("hi").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Network, "carried {carried}: {e:?}");
+        assert_eq!(server.requests().len(), 1, "carried {carried}: sent once");
+        assert_eq!(e.may_have_reached_model(), !carried, "{e:?}");
+        factory.ask("next").await.unwrap();
+        // The reset connection is gone: the next call had a new one.
+        assert_eq!(server.bedrock_connections().accepted, 2, "carried {carried}");
     }
 }
 }
@@ -141,11 +167,6 @@ async fn persistent_network_faults_give_network_and_timeout_kinds(protocol: Prot
         (
             "reset before headers",
             Fault::ResetBeforeHeaders,
-            ErrorKind::Network,
-        ),
-        (
-            "reset after headers",
-            Fault::ResetAfterHeaders,
             ErrorKind::Network,
         ),
         (
@@ -170,7 +191,7 @@ async fn persistent_network_faults_give_network_and_timeout_kinds(protocol: Prot
         }
         assert!(e.is_retryable(), "{label}");
         assert_eq!(
-            server.requests_for(Operation::Converse).len(),
+            server.requests_for(Operation::ConverseStream).len(),
             MAX_ATTEMPTS as usize,
             "{label}"
         );
@@ -362,7 +383,7 @@ async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
     let reply = factory.ask("slow").await.unwrap();
     assert_eq!(reply.attempts(), 2);
     let conns: Vec<u64> = server
-        .requests_for(Operation::Converse)
+        .requests_for(Operation::ConverseStream)
         .iter()
         .map(|r| r.connection_id)
         .collect();
@@ -370,7 +391,7 @@ async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
     assert_eq!(conns[0], conns[1], "the timed-out attempt ran on the warm connection");
     assert_ne!(conns[1], conns[2], "the retry ran on a new connection");
     factory.ask("next").await.unwrap();
-    let last = server.requests_for(Operation::Converse);
+    let last = server.requests_for(Operation::ConverseStream);
     assert_eq!(last.last().map(|r| r.connection_id), Some(conns[2]));
     let pool = factory.pool_stats().bedrock;
     assert_eq!(pool.retired, 1);
@@ -508,7 +529,10 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
     use bedrock_pool::local::Latency;
     let server = server(protocol).await;
     let read_timeout = Duration::from_millis(1500);
+    // Unary calls as unary calls (not carried as streams): their answers wait before the
+    // headers, so they are in flight on the connection when it dies.
     let factory = builder_for(&server)
+        .unary_over_stream(false)
         .read_timeout(read_timeout)
         .stream_stall_timeout(Duration::from_secs(1))
         .build()
@@ -559,13 +583,30 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
     let silenced = server.silence_connections();
     assert!(silenced >= 1);
     server.set_latency(Latency::none());
+    let mut resent = 0;
     for (i, h) in unary.into_iter().enumerate() {
         let (r, took) = h.await.unwrap();
-        let reply = r.unwrap_or_else(|e| panic!("unary {i}: {e:?}"));
-        assert_eq!(reply.attempts(), 2, "unary {i}");
         // One read timeout, the SDK's backoff (under 1 s) and a fast answer; wide margin.
         assert!(took < read_timeout * 2 + Duration::from_secs(3), "unary {i}: {took:?}");
+        match r {
+            Ok(reply) => {
+                assert_eq!(reply.attempts(), 2, "unary {i}");
+                resent += 1;
+            }
+            // A call on a connection opened for it (HTTP/1.1 opens one per concurrent call)
+            // reached the model before the connection died: it is not paid twice.
+            Err(e) => {
+                assert!(e.is_timeout() && e.may_have_reached_model(), "unary {i}: {e:?}");
+                assert_eq!(protocol, Protocol::HttpsH1Only, "unary {i}: {e:?}");
+            }
+        }
     }
+    // Over h2 every call was on the warm connection: sent again, each counted as a repeat.
+    if protocol == Protocol::Https {
+        assert_eq!(resent, 20);
+    }
+    assert!(resent >= 1, "the call on the reused connection was sent again");
+    assert_eq!(factory.request_stats().repeats, resent);
     for (i, h) in streams.into_iter().enumerate() {
         match h.await.unwrap() {
             Ok(_) => {}
@@ -624,7 +665,7 @@ async fn goaway_loses_no_call(protocol: Protocol) {
     assert_eq!(reply.text(), "a stream in flight");
     server.set_latency(Latency::none());
     factory.ask("after").await.unwrap();
-    let last = server.requests_for(Operation::Converse);
+    let last = server.requests_for(Operation::ConverseStream);
     assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
     assert_eq!(factory.pool_stats().bedrock.retired, 0);
     assert_eq!(factory.request_stats().failures.total(), 0);

@@ -35,6 +35,11 @@ impl Redis {
             .output()
             .is_err()
         {
+            // CI sets this: there, a missing server is a failure, never a silent skip.
+            assert!(
+                std::env::var_os("BEDROCK_POOL_REQUIRE_REDIS").is_none(),
+                "BEDROCK_POOL_REQUIRE_REDIS is set but redis-server is not on PATH"
+            );
             eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
             return None;
         }
@@ -257,6 +262,44 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
     assert_eq!(b.fleet_stats().unwrap().fallbacks, 0);
 }
 
+/// A throttle cools the model in that region across the fleet, never the region: the other
+/// factory tries that region last for the throttled model only.
+#[tokio::test]
+async fn a_throttle_seen_by_one_factory_cools_the_model_not_the_region_for_the_other() {
+    const OTHER: &str = "amazon.nova-lite-v1:0";
+    let Some(redis) = Redis::start() else { return };
+    let (west, east) = common::west_and_east().await;
+    let p = prefix("throttle");
+    let two = || {
+        common::two_region_builder(&west, &east)
+            .failover_cooldown(Duration::from_secs(30))
+            .fleet(fleet(&redis, &p))
+    };
+    let a = two().build().await.unwrap();
+    let b = two().build().await.unwrap();
+    west.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::Throttling("slow down".into())))
+            .model(MODEL)
+            .times(1),
+    );
+    let reply = a.ask("hi").await.unwrap();
+    assert_eq!(reply.region(), "us-east-1", "failed over");
+    assert!(
+        common::eventually(Duration::from_secs(5), || a
+            .fleet_stats()
+            .unwrap()
+            .cooldowns_set
+            == 1)
+        .await
+    );
+    west.clear_requests();
+    let reply = b.ask("hi").await.unwrap();
+    assert_eq!(reply.region(), "us-east-1", "the model tries west last");
+    let other = b.model(OTHER).converse().user("hi").send().await.unwrap();
+    assert_eq!(other.region(), "us-west-2", "another model keeps west");
+    assert!(b.region_stats().iter().all(|r| r.healthy));
+}
+
 #[tokio::test]
 async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
     let Some(redis) = Redis::start() else { return };
@@ -347,4 +390,121 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
     assert!(a.fleet_stats().unwrap().up);
     let e = b.ask("hi").await.unwrap_err();
     assert!(e.message().contains("fleet's limit"), "shared again: {e}");
+}
+
+/// A model whose breakers are all open takes no slot of the fleet's shared limit: the call
+/// moves to its fallback without an admission (nor a wait for one).
+#[tokio::test]
+async fn an_open_breaker_takes_no_shared_slot() {
+    let Some(redis) = Redis::start() else { return };
+    let server = h2_server(None).await;
+    let p = prefix("breaker-first");
+    let factory = builder(&server)
+        .circuit_breaker(Some(bedrock_pool::BreakerConfig::new(
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )))
+        .model_limit(MODEL, ModelLimit::per_minute().requests(100))
+        .fleet(fleet(&redis, &p))
+        .build()
+        .await
+        .unwrap();
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "down".into(),
+        )))
+        .model(MODEL)
+        .times(1),
+    );
+    let model = factory
+        .model(MODEL)
+        .with_fallbacks(["amazon.nova-lite-v1:0"]);
+    let first = model.converse().user("hi").send().await.unwrap();
+    assert_eq!(
+        first.model_id(),
+        "amazon.nova-lite-v1:0",
+        "the 503 opened the breaker"
+    );
+    for _ in 0..3 {
+        let reply = model.converse().user("hi").send().await.unwrap();
+        assert_eq!(reply.model_id(), "amazon.nova-lite-v1:0");
+    }
+    let stats = factory.limit_stats(MODEL).unwrap();
+    assert_eq!(stats.admitted, 1, "only the call that was sent: {stats:?}");
+}
+
+/// When a breaker's cooldown ends in every process at once, one process of the fleet sends the
+/// half-open trial (`SET NX`); the others keep skipping the model until it is over.
+#[tokio::test]
+async fn one_process_of_the_fleet_sends_the_trial() {
+    use bedrock_pool::local::{Latency, Operation};
+    const FALLBACK: &str = "amazon.nova-lite-v1:0";
+    let Some(redis) = Redis::start() else { return };
+    let server = h2_server(None).await;
+    let p = prefix("one-trial");
+    let (a, b) = sharing_pair(&server, &redis, &p, |builder| {
+        builder.circuit_breaker(Some(BreakerConfig::new(
+            1,
+            Duration::from_secs(60),
+            Duration::from_millis(400),
+        )))
+    })
+    .await;
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "down".into(),
+        )))
+        .model(MODEL)
+        .times(1),
+    );
+    let (ma, mb) = (
+        a.model(MODEL).with_fallbacks([FALLBACK]),
+        b.model(MODEL).with_fallbacks([FALLBACK]),
+    );
+    assert_eq!(
+        ma.converse().user("hi").send().await.unwrap().model_id(),
+        FALLBACK
+    );
+    assert!(
+        common::eventually(Duration::from_secs(5), || a
+            .fleet_stats()
+            .unwrap()
+            .cooldowns_set
+            == 1)
+        .await
+    );
+    // B learns the open breaker from the fleet.
+    assert_eq!(
+        mb.converse().user("hi").send().await.unwrap().model_id(),
+        FALLBACK
+    );
+    // Both cooldowns end; the model is healthy but slow, so the trials would overlap.
+    server.set_latency(Latency::from_fn(|r| {
+        if r.model_id.as_deref() == Some(MODEL) {
+            Duration::from_millis(400)
+        } else {
+            Duration::ZERO
+        }
+    }));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.clear_requests();
+    let (ra, rb) = tokio::join!(
+        ma.converse().user("trial?").send(),
+        mb.converse().user("trial?").send()
+    );
+    let answered = [
+        ra.unwrap().model_id().to_owned(),
+        rb.unwrap().model_id().to_owned(),
+    ];
+    let trials = server
+        .requests_for(Operation::ConverseStream)
+        .iter()
+        .filter(|r| r.model_id.as_deref() == Some(MODEL))
+        .count();
+    assert_eq!(
+        trials, 1,
+        "one trial for the fleet; answered by {answered:?}"
+    );
+    assert!(answered.contains(&MODEL.to_owned()) && answered.contains(&FALLBACK.to_owned()));
 }

@@ -396,7 +396,7 @@ both_protocols! {
         let server = server(protocol).await;
         let factory = factory_for(&server).await;
         factory.warm_up(5).await.unwrap();
-        assert_eq!(count(&server, Operation::Converse), 0);
+        assert_eq!(count(&server, Operation::ConverseStream), 0);
         assert_eq!(count(&server, Operation::ListAsyncInvokes), 5);
         let warmed = match protocol {
             Protocol::HttpsH1Only => 5,
@@ -420,7 +420,7 @@ both_protocols! {
             accepted,
             "the first call found a warm connection"
         );
-        let converse_on = connections_of(&server, Operation::Converse);
+        let converse_on = connections_of(&server, Operation::ConverseStream);
         assert!(
             converse_on.is_subset(&connections_of(&server, Operation::ListAsyncInvokes)),
             "the call ran on a warmed connection"

@@ -105,12 +105,29 @@ async fn the_tokens_limit_counts_the_estimate_and_the_usage_corrects_it() {
     .await;
     // 4 + 201 fits, a second 201 does not while the first is unanswered.
     assert!(concurrent.iter().filter(|r| r.is_err()).all(refused_here));
-    let e = model.converse().user("hi").max_tokens(400).send().await;
-    assert!(
-        e.unwrap_err()
-            .message()
-            .contains("exceeds the limit of 300")
-    );
+    // A call that can never fit is the caller's input, not a throttle: no retry-after to wait
+    // for, and no fallback answers it in the model's place.
+    let sent = server.requests().len();
+    let e = model
+        .converse()
+        .user("hi")
+        .max_tokens(400)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input() && !e.is_throttled(), "{e:?}");
+    assert_eq!(e.field(), Some("max_tokens"));
+    assert!(e.message().contains("limit of 300 tokens"), "{e}");
+    let chain = model.with_fallbacks(["amazon.nova-lite-v1:0"]);
+    let e = chain
+        .converse()
+        .user("hi")
+        .max_tokens(400)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("max_tokens"), "{e:?}");
+    assert_eq!(server.requests().len(), sent, "nothing was sent");
     let q = server.quota_stats(MODEL).unwrap();
     assert_eq!(
         q.throttled, 0,

@@ -54,7 +54,7 @@ async fn keep_warm_probe_finds_a_dead_connection(protocol: Protocol) {
     let reply = factory.ask("after").await.unwrap();
     assert_eq!(reply.attempts(), 1);
     assert!(start.elapsed() < read_timeout, "{:?}", start.elapsed());
-    let last = server.requests_for(Operation::Converse);
+    let last = server.requests_for(Operation::ConverseStream);
     let first_conn = last[0].connection_id;
     assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
 }

@@ -175,15 +175,23 @@ async fn futures_dropped(protocol: Protocol) {
             .await
             .unwrap();
     }
+    // What the pool held: its cap counts a connection until the pool closes it. The server's
+    // own count can briefly pass 50 when a cancelled HTTP/1.1 exchange's connection is closed
+    // and replaced: it counts the old one until the client's close reaches it.
+    let pool = factory.pool_stats().bedrock;
+    assert!(pool.max_open <= 50, "{pool:?}");
     let conns = server.bedrock_connections();
-    assert!(conns.max_open <= 50, "{conns:?}");
     // A cancelled call is no evidence against its connection: over h2 retiring it would cut
     // every other caller's stream. (Over h2 the server may close the connection after so many
     // reset streams; an attempt caught in that close may retire it.)
-    let pool = factory.pool_stats().bedrock;
-    if pool.closed_by_peer == 0 {
+    if pool.closed_by_peer == 0 && conns.errors == 0 {
         assert_eq!(pool.retired, 0, "{pool:?}");
-        assert_eq!(factory.request_stats().retired_connections, 0);
+        assert_eq!(
+            factory.request_stats().retired_connections,
+            0,
+            "{protocol:?} {pool:?} {conns:?} {:?}",
+            factory.request_stats()
+        );
     }
     if protocol == Protocol::Https {
         assert_eq!(pool.protocol, Some(HttpProtocol::Http2));

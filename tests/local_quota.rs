@@ -69,7 +69,7 @@ both_protocols! {
         assert_eq!(s.max_requests_in_window, 3);
         assert_eq!(server.quota_stats(NOVA), None);
         let outcomes: Vec<u16> = server
-            .requests_for(Operation::Converse)
+            .requests_for(Operation::ConverseStream)
             .iter()
             .map(|r| r.outcome)
             .collect();

@@ -34,9 +34,11 @@ async fn invoke_unary_and_stream() {
     let answer = body_json(reply.bytes());
     assert_eq!(answer["content"][0]["text"], "hello from invoke");
     assert_eq!(reply.region(), server.region());
-    let recorded = server.requests_for(Operation::InvokeModel);
+    // An Anthropic body is carried as a stream, and its message rebuilt.
+    let recorded = server.requests_for(Operation::InvokeModelWithResponseStream);
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].body, body);
+    assert!(server.requests_for(Operation::InvokeModel).is_empty());
     let stream = factory
         .model(MODEL)
         .invoke_stream(body.to_string())
@@ -84,7 +86,7 @@ async fn invoke_unary_and_stream() {
         .await
         .unwrap_err();
     assert_eq!(e.field(), Some("body"));
-    assert_eq!(server.requests_for(Operation::InvokeModel).len(), 1);
+    assert_eq!(server.requests().len(), 2, "the invoke and the stream only");
 }
 
 #[tokio::test]
@@ -278,7 +280,12 @@ async fn operations_retry_and_fail_over_like_converse() {
         .await
         .unwrap();
     assert_eq!(reply.region(), "us-west-2");
-    assert_eq!(second.requests_for(Operation::InvokeModel).len(), 1);
+    assert_eq!(
+        second
+            .requests_for(Operation::InvokeModelWithResponseStream)
+            .len(),
+        1
+    );
     assert_eq!(factory.region_stats()[0].failovers, 1);
     // Validation never fails over: one request in all, wherever it went.
     first.clear_faults();

@@ -74,7 +74,7 @@ async fn retries_equal_the_extra_attempts_the_server_received() {
     let factory = factory_for(&server).await;
     let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.attempts(), 3);
-    let received = server.requests_for(Operation::Converse).len() as u64;
+    let received = server.requests_for(Operation::ConverseStream).len() as u64;
     let stats = factory.request_stats();
     assert_eq!(stats.retries, received - 1);
     assert_eq!((stats.requests, stats.successes), (1, 1));

@@ -71,7 +71,8 @@ async fn token_totals_match_the_reported_usage() {
             ),
             (input, output, read, write)
         );
-        assert_eq!(stats.output_tokens_per_second.count, 1, "one stream");
+        // Every call here was a stream on the wire: three unary calls carried, one stream.
+        assert_eq!(stats.output_tokens_per_second.count, 4, "four streams");
         assert_eq!(stats.cost, None, "no prices: no cost, never zero");
     }
     // A stream cut before its metadata event counts no usage (none arrived).

@@ -6,7 +6,9 @@
 //! `span.rs` names the operations and starts their spans; `open.rs` holds a call that got its
 //! answer until it is over.
 
+pub(crate) mod carry;
 mod open;
+pub(crate) mod policy;
 mod share;
 mod span;
 
@@ -15,11 +17,12 @@ pub(crate) use span::Op;
 
 use crate::breaker::{Admit, Breaker};
 use crate::error::{Error, ErrorKind, Result, from_sdk};
+use crate::lanes::Lane;
 use crate::limit::{Lease, Limiter};
-use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, fails_over};
+use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, cools_region, fails_over};
 use crate::shared::Shared;
 use crate::stats::{CallGuard, Outcome, RequestCounters};
-use crate::transport::{CALL, CallScope};
+use crate::transport::{CALL, CallScope, RetryRule};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures_util::FutureExt;
@@ -27,7 +30,7 @@ use span::record_error;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Most fallback models a handle may list.
@@ -77,19 +80,23 @@ pub(crate) struct Target {
     pub(crate) breakers: Option<Arc<[Breaker]>>,
     /// The id's client-side limit, when one is set.
     pub(crate) limiter: Option<Arc<Limiter>>,
+    /// The id's lanes (its own SDK client and state in each region, in the regions' order);
+    /// none for invalid ids and past the tracked cap (those use the regions' own clients).
+    pub(crate) lanes: Option<Arc<[Lane]>>,
 }
 
 impl Target {
     /// Returns the target of `id`: its figures, breakers and limit (`invalid` says why the id
     /// is unusable; such an id allocates nothing).
     pub(crate) fn new(id: &str, shared: Arc<Shared>, invalid: Option<Error>) -> Self {
-        let (counters, label, breakers) = match invalid {
+        let (counters, label, breakers, lanes) = match invalid {
             None => {
                 let (c, l) = shared.models.entry(id);
-                (Some(c), l, shared.breakers.get(id))
+                let lanes = shared.lanes.get(id, &shared.regions);
+                (Some(c), l, shared.breakers.get(id), lanes)
             }
             // Counted overall only; in metric labels with the untracked ids.
-            Some(_) => (None, Arc::from(crate::stats::OTHER_MODELS), None),
+            Some(_) => (None, Arc::from(crate::stats::OTHER_MODELS), None, None),
         };
         Target {
             limiter: shared.limits.get(id).cloned(),
@@ -99,6 +106,7 @@ impl Target {
             counters,
             invalid,
             breakers,
+            lanes,
         }
     }
 
@@ -112,6 +120,7 @@ impl Target {
             invalid: self.invalid.as_ref().map(Error::shallow_clone),
             breakers: self.breakers.clone(),
             limiter: self.limiter.clone(),
+            lanes: self.lanes.clone(),
         }
     }
 
@@ -126,6 +135,43 @@ impl Target {
 
     fn breaker(&self, region: &RegionClient) -> Option<&Breaker> {
         self.breakers.as_deref().and_then(|b| b.get(region.index))
+    }
+
+    /// Returns the id's lane in `region`, when it has lanes.
+    pub(crate) fn lane(&self, region: &RegionClient) -> Option<&Lane> {
+        self.lanes.as_deref().and_then(|l| l.get(region.index))
+    }
+
+    /// Returns where a send of this id to `region` goes; `carry` asks for a unary call carried
+    /// as a stream, which the lane may have learnt the service refuses there.
+    fn dest<'a>(&'a self, region: &'a RegionClient, carry: bool) -> Dest<'a> {
+        let lane = self.lane(region);
+        Dest {
+            client: lane.map_or(&region.client, |l| &l.client),
+            carried: carry && !lane.is_some_and(Lane::stream_refused),
+        }
+    }
+}
+
+/// Where one send goes: the model's SDK client in one region (on the model's own retry
+/// partition there), and how to send the call.
+pub(crate) struct Dest<'a> {
+    pub(crate) client: &'a aws_sdk_bedrockruntime::Client,
+    /// Send the unary call as the matching stream operation (collected by the caller).
+    pub(crate) carried: bool,
+}
+
+/// Returns true when the service refused a unary call carried as a stream before any model
+/// work, so that the call goes unary instead: no permission for
+/// `bedrock:InvokeModelWithResponseStream` (which both stream operations need), or a model
+/// without streaming for this request ("This model doesn't support tool use in streaming
+/// mode.").
+fn refuses_streams(e: &Error) -> bool {
+    let m = e.message().to_ascii_lowercase();
+    match e.kind() {
+        ErrorKind::AccessDenied => m.contains("invokemodelwithresponsestream"),
+        ErrorKind::Validation => m.contains("stream") && m.contains("support"),
+        _ => false,
     }
 }
 
@@ -207,9 +253,10 @@ struct Answered<O> {
 /// regional. A failure that falls back moves the call to the next model the operation may
 /// use, for at most [`MAX_SENDS_PER_CALL`] sends in all.
 ///
-/// `validate` checks the input before any network call; `send` builds and sends the SDK call
-/// for one model id in one region (its future must not borrow). SDK errors are mapped here, in
-/// one place.
+/// `rule` says how the SDK retries this call's read timeouts (the driver adds when a throttle
+/// moves on to the next model). `validate` checks the input before any network call; `send`
+/// builds and sends the SDK call for one model id to one destination (its future must not
+/// borrow). SDK errors are mapped here, in one place.
 ///
 /// # Errors
 /// Invalid input, then the mapped SDK error (or the refusal of a limit or a breaker) of the
@@ -217,8 +264,9 @@ struct Answered<O> {
 pub(crate) async fn drive<V, O, E, Fut>(
     chain: Chain<'_>,
     op: Op,
+    rule: RetryRule,
     validate: impl FnOnce() -> Result<V>,
-    mut send: impl FnMut(&V, &str, &RegionClient) -> Fut,
+    mut send: impl FnMut(&V, &str, &Dest<'_>) -> Fut,
 ) -> Result<Answer<O>>
 where
     V: CallInput,
@@ -255,7 +303,12 @@ where
                 Some(_) => crate::limit::estimate(input.input_bytes(), attrs.max_tokens),
                 None => 0,
             };
-            let tried = send_to_model(target, op, &input, tokens, &mut send, &span, p).await;
+            let mut rule = rule;
+            if next.len() > 0 {
+                rule.fallback_after = target.shared.config.retry.fallback_after_attempts;
+            }
+            let to = Sends { op, rule, tokens };
+            let tried = send_to_model(target, to, &input, &mut send, &span, p).await;
             let e = match tried {
                 Ok(answered) => return Ok((answered, target)),
                 Err(e) => e,
@@ -322,14 +375,21 @@ struct Progress {
     sends: usize,
 }
 
+/// What the sends to one model share: the operation, the retry rule and the token estimate.
+#[derive(Clone, Copy)]
+struct Sends {
+    op: Op,
+    rule: RetryRule,
+    tokens: u64,
+}
+
 /// Sends the call to one model: to each allowed region in turn until one answers or the
 /// failure is not regional.
 async fn send_to_model<V, O, E, Fut>(
     target: &Target,
-    op: Op,
+    to: Sends,
     input: &V,
-    tokens: u64,
-    send: &mut impl FnMut(&V, &str, &RegionClient) -> Fut,
+    send: &mut impl FnMut(&V, &str, &Dest<'_>) -> Fut,
     span: &tracing::Span,
     p: &mut Progress,
 ) -> Result<Answered<O>>
@@ -337,18 +397,28 @@ where
     Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let Sends { op, rule, tokens } = to;
     let shared = &target.shared;
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
-    let mut order = shared.regions.order(&target.id);
+    let mut order = shared.regions.order(&target.id, target.lanes.as_deref());
     let pair = |r: &RegionClient| format!("{} in {}", target.id, r.region);
     let mut last: Option<Error> = None;
     let mut region_sends = 0;
     // With a fleet: the shared limit's admission for the first send, and its cooldowns applied.
-    let mut admitted = share::before_model(target, &order, tokens).await?;
+    // Not when every region's breaker would skip the model: it must take no shared slot (nor
+    // wait for one) for a call it will not send.
+    let blocked = order
+        .iter()
+        .all(|r| target.breaker(r).is_some_and(Breaker::blocked));
+    let mut admitted = if blocked {
+        None
+    } else {
+        share::before_model(target, &order, tokens).await?
+    };
     // The fleet's region cooldowns, just applied, put those regions last.
     #[cfg(feature = "redis")]
     if shared.fleet.is_some() && order.len() > 1 {
-        order.sort_by_key(|r| !shared.regions.is_healthy(r));
+        order.sort_by_key(|r| !shared.regions.is_healthy_for(r, target.lanes.as_deref()));
     }
     for (i, region) in order.iter().enumerate() {
         if region_sends == MAX_REGIONS_PER_CALL || p.sends == MAX_SENDS_PER_CALL {
@@ -358,7 +428,18 @@ where
         let mut trial = Trial(None);
         match breaker.map(|b| b.admit(|| pair(region))) {
             None | Some(Admit::Closed) => {}
-            Some(Admit::Trial) => trial.0 = breaker,
+            Some(Admit::Trial) => {
+                let b = breaker.expect("a trial comes from a breaker");
+                // With a fleet, one process sends the trial; the others skip the pair a little
+                // longer (jittered, so that they do not all ask again at once).
+                if !share::claim_trial(target, region, b.cooldown()).await {
+                    let retry =
+                        crate::limit::jittered(b.cooldown().min(Duration::from_secs(1)) / 4);
+                    last = Some(b.lost_trial(retry, || pair(region)));
+                    continue;
+                }
+                trial.0 = breaker;
+            }
             Some(Admit::Skip(e)) => {
                 last = Some(e);
                 continue;
@@ -385,37 +466,80 @@ where
             span.record("server.port", i64::from(*port));
         }
         p.server.clone_from(host);
-        let scope = Arc::new(CallScope::default());
-        // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
-        // task-local scope and this future's states copied it several times per call. The
-        // box is allocated first so that the future is built in it, not copied into it.
-        // Its output is boxed and its error mapped inside, so what moves out of it through
-        // the scope, the span and this loop is two words, not the SDK's large `Result`. The
-        // mapping is a `Map` combinator, which polls the SDK's future where it lies: an
-        // `async` block awaiting it would move all of it into its own state on the first poll.
-        let fut = Box::into_pin(Box::write(
-            Box::new_uninit(),
-            send(input, &target.id, region)
-                .map(move |r| r.map(Box::new).map_err(|e| from_sdk(op.name(), e))),
-        ));
-        shared.check_exhaustion(region);
-        let result = CALL.scope(scope.clone(), fut).await;
-        let attempts = scope.attempts.load(Relaxed);
+        let mut attempts = 0;
+        let mut unary = false;
+        let (result, scope) = loop {
+            let dest = target.dest(region, rule.carry && !unary);
+            let scope = Arc::new(CallScope::new(RetryRule {
+                unary: rule.unary && !dest.carried,
+                // The last send a call may make has no model left to move to.
+                fallback_after: if p.sends < MAX_SENDS_PER_CALL {
+                    rule.fallback_after
+                } else {
+                    0
+                },
+                ..rule
+            }));
+            // Boxed: the SDK's future is large (7 KB for Converse), and moving it through the
+            // task-local scope and this future's states copied it several times per call. The
+            // box is allocated first so that the future is built in it, not copied into it.
+            // Its output is boxed and its error mapped inside, so what moves out of it through
+            // the scope, the span and this loop is two words, not the SDK's large `Result`.
+            // The mapping is a `Map` combinator, which polls the SDK's future where it lies:
+            // an `async` block awaiting it would move all of it into its own state.
+            let fut = Box::into_pin(Box::write(
+                Box::new_uninit(),
+                send(input, &target.id, &dest)
+                    .map(move |r| r.map(Box::new).map_err(|e| from_sdk(op.name(), e))),
+            ));
+            shared.check_exhaustion(region);
+            let result = CALL.scope(scope.clone(), fut).await;
+            attempts += scope.attempts.load(Relaxed);
+            let retired = u64::from(scope.retired.load(Relaxed));
+            let repeats = u64::from(scope.repeats.load(Relaxed));
+            for g in [&p.guard, &region_guard] {
+                g.retired(retired);
+                g.repeats(repeats);
+            }
+            match &result {
+                // The service refused the stream before the model did any work: send the
+                // call as it was asked, unary, and remember it for this model and region.
+                Err(e) if dest.carried && refuses_streams(e) => {
+                    if let Some(lane) = target.lane(region) {
+                        lane.refuse_streams();
+                    }
+                    tracing::warn!(model = %target.id, region = %region.region, error = %e,
+                        "the service refused to carry a unary call as a stream; it goes unary (and stays unary for this model and region)");
+                    unary = true;
+                }
+                _ => break (result, scope),
+            }
+        };
         span.record("aws.bedrock.attempts", i64::from(attempts));
         let extra = u64::from(attempts.saturating_sub(1));
-        let retired = u64::from(scope.retired.load(Relaxed));
         for g in [&p.guard, &region_guard] {
             g.retries(extra);
-            g.retired(retired);
         }
+        // A read timeout that was not sent again because the request may have reached the
+        // model: it must not go to another region or model either.
+        let result = match result {
+            Err(e) if scope.delivered.load(Relaxed) => Err(e.with_reached_model()),
+            r => r,
+        };
         match result {
             Ok(output) => {
-                // Closes a half-open breaker too: the trial is over.
-                trial.0 = None;
-                if breaker.is_some_and(Breaker::success) {
+                // The trial's success closes a half-open breaker; a straggler's does not.
+                let was_trial = trial.0.take().is_some();
+                if was_trial {
+                    share::trial_over(target, region);
+                }
+                if breaker.is_some_and(|b| b.success(was_trial)) {
                     share::breaker_closed(target, region);
                 }
                 shared.regions.mark_healthy(region);
+                if let Some(lane) = target.lane(region) {
+                    lane.warm();
+                }
                 return Ok(Answered {
                     output,
                     region: region.region.clone(),
@@ -428,6 +552,7 @@ where
             Err(e) => {
                 region_guard.finish(Outcome::Failure(e.kind()));
                 let opened = if trial.0.is_some() {
+                    share::trial_over(target, region);
                     trial.failure(&e, || pair(region))
                 } else {
                     breaker.is_some_and(|b| b.failure(&e, false, || pair(region)))
@@ -438,8 +563,15 @@ where
                 }
                 let regional = fails_over(&e);
                 if regional && order.len() > 1 {
-                    shared.regions.mark_unhealthy(region);
-                    share::region_failed(target, region);
+                    // A throttle is the model's quota in this region: it cools the model
+                    // there, and every other model keeps the region.
+                    if cools_region(&e) {
+                        shared.regions.mark_unhealthy(region);
+                        share::region_failed(target, region);
+                    } else if let Some(lane) = target.lane(region) {
+                        lane.cool_down(&shared.regions, shared.regions.cooldown());
+                        share::model_throttled(target, region);
+                    }
                 }
                 if !regional {
                     return Err(e);

@@ -13,6 +13,7 @@ use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
 use crate::stats::Outcome;
+use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::TokenUsage;
 use aws_smithy_types::{Blob, Document, Number};
 use futures_util::StreamExt;
@@ -404,10 +405,10 @@ async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
     let answer = drive(
         model.chain(),
         Op::Embed,
+        RetryRule::default(),
         || Ok(input),
-        |v, id, region| {
-            region
-                .client
+        |v, id, to| {
+            to.client
                 .invoke_model()
                 .model_id(id)
                 .body(v.body.clone())

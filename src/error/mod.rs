@@ -125,6 +125,8 @@ struct Inner {
     retry_after: Option<std::time::Duration>,
     /// Refused by an open circuit breaker, without being sent.
     circuit_open: bool,
+    /// A unary call's read timeout fired after the request may have reached the model.
+    reached_model: bool,
     source: Option<BoxError>,
 }
 
@@ -140,6 +142,7 @@ impl Error {
                 code: None,
                 retry_after: None,
                 circuit_open: false,
+                reached_model: false,
                 source: None,
             }),
         }
@@ -174,6 +177,7 @@ impl Error {
                 code: i.code.clone(),
                 retry_after: i.retry_after,
                 circuit_open: i.circuit_open,
+                reached_model: i.reached_model,
                 source: None,
             }),
         }
@@ -199,11 +203,30 @@ impl Error {
         self
     }
 
+    /// Marks a unary call's read timeout that was not sent again because the request may
+    /// have reached the model, and says so in the message.
+    pub(crate) fn with_reached_model(mut self) -> Self {
+        self.inner.reached_model = true;
+        self.inner.message.push_str(
+            " (the request may have reached a slow model, so it was not sent again: a long \
+             generation goes as a stream, or with a longer read_timeout on the call)",
+        );
+        self
+    }
+
     /// Returns true when the call was not sent because the circuit breaker of its model (in
     /// every region it could use) is open; [`Error::kind`] is the kind of failure that opened
     /// it. Such a call moves to the next model of a fallback chain whatever that kind.
     pub fn is_circuit_open(&self) -> bool {
         self.inner.circuit_open
+    }
+
+    /// Returns true when a unary call's read timeout fired after the request may have reached
+    /// the model: the model may still be generating, and billing, the answer. Such a call is
+    /// not sent again, to another region or a fallback model either, unless the factory was
+    /// built with [`retry_slow_calls`](crate::LlmFactoryBuilder::retry_slow_calls).
+    pub fn may_have_reached_model(&self) -> bool {
+        self.inner.reached_model
     }
 
     /// Returns how long to wait before the call can go through, when the crate knows: a
@@ -339,6 +362,9 @@ impl fmt::Debug for Error {
         }
         if i.circuit_open {
             d.field("circuit_open", &true);
+        }
+        if i.reached_model {
+            d.field("reached_model", &true);
         }
         if let Some(s) = &i.source {
             d.field("source", &DisplayChain(s.as_ref()));

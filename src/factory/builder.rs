@@ -9,10 +9,9 @@ use crate::model::validate_model_id;
 use crate::region::{RegionClient, Regions};
 use crate::shared::Shared;
 use crate::stats::Prices;
-use crate::transport::{AttemptCounter, Transport};
+use crate::transport::{AttemptCounter, ModelCallClassifier, Transport};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
@@ -191,6 +190,33 @@ impl LlmFactoryBuilder {
         self
     }
 
+    /// Sets the attempts on one model (in one region) after which a throttle or a server
+    /// error moves a call that has a fallback model left to that model, instead of retrying.
+    /// Default is 1: the first throttle moves the call. Calls with no fallback left keep
+    /// `retry_max_attempts`.
+    pub fn fallback_after_attempts(mut self, attempts: u32) -> Self {
+        self.config.retry.fallback_after_attempts = attempts;
+        self
+    }
+
+    /// Sends a unary call again after its read timeout even when the request may have
+    /// reached the model, which then generates (and bills) the answer again; such sends are
+    /// counted in [`RequestStats::repeats`](crate::RequestStats::repeats). Default is false:
+    /// only a read timeout that cannot have reached a healthy model is sent again.
+    pub fn retry_slow_calls(mut self, on: bool) -> Self {
+        self.config.retry.retry_slow_calls = on;
+        self
+    }
+
+    /// Carries unary Converse calls (and InvokeModel calls with an Anthropic Messages body) as
+    /// streams, collected into the same answer, so that a long generation is neither cut by
+    /// the read timeout nor sent twice. Default is true. See the README's "Retries and
+    /// timeouts".
+    pub fn unary_over_stream(mut self, on: bool) -> Self {
+        self.config.timeouts.unary_over_stream = on;
+        self
+    }
+
     /// Sets the idle time after which a call counts as a wake-up in the statistics.
     /// Default is 30 s.
     pub fn wakeup_threshold(mut self, threshold: Duration) -> Self {
@@ -284,7 +310,7 @@ impl LlmFactoryBuilder {
         // Only the transport retires connections, after a timeout or an IO error; a 5xx
         // answered on a healthy connection says nothing about that connection.
         .with_reconnect_mode(ReconnectMode::ReuseAllConnections);
-        let partitions = RetryPartitions::new();
+        let factory_id = next_factory_id();
 
         let sdk_config = match self.sdk_config {
             Some(base) => {
@@ -375,7 +401,8 @@ impl LlmFactoryBuilder {
             });
             let mut b = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config)
                 .region(Region::new(region.clone()))
-                .retry_partition(partitions.get(region))
+                .retry_partition(crate::lanes::partition(factory_id, region))
+                .retry_classifier(ModelCallClassifier)
                 .interceptor(interceptor());
             if let Some(u) = &url {
                 b = b.endpoint_url(u.clone());
@@ -402,7 +429,7 @@ impl LlmFactoryBuilder {
         let primary = config.regions[0].clone();
         let mut sts_b = aws_sdk_sts::config::Builder::from(&sdk_config)
             .region(Region::new(primary.clone()))
-            .retry_partition(partitions.get("sts"))
+            .retry_partition(crate::lanes::partition(factory_id, "sts"))
             .interceptor(interceptor());
         if let Some(u) = &sts_override {
             sts_b = sts_b.endpoint_url(u.clone());
@@ -411,7 +438,9 @@ impl LlmFactoryBuilder {
             sts_override.unwrap_or_else(|| format!("https://sts.{primary}.amazonaws.com"));
         let regions = Regions::new(regions, config.failover_cooldown);
         let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
-        let mut shared = Shared::new(config, transport, sdk_config, regions, sts, sts_url);
+        let mut shared = Shared::new(
+            config, transport, sdk_config, regions, sts, sts_url, factory_id,
+        );
         shared.bedrock_api_key = self.api_key.is_some();
         #[cfg(feature = "redis")]
         if let Some(f) = &self.fleet {
@@ -432,21 +461,14 @@ impl LlmFactoryBuilder {
     }
 }
 
-/// Names the retry partitions of one factory: one per region, one for STS.
+/// Returns a number no other factory of the process has, to name its retry partitions.
 ///
-/// The SDK shares the retry token bucket and the adaptive rate limiter of a partition (by
+/// The SDK would share the retry token bucket and the adaptive rate limiter of a partition (by
 /// default: service and region) across the whole process, so one factory's timeouts or
-/// throttles would drain another's retries. Each factory gets its own partitions; the SDK
-/// keeps each partition's small state for the life of the process.
-struct RetryPartitions(u64);
-
-impl RetryPartitions {
-    fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        RetryPartitions(NEXT.fetch_add(1, Relaxed))
-    }
-
-    fn get(&self, scope: &str) -> RetryPartition {
-        RetryPartition::new(format!("bedrock-pool-{}-{scope}", self.0))
-    }
+/// throttles would drain another's retries. Each factory's partitions are custom ones (their
+/// state is the factory's own, never in the SDK's process-global maps), one per region as the
+/// overflow partition, one per model and region (see `lanes.rs`), one for STS.
+fn next_factory_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Relaxed)
 }

@@ -132,10 +132,12 @@ impl LlmFactory {
     }
 
     /// Removes the cached handle of `model_id` and forgets its per-model statistics and its
-    /// circuit breakers. Handles already given out keep working (with the breakers they had).
+    /// circuit breakers, retry partitions and cooldowns. Handles already given out keep
+    /// working (with the breakers and partitions they had).
     pub fn invalidate(&self, model_id: &str) {
         self.inner.shared.models.remove(model_id);
         self.inner.shared.breakers.remove(model_id);
+        self.inner.shared.lanes.remove(model_id);
         let removed = self
             .inner
             .cache
@@ -152,6 +154,7 @@ impl LlmFactory {
     pub fn invalidate_all(&self) {
         self.inner.shared.models.clear();
         self.inner.shared.breakers.clear();
+        self.inner.shared.lanes.clear();
         let n = {
             let mut cache = self.inner.cache.write().unwrap_or_else(|e| e.into_inner());
             let n = cache.len();

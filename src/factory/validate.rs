@@ -145,6 +145,12 @@ pub(super) fn validate(c: &FactoryConfig) -> Result<()> {
             format!("{} is absurd (at most 20)", c.retry.max_attempts),
         ));
     }
+    if c.retry.fallback_after_attempts == 0 {
+        return Err(Error::invalid(
+            "fallback_after_attempts",
+            "must be at least 1 (the first attempt)",
+        ));
+    }
     if let Some(b) = &c.breaker {
         if b.failures == 0 {
             return Err(Error::invalid(

@@ -147,24 +147,37 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 /// Returns `url` with the password of its userinfo (and a `pass=` query value) replaced by `***`.
+///
+/// A password may hold unencoded `/`, `?`, `#` or `@` (base64 passwords do), so the userinfo of
+/// a `redis://` or `rediss://` URL ends at its last `@`, not at the first delimiter: a host
+/// never holds an `@`.
 pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None if scheme.is_some_and(|s| s.starts_with("redis")) && !userinfo.is_empty() => {
-                // `redis://secret@host`: the crate reads a lone userinfo as the username only,
-                // but people write passwords there; hide it too.
-                format!("***@{host}")
+    let tcp = scheme.is_some_and(|s| s.starts_with("redis"));
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) if tcp => (Some(&rest[..at]), &rest[at + 1..]),
+        _ => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rsplit_once('@') {
+                Some((u, _)) => (Some(u), &rest[u.len() + 1..]),
+                None => (None, rest),
             }
+        }
+    };
+    let auth_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (host, tail) = after.split_at(auth_end);
+    let authority = match userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            // `redis://secret@host`: the crate reads a lone userinfo as the username only,
+            // but people write passwords there; hide it too.
+            None if tcp && !userinfo.is_empty() => format!("***@{host}"),
             None => format!("{userinfo}@{host}"),
         },
-        None => authority.to_string(),
+        None => host.to_string(),
     };
     let tail = redact_query(tail);
     match scheme {
@@ -192,6 +205,36 @@ fn redact_query(tail: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn passwords_with_delimiters_are_redacted_whole() {
+        for (url, secret, shown) in [
+            (
+                "rediss://:Ab/cd+ef==@cache:6380",
+                "Ab/cd",
+                "rediss://:***@cache:6380",
+            ),
+            (
+                "redis://app:p?q#r@cache:6379/2",
+                "p?q",
+                "redis://app:***@cache:6379/2",
+            ),
+            (
+                "redis://app:a@b/c@cache:6379",
+                "a@b",
+                "redis://app:***@cache:6379",
+            ),
+            ("rediss://x/y==@cache", "x/y", "rediss://***@cache"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            let c = FleetConfig::new(url, "svc");
+            let debug = format!("{c:?}");
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        // The URL error quotes the redacted URL only.
+        let e = check_url("redis://app:Ab/cd+ef==@cache:notaport").unwrap_err();
+        assert!(!e.to_string().contains("Ab/cd"), "{e}");
+    }
 
     #[test]
     fn debug_never_shows_the_password() {

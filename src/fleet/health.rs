@@ -25,6 +25,11 @@ pub struct FleetStats {
     pub cooldowns_set: u64,
     /// Writes (corrections, cooldowns) dropped because Redis was down or failed.
     pub dropped: u64,
+    /// Connections dropped for a new one: after READONLY (a failover), a lost connection or
+    /// a run of timeouts (a black-holed connection).
+    pub reconnects: u64,
+    /// Shared entries removed after their acquire timed out on the client but ran on Redis.
+    pub forgotten: u64,
 }
 
 /// The live state behind [`FleetStats`].
@@ -40,6 +45,8 @@ pub(super) struct Health {
     pub(super) corrections: AtomicU64,
     pub(super) cooldowns_set: AtomicU64,
     pub(super) dropped: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    pub(super) forgotten: AtomicU64,
 }
 
 /// What a failure or success changed, so that the caller logs each transition once.
@@ -63,6 +70,8 @@ impl Health {
             corrections: AtomicU64::new(0),
             cooldowns_set: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +125,8 @@ impl Health {
             corrections: self.corrections.load(Relaxed),
             cooldowns_set: self.cooldowns_set.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            forgotten: self.forgotten.load(Relaxed),
         }
     }
 }

@@ -22,9 +22,9 @@ use health::{Health, Transition};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// Shortest time allowed to (re)connect in the background; a round trip on the hot path still
 /// waits no longer than the configured timeout.
@@ -41,7 +41,14 @@ pub(crate) struct Fleet {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// Swapped for a new one after a failover or a dead connection (see [`Fleet::reconnect`]).
+    conn: RwLock<ConnectionManager>,
+    /// How to build a new connection.
+    connect: Connect,
+    /// Round trips that timed out since the last answer.
+    timeouts_in_a_row: AtomicU32,
+    /// When the connection was last rebuilt.
+    reconnected: Mutex<Option<Instant>>,
     prefix: String,
     timeout: Duration,
     /// `host:port` (or the socket path): what logs show, never the URL.
@@ -49,7 +56,12 @@ struct Inner {
     health: Health,
     acquire: Script,
     settle: Script,
+    renew: Script,
+    forget: Script,
     cooldown: Script,
+    /// The runtime the fleet was built in: background writes run there, so that a lease
+    /// dropped outside any runtime (a blocking thread, a destructor at shutdown) never panics.
+    runtime: tokio::runtime::Handle,
 }
 
 impl fmt::Debug for Fleet {
@@ -71,49 +83,44 @@ impl Fleet {
     /// Invalid settings (see [`FleetConfig`]), or no tokio runtime to run the connection on.
     pub(crate) fn new(config: &FleetConfig) -> Result<Fleet> {
         config.validate()?;
-        let client = match &config.ca_pem {
-            None => redis::Client::open(config.url.as_str()),
-            Some(pem) => redis::Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.as_bytes().to_vec()),
-                },
-            ),
-        }
-        .map_err(|_| Error::invalid("fleet.url", "is not a Redis URL"))?;
+        let connect = Connect {
+            url: config.url.clone(),
+            ca_pem: config.ca_pem.clone(),
+            connect_timeout: config.timeout.max(MIN_CONNECT_TIMEOUT),
+            retry_after: config.retry_after,
+        };
+        let client = connect.client()?;
         let server = client.get_connection_info().addr().to_string();
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(Error::new(
                 ErrorKind::Other,
                 "the fleet's Redis connection needs a tokio runtime",
             ));
-        }
-        let connect_timeout = config.timeout.max(MIN_CONNECT_TIMEOUT);
-        // One quick retry per connection attempt: our own `retry_after` paces the rest.
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(config.retry_after);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| Error::new(ErrorKind::Other, format!("fleet: {:?} error", e.kind())))?;
+        };
+        let connect_timeout = connect.connect_timeout;
+        let conn = connect.manager(client)?;
         let fleet = Fleet {
             inner: Arc::new(Inner {
-                conn,
+                conn: RwLock::new(conn),
+                connect,
+                timeouts_in_a_row: AtomicU32::new(0),
+                reconnected: Mutex::new(None),
                 prefix: config.prefix.clone(),
                 timeout: config.timeout,
                 server,
                 health: Health::new(config.retry_after),
                 acquire: Script::new(script::ACQUIRE),
                 settle: Script::new(script::SETTLE),
+                renew: Script::new(script::RENEW),
+                forget: Script::new(script::FORGET),
                 cooldown: Script::new(script::COOLDOWN),
+                runtime,
             }),
         };
         // Connect and cache the scripts now, so the first call is one EVALSHA; best effort.
         let warm = fleet.clone();
         tokio::spawn(async move {
-            let mut conn = warm.inner.conn.clone();
+            let mut conn = warm.conn();
             let _ = tokio::time::timeout(connect_timeout, async {
                 for s in [
                     &warm.inner.acquire,
@@ -149,8 +156,10 @@ impl Fleet {
             return Err(FleetDown);
         }
         let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let ticket = script::new_ticket_id();
+        let keys = script::window_keys(&inner.prefix, model_id, spec.window_ms());
         let mut call = inner.acquire.prepare_invoke();
-        for k in script::window_keys(&inner.prefix, model_id) {
+        for k in &keys {
             call.key(k);
         }
         for k in cooldown_keys {
@@ -160,15 +169,23 @@ impl Fleet {
             .arg(limit(spec.requests))
             .arg(limit(spec.tokens))
             .arg(spec.window_ms())
-            .arg(tokens);
-        let mut conn = inner.conn.clone();
+            .arg(tokens)
+            .arg(ticket.to_string());
+        let mut conn = self.conn();
         let answer = self
             .round_trip(call.invoke_async::<Vec<i64>>(&mut conn))
             .await
-            .and_then(|v| script::parse_acquire(&v, cooldown_keys.len()).ok_or(Trouble::Answer));
+            .and_then(|v| {
+                script::parse_acquire(&v, cooldown_keys.len(), ticket).ok_or(Trouble::Answer)
+            });
         match answer {
             Ok(a) => Ok(a),
             Err(t) => {
+                // It may still run on the server after the client gave up on it: the local
+                // limiter admits this call, so its shared entry must not stay behind.
+                if matches!(t, Trouble::Timeout) && !spec.is_unlimited() {
+                    self.forget(keys, ticket);
+                }
                 self.failed(&t);
                 inner.health.fallbacks.fetch_add(1, Relaxed);
                 Err(FleetDown)
@@ -186,11 +203,11 @@ impl Fleet {
         tokens: Option<u64>,
         window: Duration,
     ) {
-        let [log, toks] = script::window_keys(&self.inner.prefix, model_id);
-        let tokens = tokens.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
         let window_ms = u64::try_from(window.as_millis())
             .unwrap_or(u64::MAX / 4)
             .max(1);
+        let [log, toks] = script::window_keys(&self.inner.prefix, model_id, window_ms);
+        let tokens = tokens.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
         self.spawn_write(move |f| async move {
             let mut call = f.inner.settle.prepare_invoke();
             call.key(log)
@@ -199,7 +216,7 @@ impl Fleet {
                 .arg(ticket.at_ms)
                 .arg(tokens)
                 .arg(window_ms);
-            let mut conn = f.inner.conn.clone();
+            let mut conn = f.conn();
             let applied: i64 = f.round_trip(call.invoke_async(&mut conn)).await?;
             if applied == 1 {
                 f.inner.health.corrections.fetch_add(1, Relaxed);
@@ -216,7 +233,7 @@ impl Fleet {
         self.spawn_write(move |f| async move {
             let mut call = f.inner.cooldown.prepare_invoke();
             call.key(key).arg(ms);
-            let mut conn = f.inner.conn.clone();
+            let mut conn = f.conn();
             let set: i64 = f.round_trip(call.invoke_async(&mut conn)).await?;
             if set == 1 {
                 f.inner.health.cooldowns_set.fetch_add(1, Relaxed);
@@ -229,11 +246,108 @@ impl Fleet {
     pub(crate) fn clear_cooldown(&self, key: CooldownKey) {
         let key = key.redis_key(&self.inner.prefix);
         self.spawn_write(move |f| async move {
-            let mut conn = f.inner.conn.clone();
+            let mut conn = f.conn();
             let cmd = redis::cmd("DEL").arg(key).clone();
             let _: i64 = f.round_trip(cmd.query_async(&mut conn)).await?;
             Ok(())
         });
+    }
+
+    /// Removes the entry of an acquire that timed out, if it ran after all, in the background:
+    /// after the acquire on the same connection (Redis runs a connection's commands in order),
+    /// tried a few times whether or not Redis rests, since the entry would hold a slot for two
+    /// windows.
+    fn forget(&self, [log, toks]: [String; 2], ticket: u64) {
+        let f = self.clone();
+        self.inner.runtime.spawn(async move {
+            for _ in 0..3 {
+                let mut call = f.inner.forget.prepare_invoke();
+                call.key(&log).key(&toks).arg(ticket.to_string());
+                let mut conn = f.conn();
+                // Nothing waits on it: room for the stall that made the acquire time out.
+                let timeout = Duration::from_secs(5);
+                match tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await {
+                    Ok(Ok(n)) => {
+                        f.inner
+                            .health
+                            .forgotten
+                            .fetch_add(u64::try_from(n).unwrap_or(0), Relaxed);
+                        return;
+                    }
+                    _ => tokio::time::sleep(f.inner.connect.retry_after).await,
+                }
+            }
+        });
+    }
+
+    /// Keeps the entry of a call in flight in `model_id`'s window: every half window, until the
+    /// returned guard drops, its entry is pushed two windows ahead again (two round trips per
+    /// window, for calls longer than half a window only). Without it a call in flight longer than
+    /// two windows (a long stream) would leave the shared window while the service still counts it.
+    pub(crate) fn keep_in_window(
+        &self,
+        model_id: &str,
+        ticket: Ticket,
+        window: Duration,
+    ) -> Renewal {
+        let window_ms = u64::try_from(window.as_millis())
+            .unwrap_or(u64::MAX / 4)
+            .max(1);
+        let [log, toks] = script::window_keys(&self.inner.prefix, model_id, window_ms);
+        let f = self.clone();
+        let task = self.inner.runtime.spawn(async move {
+            loop {
+                // Twice a window: an entry in flight is then always more than a window ahead,
+                // which tells it from a settled one (at most a window ahead).
+                tokio::time::sleep(window / 2).await;
+                if f.inner.health.resting() {
+                    continue;
+                }
+                let mut call = f.inner.renew.prepare_invoke();
+                call.key(&log)
+                    .key(&toks)
+                    .arg(ticket.id)
+                    .arg(ticket.at_ms)
+                    .arg(window_ms);
+                let mut conn = f.conn();
+                match f.round_trip(call.invoke_async::<i64>(&mut conn)).await {
+                    Ok(1) => {}
+                    // Settled or trimmed already: nothing left to keep.
+                    Ok(_) => return,
+                    Err(t) => f.failed(&t),
+                }
+            }
+        });
+        Renewal(task.abort_handle())
+    }
+
+    /// Claims the half-open trial of a model in a region for the fleet (`SET NX`, held for at
+    /// most `ttl`): true when this process won it and sends the trial, false when another
+    /// process's trial is under way. Redis trouble leaves the decision to this process (true).
+    pub(crate) async fn claim_trial(&self, key: CooldownKey, ttl: Duration) -> bool {
+        if self.inner.health.resting() {
+            return true;
+        }
+        let key = key.redis_key(&self.inner.prefix);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .clone();
+        let mut conn = self.conn();
+        match self
+            .round_trip(cmd.query_async::<Option<String>>(&mut conn))
+            .await
+        {
+            Ok(set) => set.is_some(),
+            Err(t) => {
+                self.failed(&t);
+                true
+            }
+        }
     }
 
     /// Returns a snapshot of the state and counters.
@@ -253,6 +367,7 @@ impl Fleet {
             Ok(Err(e)) => return Err(Trouble::Redis(e)),
             Err(_) => return Err(Trouble::Timeout),
         };
+        self.inner.timeouts_in_a_row.store(0, Relaxed);
         if health.succeeded() == Transition::CameBack {
             tracing::info!(server = %self.inner.server, "fleet redis is back; limits are shared again");
         }
@@ -269,6 +384,58 @@ impl Fleet {
                 "fleet redis failed; using the local limiter until it answers again"
             );
         }
+        let rebuild = match t {
+            // One slow answer is a busy Redis; a run of them, a dead connection.
+            Trouble::Timeout => self.inner.timeouts_in_a_row.fetch_add(1, Relaxed) >= 1,
+            // A demoted primary answers writes with READONLY for as long as the connection
+            // lives; a lost connection is lost.
+            Trouble::Redis(e) => {
+                // A script's write on a replica fails with READONLY in its message.
+                let readonly = |m: Option<&str>| m.is_some_and(|m| m.contains("READONLY"));
+                readonly(e.code())
+                    || readonly(e.detail())
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+            }
+            Trouble::Answer => false,
+        };
+        if rebuild {
+            self.reconnect();
+        }
+    }
+
+    /// Returns the current connection (a cheap clone of the manager).
+    fn conn(&self) -> ConnectionManager {
+        self.inner
+            .conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Drops the connection for a new one, at most once per `retry_after`: the manager's own
+    /// reconnect is private and does not follow a failover (a demoted primary keeps answering
+    /// READONLY), and a black-holed connection is never found dead by it. The new connection
+    /// resolves the host name again (an ElastiCache primary endpoint moves on failover).
+    fn reconnect(&self) {
+        let inner = &*self.inner;
+        {
+            let mut last = inner.reconnected.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < inner.connect.retry_after) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let manager = inner
+            .connect
+            .client()
+            .and_then(|c| inner.connect.manager(c));
+        if let Ok(m) = manager {
+            *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = m;
+            inner.timeouts_in_a_row.store(0, Relaxed);
+            inner.health.reconnects.fetch_add(1, Relaxed);
+            tracing::info!(server = %inner.server, "fleet redis: the connection is replaced by a new one");
+        }
     }
 
     /// Runs a write in the background unless Redis is resting; failures are counted, not
@@ -284,12 +451,80 @@ impl Fleet {
             return;
         }
         let f = self.clone();
-        tokio::spawn(async move {
+        // Not `tokio::spawn`: this runs in drop paths, where there may be no current runtime.
+        self.inner.runtime.spawn(async move {
             if let Err(t) = write(f.clone()).await {
                 f.failed(&t);
                 f.inner.health.dropped.fetch_add(1, Relaxed);
             }
         });
+    }
+}
+
+/// What building a connection to the fleet's Redis takes (kept to build a new one).
+struct Connect {
+    url: String,
+    ca_pem: Option<String>,
+    connect_timeout: Duration,
+    retry_after: Duration,
+}
+
+impl Connect {
+    /// Returns a client whose connections have TCP keepalive and `TCP_USER_TIMEOUT`: a
+    /// black-holed connection is found dead by the kernel in seconds, not after its
+    /// retransmission limit (about 15 minutes).
+    fn client(&self) -> Result<redis::Client> {
+        use redis::IntoConnectionInfo;
+        use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+        let bad = || Error::invalid("fleet.url", "is not a Redis URL");
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(5))
+            .with_interval(Duration::from_secs(2))
+            .with_retries(3);
+        let tcp = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive)
+            .set_user_timeout(Duration::from_secs(10));
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| bad())?
+            .set_tcp_settings(tcp);
+        match &self.ca_pem {
+            None => redis::Client::open(info),
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            ),
+        }
+        .map_err(|_| bad())
+    }
+
+    /// Returns a manager on `client` that connects on first use.
+    fn manager(&self, client: redis::Client) -> Result<ConnectionManager> {
+        // One quick retry per connection attempt: our own `retry_after` paces the rest. No
+        // response timeout of its own: each round trip has the fleet's.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None)
+            .set_number_of_retries(1)
+            .set_max_delay(self.retry_after);
+        ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| Error::new(ErrorKind::Other, format!("fleet: {:?} error", e.kind())))
+    }
+}
+
+/// Stops the renewal of a call's entry when dropped (the call ended; its settlement follows).
+#[derive(Debug)]
+pub(crate) struct Renewal(tokio::task::AbortHandle);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

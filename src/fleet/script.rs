@@ -40,10 +40,19 @@ impl WindowSpec {
 /// Identifies an admitted entry, for [`Fleet::settle`](super::Fleet::settle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket {
-    /// The entry's id in the model's log.
+    /// The entry's member in the model's log, made by the client before it asks, so that an
+    /// acquire sent twice finds its own entry, and one that timed out can be forgotten.
     pub(crate) id: u64,
-    /// Its admission time (Redis clock, ms): with `id`, the entry's member.
+    /// Its admission time (Redis clock, ms).
     pub(crate) at_ms: u64,
+}
+
+/// Returns a new ticket id: random, below 2^53 (exact in Lua's numbers, though the scripts
+/// keep it a string).
+pub(crate) fn new_ticket_id() -> u64 {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    (r >> 11).max(1)
 }
 
 /// The shared window's answer.
@@ -78,6 +87,20 @@ pub(crate) enum CooldownKey {
         /// The region.
         region: String,
     },
+    /// The half-open trial of one model in one region, claimed by one process of the fleet.
+    Trial {
+        /// The model id.
+        model: String,
+        /// The region.
+        region: String,
+    },
+    /// One model was throttled in one region: that region comes last for it.
+    Throttled {
+        /// The model id.
+        model: String,
+        /// The region.
+        region: String,
+    },
 }
 
 impl CooldownKey {
@@ -88,22 +111,30 @@ impl CooldownKey {
             CooldownKey::ModelRegion { model, region } => {
                 format!("{prefix}:cool:model:{model}|{region}")
             }
+            CooldownKey::Throttled { model, region } => {
+                format!("{prefix}:cool:throttle:{model}|{region}")
+            }
+            CooldownKey::Trial { model, region } => format!("{prefix}:trial:{model}|{region}"),
         }
     }
 }
 
-/// Returns the model's window log key and its tokens hash key.
-pub(crate) fn window_keys(prefix: &str, model_id: &str) -> [String; 2] {
+/// Returns the model's window log key and its tokens hash key, for a window of `window_ms`.
+///
+/// The window's length is part of the key: processes configured with different windows for
+/// one model keep separate windows, instead of trimming and expiring each other's entries.
+pub(crate) fn window_keys(prefix: &str, model_id: &str, window_ms: u64) -> [String; 2] {
     [
-        format!("{prefix}:win:{model_id}"),
-        format!("{prefix}:tok:{model_id}"),
+        format!("{prefix}:win:{window_ms}:{model_id}"),
+        format!("{prefix}:tok:{window_ms}:{model_id}"),
     ]
 }
 
 /// Acquire: KEYS = log, tokens, cooldown keys...; ARGV = limited (0/1), requests limit (-1 for
-/// none), tokens limit (-1 for none), window ms, this request's tokens.
-/// Answers {status, retry ms, id, at ms, pttl per cooldown key...}; status 0 admitted,
-/// 1 retry later, 2 never fits, 3 not limited (cooldowns read only).
+/// none), tokens limit (-1 for none), window ms, this request's tokens, the client's ticket id.
+/// Answers {status, retry ms, 0, at ms, pttl per cooldown key...}; status 0 admitted (also when
+/// the ticket is in the log already: a repeat of the same acquire), 1 retry later, 2 never
+/// fits, 3 not limited (cooldowns read only).
 pub(crate) const ACQUIRE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local out = {0, 0, 0, 0}
@@ -115,10 +146,11 @@ end
 if ARGV[1] == '0' then return answer(3, 0, 0, 0) end
 local log, toks = KEYS[1], KEYS[2]
 local rl, tl = tonumber(ARGV[2]), tonumber(ARGV[3])
-local win, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local win, n, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 if rl == 0 or (tl >= 0 and n > tl) then return answer(2, 0, 0, 0) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZSCORE', log, ticket) then return answer(0, 0, 0, now) end
 -- Entries that left the window go, and their tokens leave the sum (in batches: unpack's limit).
 while true do
   local old = redis.call('ZRANGEBYSCORE', log, '-inf', now, 'LIMIT', 0, 500)
@@ -131,18 +163,18 @@ while true do
   if #old < 500 then break end
 end
 local count = redis.call('ZCARD', log)
+-- An empty log holds no tokens: a sum left by a lost (evicted) log would refuse every call.
+if count == 0 then redis.call('DEL', toks) end
 local sum = tonumber(redis.call('HGET', toks, '_sum') or '0')
 local ok_r = rl < 0 or count < rl
 local ok_t = tl < 0 or sum + n <= tl
 if ok_r and ok_t then
-  local seq = redis.call('HINCRBY', toks, '_seq', 1)
-  local id = seq .. ':' .. now
-  redis.call('ZADD', log, now + 2 * win, id)
-  redis.call('HSET', toks, id, n)
+  redis.call('ZADD', log, now + 2 * win, ticket)
+  redis.call('HSET', toks, ticket, n)
   redis.call('HINCRBY', toks, '_sum', n)
   redis.call('PEXPIRE', log, 3 * win)
   redis.call('PEXPIRE', toks, 3 * win)
-  return answer(0, 0, seq, now)
+  return answer(0, 0, 0, now)
 end
 -- Not admitted: wait until enough of the oldest entries leave the window.
 local wait = 1
@@ -170,12 +202,12 @@ end
 return answer(1, wait, 0, 0)
 "#;
 
-/// Settle: KEYS = log, tokens; ARGV = seq, admitted ms, actual tokens (-1 to keep the
+/// Settle: KEYS = log, tokens; ARGV = ticket id, admitted ms, actual tokens (-1 to keep the
 /// estimate), window ms. The call ended: its entry leaves one window from now, with its actual
 /// tokens. Only that exact entry, if still in the window; answers 1 if it was.
 pub(crate) const SETTLE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
-local id = ARGV[1] .. ':' .. ARGV[2]
+local id = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -192,6 +224,36 @@ end
 return 1
 "#;
 
+/// Renew: KEYS = log, tokens; ARGV = ticket id, admitted ms, window ms. The call is still in flight:
+/// its entry stays two windows from now (as at admission), so that a call longer than two
+/// windows keeps counting, as in the local window. Only that exact entry, if still there (an
+/// entry already settled, or trimmed, is left alone); answers 1 if it was renewed.
+pub(crate) const RENEW: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local id = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local win = tonumber(ARGV[3])
+local score = redis.call('ZSCORE', KEYS[1], id)
+if not score or tonumber(score) <= now + win then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + 2 * win, id)
+for _, k in ipairs(KEYS) do
+  if redis.call('PTTL', k) < 3 * win then redis.call('PEXPIRE', k, 3 * win) end
+end
+return 1
+"#;
+
+/// Forget: KEYS = log, tokens; ARGV = ticket id. An acquire that timed out on the client may
+/// still have run on the server: its entry (if any) leaves the window, and its tokens the sum.
+/// Answers 1 if there was one.
+pub(crate) const FORGET: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[2], '_sum', -n)
+return 1
+"#;
+
 /// Cooldown: KEYS = the cooldown key; ARGV = ms. Sets it for that long unless it already has
 /// longer to run (never shortens); answers 1 if it was set.
 pub(crate) const COOLDOWN: &str = r#"
@@ -202,14 +264,14 @@ return 1
 "#;
 
 /// Turns the acquire script's answer into an [`Acquired`]; `None` if it has the wrong shape.
-pub(crate) fn parse_acquire(v: &[i64], cooldowns: usize) -> Option<Acquired> {
+pub(crate) fn parse_acquire(v: &[i64], cooldowns: usize, ticket: u64) -> Option<Acquired> {
     if v.len() != 4 + cooldowns {
         return None;
     }
     let ms = |x: i64| Duration::from_millis(u64::try_from(x).unwrap_or(0));
     let admission = match v[0] {
         0 | 3 => Admission::Admitted(Ticket {
-            id: u64::try_from(v[2]).ok()?,
+            id: ticket,
             at_ms: u64::try_from(v[3]).ok()?,
         }),
         1 => Admission::RetryAfter(ms(v[1].max(1))),
@@ -239,18 +301,21 @@ mod tests {
             region: "eu-west-1".into(),
         };
         assert_eq!(k.redis_key("p"), "p:cool:model:m|eu-west-1");
-        assert_eq!(window_keys("p", "m"), ["p:win:m", "p:tok:m"]);
+        assert_eq!(
+            window_keys("p", "m", 60_000),
+            ["p:win:60000:m", "p:tok:60000:m"]
+        );
     }
 
     #[test]
     fn answers_parse() {
-        let a = parse_acquire(&[1, 250, 0, 0, -2, 900], 2).unwrap();
+        let a = parse_acquire(&[1, 250, 0, 0, -2, 900], 2, 7).unwrap();
         assert_eq!(
             a.admission,
             Admission::RetryAfter(Duration::from_millis(250))
         );
         assert_eq!(a.cooldowns, vec![None, Some(Duration::from_millis(900))]);
-        let a = parse_acquire(&[0, 0, 7, 1_700_000_000_000], 0).unwrap();
+        let a = parse_acquire(&[0, 0, 0, 1_700_000_000_000], 0, 7).unwrap();
         assert_eq!(
             a.admission,
             Admission::Admitted(Ticket {
@@ -259,11 +324,11 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_acquire(&[2, 0, 0, 0, -1], 1).unwrap().cooldowns,
+            parse_acquire(&[2, 0, 0, 0, -1], 1, 7).unwrap().cooldowns,
             vec![None]
         );
-        assert!(parse_acquire(&[0, 0, 0], 0).is_none());
-        assert!(parse_acquire(&[9, 0, 0, 0], 0).is_none());
+        assert!(parse_acquire(&[0, 0, 0], 0, 7).is_none());
+        assert!(parse_acquire(&[9, 0, 0, 0], 0, 7).is_none());
     }
 
     #[test]

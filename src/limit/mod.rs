@@ -169,6 +169,9 @@ pub(crate) struct Lease {
     /// known (`u64::MAX` until then): both go to Redis when the call ends.
     #[cfg(feature = "redis")]
     shared: Option<(crate::fleet::Ticket, AtomicU64)>,
+    /// Keeps the shared entry in the fleet's window while the call is in flight.
+    #[cfg(feature = "redis")]
+    renewal: Option<crate::fleet::Renewal>,
 }
 
 impl Lease {
@@ -192,6 +195,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let l = &self.limiter;
+        // The renewal stops first, so that it never pushes a settled entry back.
+        #[cfg(feature = "redis")]
+        drop(self.renewal.take());
         #[cfg(feature = "redis")]
         if let (Some((ticket, used)), Some(fleet)) = (&self.shared, &l.fleet) {
             let used = Some(used.load(Relaxed)).filter(|u| *u != u64::MAX);
@@ -269,6 +275,20 @@ impl Limiter {
         }
     }
 
+    /// Returns the error of a call whose estimate exceeds the whole window: no wait or retry
+    /// can admit it, so it is the caller's input, not a throttle, and it does not fall back.
+    pub(crate) fn never_fits(&self, model_id: &str, tokens: u64, max: u64) -> Error {
+        crate::metrics::limit_refused(&self.label, "too_large");
+        Error::invalid(
+            "max_tokens",
+            format!(
+                "the call's estimate of {tokens} tokens (its input and max_tokens) exceeds the \
+                 client-side limit of {max} tokens per window of {model_id}: it can never be \
+                 admitted; lower max_tokens or raise the limit; not sent"
+            ),
+        )
+    }
+
     /// Admits a call of `tokens` estimated tokens, waiting for room in `Wait` mode.
     ///
     /// # Errors
@@ -286,10 +306,7 @@ impl Limiter {
             && tokens > max
         {
             self.rejected.fetch_add(1, Relaxed);
-            let why = format!(
-                "the call's estimate of {tokens} tokens exceeds the limit of {max} per window"
-            );
-            return Err(self.throttled(model_id, "too_large", &why, None));
+            return Err(self.never_fits(model_id, tokens, max));
         }
         let started = Instant::now();
         let (waiting, deadline) = {
@@ -364,6 +381,8 @@ impl Limiter {
             seq,
             #[cfg(feature = "redis")]
             shared: None,
+            #[cfg(feature = "redis")]
+            renewal: None,
         }
     }
 
@@ -400,6 +419,14 @@ impl Limiter {
 pub(crate) fn estimate(input_bytes: usize, max_tokens: Option<i32>) -> u64 {
     let input = (input_bytes as u64).div_ceil(4);
     input + max_tokens.and_then(|m| u64::try_from(m).ok()).unwrap_or(0)
+}
+
+/// Returns `d` stretched by a random 0 to 25%, so that waiters told the same time spread out.
+pub(crate) fn jittered(d: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    let frac = (r % 1024) as f64 / 4096.0;
+    d.mul_f64(1.0 + frac)
 }
 
 #[cfg(test)]

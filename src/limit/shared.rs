@@ -58,16 +58,14 @@ impl Limiter {
                         limiter: self.clone(),
                         seq: 0,
                         shared: Some((ticket, AtomicU64::new(u64::MAX))),
+                        renewal: Some(fleet.keep_in_window(model_id, ticket, limit.window)),
                     };
                     return Some(Ok((lease, acquired.cooldowns)));
                 }
                 Admission::NeverFits => {
                     self.rejected.fetch_add(1, Relaxed);
-                    let why = format!(
-                        "the call's estimate of {tokens} tokens exceeds the limit of {} per window",
-                        limit.tokens.unwrap_or(0)
-                    );
-                    return Some(Err(self.throttled(model_id, "too_large", &why, None)));
+                    let max = limit.tokens.unwrap_or(0);
+                    return Some(Err(self.never_fits(model_id, tokens, max)));
                 }
                 Admission::RetryAfter(after) => after,
             };
@@ -97,8 +95,9 @@ impl Limiter {
             }
             // Calls in flight elsewhere may end sooner than Redis can say: ask again at least
             // every quarter window.
-            let nap = after
-                .min(limit.window / 4)
+            // Jittered: the fleet's waiters all got the same retry-after, and would wake and
+            // ask Redis together.
+            let nap = super::jittered(after.min(limit.window / 4))
                 .min(left)
                 .max(Duration::from_millis(1));
             tokio::time::sleep(nap).await;

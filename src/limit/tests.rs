@@ -94,7 +94,11 @@ async fn an_estimate_over_the_whole_token_limit_never_waits() {
         ModelLimit::per_window(ms(500)).tokens(10),
     ));
     let e = l.acquire("m", 11).await.err().expect("too large");
-    assert!(e.is_throttled());
+    // The caller's input, not a throttle: no wait or retry can admit it, and no fallback may
+    // answer it in the model's place.
+    assert!(e.is_invalid_input() && !e.falls_back(), "{e:?}");
+    assert_eq!(e.field(), Some("max_tokens"));
+    assert!(e.retry_after().is_none());
     assert_eq!(l.stats().rejected, 1);
 }
 
@@ -166,4 +170,16 @@ async fn a_cancelled_waiter_leaves_the_queue() {
     l.acquire("m", 1)
         .await
         .expect("the next waiter is not stuck behind it");
+}
+
+#[test]
+fn waits_spread_within_a_quarter() {
+    let d = Duration::from_millis(400);
+    let all: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+    assert!(
+        all.iter().all(|j| *j >= d && *j <= d.mul_f64(1.25)),
+        "{all:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+    assert!(distinct.len() > 20, "{} distinct", distinct.len());
 }

@@ -66,6 +66,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = ctx.conn.clone();
+    let ctx_counters = ctx.shared.counters(ctx.listener).clone();
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(ctx, req).await) }
@@ -85,7 +86,13 @@ where
             _ => Duration::from_millis(100),
         };
         tokio::select! {
-            _ = &mut serving => return,
+            served = &mut serving => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended on an error");
+                    ctx_counters.errored();
+                }
+                return;
+            }
             () = conn.killed() => return,
             () = conn.goaway_asked(), if !draining => {
                 // h2: GOAWAY, the streams in flight finish, then the connection closes.

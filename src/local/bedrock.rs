@@ -13,7 +13,7 @@ use super::limits::converse_max_tokens;
 use super::model::{ConverseCall, ModelReply, ReplyBlock, split_pieces};
 use super::options::{cache_point_count, thinking_budget};
 use super::record::{Listener, Operation, RecordedRequest};
-use super::reply::{apply_stream_fault, unary};
+use super::reply::{apply_stream_fault, pace, unary};
 use super::sigv4::{self, Expected};
 use super::state::{Answer, Shared};
 use super::validate::{count_tokens, request_words, valid_model_id, validate_converse};
@@ -167,6 +167,11 @@ pub(crate) async fn handle(
     shared.limits.settle(ticket, input_tokens + output_tokens);
     let (cache_read, cache_write) = surface::cache_usage(shared, &model_id, body);
     tokio::time::sleep(shared.latency().for_request(rec)).await;
+    let generation = shared.generation().for_request(rec);
+    if !stream {
+        // A unary answer's headers wait for the whole generation.
+        tokio::time::sleep(generation).await;
+    }
     let mut usage = json!({
         "inputTokens": input_tokens.saturating_sub(cache_read + cache_write),
         "outputTokens": output_tokens,
@@ -220,7 +225,10 @@ pub(crate) async fn handle(
             wire::Step::Reset(conn.clone()),
         ]
     } else {
-        apply_stream_fault(frames, stream_fault, &mut error)
+        pace(
+            apply_stream_fault(frames, stream_fault, &mut error),
+            generation,
+        )
     };
     let res = wire::response(
         200,

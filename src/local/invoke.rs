@@ -27,7 +27,7 @@ use super::fault::{Fault, ServiceError};
 use super::limits::invoke_max_tokens;
 use super::model::{ConverseCall, ReplyBlock, count_words, split_pieces};
 use super::record::{Listener, Operation, RecordedRequest};
-use super::reply::{apply_stream_fault, unary};
+use super::reply::{apply_stream_fault, pace, unary};
 use super::state::{Answer, Shared};
 use super::surface;
 use super::validate::request_words;
@@ -162,6 +162,11 @@ pub(crate) async fn handle(
     shared.limits.settle(ticket, input_tokens + output_tokens);
     let stop_reason = reply.stop_reason.clone();
     tokio::time::sleep(shared.latency().for_request(rec)).await;
+    let generation = shared.generation().for_request(rec);
+    if !stream {
+        // A unary answer's headers wait for the whole generation.
+        tokio::time::sleep(generation).await;
+    }
     let latency_ms = started.elapsed().as_millis() as u64;
     let metrics = json!({
         "inputTokenCount": input_tokens,
@@ -241,7 +246,10 @@ pub(crate) async fn handle(
             Step::Reset(conn.clone()),
         ]
     } else {
-        apply_stream_fault(frames, faults.stream, &mut error)
+        pace(
+            apply_stream_fault(frames, faults.stream, &mut error),
+            generation,
+        )
     };
     let mut res = wire::response(
         200,

@@ -80,6 +80,10 @@ pub struct ConnectionCounts {
     pub silenced: u64,
     /// Connections told to close gracefully by [`LocalServer::goaway`](super::LocalServer::goaway).
     pub goaway: u64,
+    /// Connections the server's HTTP stack ended on an error of the connection: for h2, a
+    /// `GOAWAY` of its own, such as the one it sends after too many streams reset by the
+    /// client (cancelled calls), or a protocol error.
+    pub errors: u64,
 }
 
 /// Holds the live connection counters of one listener.
@@ -90,6 +94,7 @@ pub(crate) struct Counters {
     max_open: AtomicU64,
     silenced: AtomicU64,
     goaway: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl Counters {
@@ -115,6 +120,11 @@ impl Counters {
         self.goaway.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection the HTTP stack ended on an error.
+    pub(crate) fn errored(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Returns a snapshot.
     pub(crate) fn snapshot(&self) -> ConnectionCounts {
         ConnectionCounts {
@@ -123,6 +133,7 @@ impl Counters {
             max_open: self.max_open.load(Ordering::Relaxed),
             silenced: self.silenced.load(Ordering::Relaxed),
             goaway: self.goaway.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
     }
 }

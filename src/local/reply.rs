@@ -28,6 +28,24 @@ pub(crate) fn unary(bytes: Bytes, conn: &Arc<ConnShared>, reset_after_headers: b
     Answer::Respond(res, None)
 }
 
+/// Spreads a generation time over a stream's events: a pause before each, so that the headers
+/// go at once and the answer takes `generation` in all.
+pub(crate) fn pace(steps: Vec<Step>, generation: std::time::Duration) -> Vec<Step> {
+    let events = steps.iter().filter(|s| matches!(s, Step::Data(_))).count();
+    if generation.is_zero() || events == 0 {
+        return steps;
+    }
+    let gap = generation / u32::try_from(events).unwrap_or(u32::MAX);
+    let mut paced = Vec::with_capacity(steps.len() + events);
+    for s in steps {
+        if matches!(s, Step::Data(_)) {
+            paced.push(Step::Sleep(gap));
+        }
+        paced.push(s);
+    }
+    paced
+}
+
 /// Returns the steps of a stream body with a stream fault applied.
 pub(crate) fn apply_stream_fault(
     frames: Vec<Bytes>,

@@ -43,6 +43,7 @@ impl Default for LocalServerBuilder {
                 secret_access_key: TEST_SECRET_ACCESS_KEY.to_owned(),
                 responder: Responder::echo(),
                 latency: Latency::none(),
+                generation: Latency::none(),
                 idle_fault: None,
                 record_limit: 100_000,
                 api_key: TEST_API_KEY.to_owned(),
@@ -83,6 +84,15 @@ impl LocalServerBuilder {
     /// Returns the builder with this responder. Default is [`Responder::echo`].
     pub fn responder(mut self, r: Responder) -> Self {
         self.setup.responder = r;
+        self
+    }
+
+    /// Returns the builder with this generation time: how long the model takes to write its
+    /// answer. A unary answer (Converse, InvokeModel) waits all of it before its response
+    /// headers, as Bedrock's do; a stream sends its headers at once and spreads it between
+    /// its events. Default is [`Latency::none`].
+    pub fn generation(mut self, g: Latency) -> Self {
+        self.setup.generation = g;
         self
     }
 
@@ -367,6 +377,11 @@ impl LocalServer {
     /// connections too.
     pub fn set_idle_fault(&self, fault: Option<IdleFault>) {
         self.shared.set_idle_fault(fault);
+    }
+
+    /// Sets the generation time (see [`LocalServerBuilder::generation`]).
+    pub fn set_generation(&self, generation: Latency) {
+        self.shared.set_generation(generation);
     }
 
     /// Sets the model latency.

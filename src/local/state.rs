@@ -39,6 +39,7 @@ pub(crate) struct Setup {
     pub(crate) secret_access_key: String,
     pub(crate) responder: Responder,
     pub(crate) latency: Latency,
+    pub(crate) generation: Latency,
     pub(crate) idle_fault: Option<IdleFault>,
     pub(crate) record_limit: usize,
     /// The accepted Bedrock API key (bearer auth).
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
     faults: Mutex<Vec<FaultRule>>,
     idle: Arc<IdleSetting>,
     latency: Mutex<Latency>,
+    generation: Mutex<Latency>,
     responder: Mutex<Responder>,
     requests: Mutex<Vec<(u64, RecordedRequest)>>,
     /// Most requests kept; the oldest are forgotten beyond it.
@@ -97,6 +99,7 @@ impl Shared {
             faults: Mutex::new(Vec::new()),
             idle: Arc::new(Mutex::new(setup.idle_fault)),
             latency: Mutex::new(setup.latency),
+            generation: Mutex::new(setup.generation),
             responder: Mutex::new(setup.responder),
             requests: Mutex::new(Vec::new()),
             record_limit: setup.record_limit,
@@ -291,6 +294,16 @@ impl Shared {
     /// Returns the current latency setting.
     pub(crate) fn latency(&self) -> Latency {
         lock(&self.latency).clone()
+    }
+
+    /// Returns the current generation time setting.
+    pub(crate) fn generation(&self) -> Latency {
+        lock(&self.generation).clone()
+    }
+
+    /// Sets the model's generation time.
+    pub(crate) fn set_generation(&self, generation: Latency) {
+        *lock(&self.generation) = generation;
     }
 
     /// Sets the model latency.

@@ -167,7 +167,26 @@ pub(crate) fn validate_converse(body: &Value, model_id: &str, stream: bool) -> R
     if let Some(config) = body.get("inferenceConfig").filter(|c| !c.is_null()) {
         validate_inference(config)?;
     }
+    if stream && body.get("toolConfig").is_some_and(|t| !t.is_null()) && !streams_tool_use(model_id)
+    {
+        return Err("This model doesn't support tool use in streaming mode.".to_owned());
+    }
     options::validate_options(body, stream)
+}
+
+/// Returns false for the model families Bedrock serves tool use to in Converse only, not in
+/// ConverseStream (its model-features table: Meta Llama, Mistral AI, Cohere Command R, AI21
+/// Jamba), after any cross-region profile prefix.
+fn streams_tool_use(model_id: &str) -> bool {
+    let base = [
+        "us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.",
+    ]
+    .iter()
+    .find_map(|p| model_id.strip_prefix(p))
+    .unwrap_or(model_id);
+    !["meta.llama", "mistral.", "cohere.command-r", "ai21.jamba"]
+        .iter()
+        .any(|p| base.starts_with(p))
 }
 
 /// Checks the messages: non-empty, alternating from a user message, valid blocks.

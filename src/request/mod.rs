@@ -9,11 +9,14 @@ mod validate;
 
 pub(crate) use validate::Validated;
 
+use crate::call::carry::{Carried, send_carried};
+use crate::call::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::call::{Op, drive};
 use crate::error::Result;
 use crate::model::Model;
 use crate::reply::Reply;
 use crate::stats::Outcome;
+use crate::stream::ReplyStream;
 use aws_sdk_bedrockruntime::types::{
     CacheTtl, ContentBlock, ConversationRole, GuardrailTrace, Message, ServiceTierType,
     SystemContentBlock, ToolConfiguration,
@@ -316,29 +319,71 @@ impl<K> ConverseRequest<K> {
 }
 
 impl ConverseRequest<Unary> {
+    /// Returns the timeouts and retry rule this call will use: carried as a ConverseStream
+    /// (the default: see [`LlmFactoryBuilder::unary_over_stream`](crate::LlmFactoryBuilder::unary_over_stream)),
+    /// its read and stall timeouts, and what a throttle or a read timeout does.
+    pub fn policy(&self) -> CallPolicy {
+        let target = &self.model.inner().target;
+        let rule = unary_rule(target, true, self.inputs.read_timeout);
+        let falls_back = !self.model.chain().fallbacks.is_empty();
+        CallPolicy::of(target, rule, false, falls_back, self.inputs.read_timeout)
+    }
+
     /// Sends the call and waits for the whole answer.
     ///
+    /// The call goes as a ConverseStream collected into the same answer (see
+    /// [`policy`](Self::policy)), so a long generation is neither cut by the read timeout nor
+    /// sent twice; the service's refusal of the stream (no permission for
+    /// `bedrock:InvokeModelWithResponseStream`, a model without streaming tool use) sends it
+    /// as a unary Converse instead, and later calls of that model and region go unary.
+    ///
     /// # Errors
-    /// Invalid input (naming the field) before any network call; otherwise the SDK's error
-    /// mapped to an [`ErrorKind`](crate::ErrorKind), after the SDK's retries (and one failover
-    /// to the next region when several are configured and the failure is regional).
+    /// Invalid input (naming the field) before any network call, including a call that goes
+    /// unary and whose `max_tokens` may take longer than the read timeout, without a
+    /// read timeout of its own; otherwise the SDK's error mapped to an
+    /// [`ErrorKind`](crate::ErrorKind), after the SDK's retries (and one failover to the next
+    /// region when several are configured and the failure is regional).
     pub async fn send(self) -> Result<Reply> {
         let model = self.model.clone();
+        let target = &model.inner().target;
+        let rule = unary_rule(target, true, self.inputs.read_timeout);
+        let stall = target.shared.config.timeouts.stream_stall;
         let answer = drive(
             model.chain(),
             Op::Converse,
-            || self.validate(),
-            |v, id, region| prepared_send!(region.client.converse(), id, v, v.guardrail_config()),
+            rule,
+            || {
+                let v = self.validate()?;
+                let max = v.inference.as_ref().and_then(|i| i.max_tokens());
+                check_unary_bound(target, rule, max.map(i64::from), "max_tokens")?;
+                Ok(v)
+            },
+            |v, id, to| {
+                send_carried!(
+                    to,
+                    unary: prepared_send!(to.client.converse(), id, v, v.guardrail_config()),
+                    stream: prepared_send!(
+                        to.client.converse_stream(),
+                        id,
+                        v,
+                        v.guardrail_stream_config()
+                    ),
+                )
+            },
         )
         .await?;
         let mut call = answer.call;
-        if let Some(u) = answer.output.usage() {
+        let output = match *answer.output {
+            Carried::Stream(s) => return ReplyStream::new(s.stream, call, stall).collect().await,
+            Carried::Unary(o) => o,
+        };
+        if let Some(u) = output.usage() {
             call.usage(u);
         }
-        call.finish_reason(answer.output.stop_reason());
+        call.finish_reason(output.stop_reason());
         call.finish(Outcome::Success);
         Ok(Reply {
-            output: *answer.output,
+            output,
             model_id: call.model_id().to_owned(),
             region: call.region().to_owned(),
             attempts: call.attempts(),

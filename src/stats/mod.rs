@@ -54,6 +54,11 @@ pub struct OriginPoolStats {
     pub max_in_flight_per_connection: u32,
     /// Connections opened since the factory was built.
     pub opened: u64,
+    /// Most connections open at once since the factory was built: from their opening to their
+    /// close by the pool, which gives their place under `capacity` back (the socket may take a
+    /// moment longer to close, so a server may briefly count one more). Summed over regions,
+    /// the sum of each region's peak.
+    pub max_open: u64,
     /// Connections closed by the client's idle eviction.
     pub closed_idle: u64,
     /// Connections discarded after an error (poisoned, incomplete exchange).
@@ -170,6 +175,11 @@ pub struct RequestStats {
     pub throttles: u64,
     /// Attempts beyond the first, made by the SDK's retries.
     pub retries: u64,
+    /// Sends that went out again although the one before may have reached the model and been
+    /// paid for: a unary call's read timeout on a connection that was not known dead (the
+    /// seed's dead-connection recovery, or [`retry_slow_calls`](crate::LlmFactoryBuilder::retry_slow_calls)).
+    /// Also counted in `retries`.
+    pub repeats: u64,
     /// Calls in flight now.
     pub in_flight: u64,
     /// Calls that gave up without an answer because their future was dropped.
@@ -183,7 +193,7 @@ pub struct RequestStats {
     pub wakeups: u64,
     /// Latency of those wake-up calls: the figure an idle service's users feel.
     pub wakeup_latency: LatencySummary,
-    /// Time to the first event of streams.
+    /// Time to the first event of streams (unary calls carried as streams included).
     pub time_to_first_token: LatencySummary,
     /// Input tokens billed as input: Bedrock's own `inputTokens`, which excludes cache reads
     /// and writes (as cost needs; the OpenTelemetry convention's input figure includes them).

@@ -96,6 +96,7 @@ pub(crate) struct RequestCounters {
     successes: AtomicU64,
     failures: [AtomicU64; ErrorKind::ALL.len()],
     retries: AtomicU64,
+    repeats: AtomicU64,
     in_flight: AtomicI64,
     cancelled: AtomicU64,
     retired: AtomicU64,
@@ -118,6 +119,7 @@ impl RequestCounters {
             successes: AtomicU64::new(0),
             failures: std::array::from_fn(|_| AtomicU64::new(0)),
             retries: AtomicU64::new(0),
+            repeats: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             cancelled: AtomicU64::new(0),
             retired: AtomicU64::new(0),
@@ -155,6 +157,7 @@ impl RequestCounters {
             throttles: failures.get(ErrorKind::Throttled),
             failures,
             retries: self.retries.load(Relaxed),
+            repeats: self.repeats.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed).max(0) as u64,
             cancelled: self.cancelled.load(Relaxed),
             retired_connections: self.retired.load(Relaxed),
@@ -299,6 +302,19 @@ impl CallGuard {
             }
             if let Some(r) = rate {
                 s.rate.record(Duration::from_micros(r));
+            }
+        }
+    }
+
+    /// Counts sends of this call that went out again after an earlier send of it may have
+    /// reached the model (a unary read timeout on a connection that could be alive).
+    pub(crate) fn repeats(&self, n: u64) {
+        if n > 0 {
+            if let Some(l) = &self.label {
+                crate::metrics::repeats(l, n);
+            }
+            for s in self.scopes.iter().flatten() {
+                s.repeats.fetch_add(n, Relaxed);
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::model::Model;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
+use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
@@ -130,6 +131,25 @@ impl ConverseRequest<Streaming> {
         self
     }
 
+    /// Returns the timeouts and retry rule this call will use.
+    pub fn policy(&self) -> crate::CallPolicy {
+        let target = &self.model.inner().target;
+        let falls_back = !self.model.chain().fallbacks.is_empty();
+        let mut p = crate::CallPolicy::of(
+            target,
+            RetryRule::default(),
+            true,
+            falls_back,
+            self.inputs.read_timeout,
+        );
+        p.stall_timeout = Some(
+            self.inputs
+                .stall_timeout
+                .unwrap_or(target.shared.config.timeouts.stream_stall),
+        );
+        p
+    }
+
     /// Sends the call and returns the stream once the response headers arrived.
     ///
     /// # Errors
@@ -145,10 +165,11 @@ impl ConverseRequest<Streaming> {
         let answer = drive(
             model.chain(),
             Op::ConverseStream,
+            RetryRule::default(),
             || self.validate(),
-            |v, id, region| {
+            |v, id, to| {
                 prepared_send!(
-                    region.client.converse_stream(),
+                    to.client.converse_stream(),
                     id,
                     v,
                     v.guardrail_stream_config()
@@ -156,14 +177,7 @@ impl ConverseRequest<Streaming> {
             },
         )
         .await?;
-        Ok(ReplyStream {
-            receiver: answer.output.stream,
-            call: answer.call,
-            stall,
-            acc: Accumulator::default(),
-            saw_event: false,
-            done: false,
-        })
+        Ok(ReplyStream::new(answer.output.stream, answer.call, stall))
     }
 }
 
@@ -203,6 +217,25 @@ impl fmt::Debug for ReplyStream {
 }
 
 impl ReplyStream {
+    /// Returns the stream of a call that got its headers, read with `stall` between events.
+    pub(crate) fn new(
+        receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+            Event,
+            ConverseStreamOutputError,
+        >,
+        call: OpenCall,
+        stall: Duration,
+    ) -> Self {
+        ReplyStream {
+            receiver,
+            call,
+            stall,
+            acc: Accumulator::default(),
+            saw_event: false,
+            done: false,
+        }
+    }
+
     /// Returns the region that answered.
     pub fn region(&self) -> &str {
         self.call.region()

@@ -5,7 +5,7 @@ use aws_smithy_http_client::pool::{
     ConnectionEvent, ConnectionProtocol, LogicalCloseCause, OriginKey,
 };
 use aws_smithy_runtime_api::client::connection::ConnectionId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ pub(super) struct OriginTotals {
     pub(super) retired: u64,
     /// Most requests seen in flight at once on one connection (closed connections).
     pub(super) max_in_flight: u32,
+    /// Connections open now: from `Opened` to their logical close, which gives their place
+    /// under the cap back to the pool.
+    pub(super) live: u64,
+    /// Most connections open at once.
+    pub(super) max_open: u64,
 }
 
 /// What is known of one open connection, by the pool's connection id.
@@ -38,6 +43,8 @@ struct ConnState {
     origin: Option<OriginKey>,
     in_flight: u32,
     max_in_flight: u32,
+    /// Requests ever sent on it.
+    requests: u64,
     retired: bool,
 }
 
@@ -46,7 +53,13 @@ struct ConnState {
 struct EventState {
     origins: Vec<(OriginKey, OriginTotals)>,
     conns: HashMap<ConnectionId, ConnState>,
+    /// The connections closed last (bounded): a failure reported after its connection closed
+    /// must not bring it back as a new, never-forgotten entry.
+    closed: VecDeque<ConnectionId>,
 }
+
+/// How many closed connections [`EventState::closed`] remembers.
+const CLOSED_REMEMBERED: usize = 256;
 
 impl EventState {
     fn origin_mut(&mut self, origin: &OriginKey) -> &mut OriginTotals {
@@ -100,12 +113,15 @@ impl PoolEvents {
         t
     }
 
-    /// Counts one more request in flight on connection `id`.
-    pub(super) fn begin(&self, id: ConnectionId) {
+    /// Counts one more request in flight on connection `id`; returns true when it is the
+    /// connection's first request (the connection was opened for it).
+    pub(super) fn begin(&self, id: ConnectionId) -> bool {
         let mut state = self.lock();
         let c = state.conns.entry(id).or_default();
         c.in_flight += 1;
+        c.requests += 1;
         c.max_in_flight = c.max_in_flight.max(c.in_flight);
+        c.requests == 1
     }
 
     /// Counts one request fewer in flight on connection `id`.
@@ -118,6 +134,9 @@ impl PoolEvents {
     /// Marks connection `id` retired by this crate; returns false if it already was.
     pub(super) fn mark_retired(&self, id: ConnectionId) -> bool {
         let mut state = self.lock();
+        if !state.conns.contains_key(&id) && state.closed.contains(&id) {
+            return false;
+        }
         let c = state.conns.entry(id).or_default();
         if c.retired {
             return false;
@@ -132,6 +151,10 @@ impl PoolEvents {
     /// Folds a closed connection's figures into its origin and forgets it.
     fn forget(&self, id: ConnectionId) {
         let mut state = self.lock();
+        if state.closed.len() == CLOSED_REMEMBERED {
+            state.closed.pop_front();
+        }
+        state.closed.push_back(id);
         if let Some(c) = state.conns.remove(&id)
             && let Some(origin) = c.origin
         {
@@ -168,6 +191,8 @@ impl PoolEvents {
                 let t = state.origin_mut(info.origin());
                 t.retired += u64::from(retired_early);
                 t.opened += 1;
+                t.live += 1;
+                t.max_open = t.max_open.max(t.live);
                 t.establish_sum += total;
                 t.establish_last = total;
                 t.establish_max = t.establish_max.max(total);
@@ -208,15 +233,39 @@ impl PoolEvents {
                     _ => "dropped",
                 };
                 crate::metrics::connection_closed(info.origin().host(), label);
-                self.with_origin(info.origin(), |t| match label {
-                    "idle" => t.closed_idle += 1,
-                    "error" => t.closed_error += 1,
-                    "peer" => t.closed_by_peer += 1,
-                    _ => t.closed_dropped += 1,
+                self.with_origin(info.origin(), |t| {
+                    t.live = t.live.saturating_sub(1);
+                    match label {
+                        "idle" => t.closed_idle += 1,
+                        "error" => t.closed_error += 1,
+                        "peer" => t.closed_by_peer += 1,
+                        _ => t.closed_dropped += 1,
+                    }
                 });
             }
             ConnectionEvent::PhysicalClose(close) => self.forget(close.connection().id()),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure reported after its connection closed retires nothing: counted by neither the
+    /// call nor the pool, and the connection is not kept as a new entry.
+    #[test]
+    fn a_closed_connection_is_not_retired_again() {
+        let events = PoolEvents::default();
+        let id = ConnectionId::new(7);
+        assert!(events.begin(id));
+        events.end(id);
+        events.forget(id);
+        assert!(!events.mark_retired(id));
+        assert!(events.lock().conns.is_empty());
+        // A connection not yet announced by its `Opened` event is still retired.
+        assert!(events.mark_retired(ConnectionId::new(8)));
+        assert!(!events.mark_retired(ConnectionId::new(8)));
     }
 }

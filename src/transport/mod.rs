@@ -3,9 +3,11 @@
 //! module that knows the smithy pool's types.
 
 mod events;
+mod retry;
 mod watch;
 
-pub(crate) use watch::{AttemptCounter, CALL, CallScope, ConnectionWatch};
+pub(crate) use retry::ModelCallClassifier;
+pub(crate) use watch::{AttemptCounter, CALL, CallScope, ConnectionWatch, RetryRule};
 
 use crate::config::FactoryConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -152,6 +154,7 @@ impl Transport {
             retired: t.retired,
             max_in_flight_per_connection: t.max_in_flight,
             opened: t.opened,
+            max_open: t.max_open,
             closed_idle: t.closed_idle,
             closed_error: t.closed_error,
             closed_by_peer: t.closed_by_peer,
@@ -253,6 +256,7 @@ pub(crate) fn sum_origins(all: impl IntoIterator<Item = OriginPoolStats>) -> Ori
             .max_in_flight_per_connection
             .max(o.max_in_flight_per_connection);
         s.opened += o.opened;
+        s.max_open += o.max_open;
         s.closed_idle += o.closed_idle;
         s.closed_error += o.closed_error;
         s.closed_by_peer += o.closed_by_peer;

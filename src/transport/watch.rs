@@ -27,7 +27,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -36,19 +36,72 @@ tokio::task_local! {
     pub(crate) static CALL: Arc<CallScope>;
 }
 
+/// What the retry classifier must know of one SDK call to decide its retries the way model
+/// calls need (see `retry.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RetryRule {
+    /// Attempts after which a throttle or a server error is no longer retried, so that the
+    /// call moves to its next model at once; 0 when the call has no model left to move to.
+    pub(crate) fallback_after: u32,
+    /// The call is unary: its response headers come only with the whole answer, so a read
+    /// timeout may be a slow model that got the request, not a dead connection.
+    pub(crate) unary: bool,
+    /// The caller set this call's read timeout: its read timeout is the model's time, and it
+    /// is not sent again.
+    pub(crate) explicit_timeout: bool,
+    /// The caller opted in to sending a unary call again after a read timeout
+    /// (`retry_slow_calls`).
+    pub(crate) resend: bool,
+    /// The unary call goes as its stream operation where the service allows (the driver
+    /// then clears `unary` for that send: a stream's headers come before the model works).
+    pub(crate) carry: bool,
+}
+
 /// Figures of one SDK call, gathered while it runs in its task: attempts counted by
-/// [`AttemptCounter`], connections retired by [`WatchedConnector`], and the connection capture
-/// of the latest attempt.
+/// [`AttemptCounter`], connections retired by [`WatchedConnector`], the connection capture
+/// of the latest attempt, and what the retry classifier decided.
 #[derive(Debug, Default)]
 pub(crate) struct CallScope {
     pub(crate) attempts: AtomicU32,
     pub(crate) retired: AtomicU32,
     pub(super) last: Mutex<Option<CaptureSmithyConnection>>,
+    /// The retry rule of the call.
+    pub(crate) rule: RetryRule,
+    /// True when the latest attempt was the first request of its connection.
+    pub(super) fresh: AtomicBool,
+    /// Set when a read timeout was not retried because the request may have reached the
+    /// model (see `retry.rs`).
+    pub(crate) delivered: AtomicBool,
+    /// Attempts sent again after a read timeout that may have reached the model.
+    pub(crate) repeats: AtomicU32,
+    /// Set when the latest attempt may have reached the model and was let retry: the next
+    /// attempt, if the SDK makes one, is a repeat.
+    pub(super) repeat_next: AtomicBool,
+    /// Set when a throttle or server error was not retried so that the call moves on.
+    pub(crate) moved_on: AtomicBool,
 }
 
 impl CallScope {
+    /// Returns the scope of one SDK call that follows `rule`.
+    pub(crate) fn new(rule: RetryRule) -> Self {
+        CallScope {
+            rule,
+            ..CallScope::default()
+        }
+    }
+
     fn set_last(&self, capture: &CaptureSmithyConnection) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(capture.clone());
+    }
+
+    /// Returns true when the latest attempt was sent on a connection (it got one from the
+    /// pool; it did not time out while connecting or queueing).
+    pub(super) fn dispatched(&self) -> bool {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.get().is_some())
     }
 }
 
@@ -67,7 +120,11 @@ impl Intercept for AttemptCounter {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let _ = CALL.try_with(|c| c.attempts.fetch_add(1, Relaxed));
+        let _ = CALL.try_with(|c| {
+            if c.attempts.fetch_add(1, Relaxed) > 0 && c.repeat_next.swap(false, Relaxed) {
+                c.repeats.fetch_add(1, Relaxed);
+            }
+        });
         Ok(())
     }
 }
@@ -100,10 +157,12 @@ fn retire(capture: &CaptureSmithyConnection, events: &PoolEvents, why: &'static 
     let Some(meta) = capture.get() else {
         return false;
     };
-    meta.poison();
+    // Marked before it is poisoned: poisoning may close it at once, and a connection already
+    // closed (forgotten by the events) would be counted by the call but not by the pool.
     let first = meta
         .connection_id()
         .is_none_or(|id| events.mark_retired(id));
+    meta.poison();
     if first {
         tracing::debug!(connection = ?meta.connection_id(), why, "connection retired after a failure");
     }
@@ -199,7 +258,8 @@ impl Watched {
         if self.in_flight.as_ref().is_some_and(|f| f.id == id) {
             return;
         }
-        self.events.begin(id);
+        let first = self.events.begin(id);
+        let _ = CALL.try_with(|c| c.fresh.store(first, Relaxed));
         self.in_flight = Some(InFlight {
             events: self.events.clone(),
             id,

@@ -1,6 +1,7 @@
 //! Tests of the shared window and cooldowns against a real `redis-server` on a free loopback
 //! port (skipped, with a message, when `redis-server` is not on PATH; `.ci/run` installs it).
 
+mod failover;
 mod outage;
 #[cfg(feature = "local")]
 mod tls;
@@ -46,6 +47,11 @@ impl RedisServer {
             .output()
             .is_err()
         {
+            // CI sets this: there, a missing server is a failure, never a silent skip.
+            assert!(
+                std::env::var_os("BEDROCK_POOL_REQUIRE_REDIS").is_none(),
+                "BEDROCK_POOL_REQUIRE_REDIS is set but redis-server is not on PATH"
+            );
             eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
             return None;
         }

@@ -122,14 +122,14 @@ async fn tokens_are_limited_and_corrected() {
     ticket(admission(&b, spec, 60).await);
     let mut conn = redis.connection().await.expect("redis");
     let sum: u64 = redis::cmd("HGET")
-        .arg(format!("{p}:tok:{MODEL}"))
+        .arg(format!("{p}:tok:{}:{MODEL}", spec.window.as_millis()))
         .arg("_sum")
         .query_async(&mut conn)
         .await
         .expect("sum");
     assert_eq!(sum, 70);
     // A stale ticket (another admission time) corrects nothing.
-    a.settle(MODEL, Ticket { at_ms: 1, ..first }, Some(99), spec.window);
+    a.settle(MODEL, Ticket { id: 1, ..first }, Some(99), spec.window);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(a.stats().corrections, 1);
     assert_eq!(a.stats().dropped, 0);
@@ -326,4 +326,135 @@ async fn one_round_trip_per_acquire() {
     assert_eq!(calls(&after, "eval"), calls(&before, "eval"));
     assert_eq!(calls(&after, "script|load"), calls(&before, "script|load"));
     assert_eq!(f.stats().round_trips, trips + 10);
+}
+
+/// A lease dropped outside any runtime (a blocking thread, a destructor at shutdown) settles on
+/// the fleet's own runtime instead of panicking in `tokio::spawn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_outside_a_runtime_does_not_panic() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("off-runtime");
+    let f = fleet(&redis.url(), &p);
+    let window = Duration::from_secs(30);
+    let t = ticket(admission(&f, tokens(1000, window), 100).await);
+    let off = f.clone();
+    std::thread::spawn(move || off.settle(MODEL, t, Some(10), window))
+        .join()
+        .expect("no panic off the runtime");
+    assert!(eventually(|| async { f.stats().corrections == 1 }).await);
+}
+
+/// Two processes configured with different windows for one model keep separate windows: the
+/// shorter one's trims and expiries never wipe the longer one's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_windows_keep_apart() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("mixed-windows");
+    let (long, short) = (fleet(&redis.url(), &p), fleet(&redis.url(), &p));
+    let minute = requests(2, Duration::from_secs(60));
+    for _ in 0..2 {
+        ticket(admission(&long, minute, 1).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tiny = requests(2, Duration::from_millis(100));
+    ticket(admission(&short, tiny, 1).await);
+    assert!(
+        matches!(admission(&long, minute, 1).await, Admission::RetryAfter(_)),
+        "the minute window still holds its two calls"
+    );
+}
+
+/// A log key lost on its own (evicted under memory pressure) takes its tokens with it: the
+/// sum heals instead of refusing every later call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_log_heals_its_token_sum() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("heal");
+    let f = fleet(&redis.url(), &p);
+    let spec = tokens(100, Duration::from_secs(60));
+    ticket(admission(&f, spec, 80).await);
+    let mut conn = redis.connection().await.expect("redis");
+    let () = redis::cmd("DEL")
+        .arg(format!("{p}:win:60000:{MODEL}"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    ticket(admission(&f, spec, 80).await);
+}
+
+/// A call in flight longer than two windows stays in the shared window while it runs (as in
+/// the local window), and leaves one window after it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_stays_in_the_window_while_in_flight() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("renew");
+    let f = fleet(&redis.url(), &p);
+    let window = Duration::from_millis(300);
+    let spec = requests(1, window);
+    let long = ticket(admission(&f, spec, 1).await);
+    let renewal = f.keep_in_window(MODEL, long, window);
+    // Four windows later the call is still in flight: still counted.
+    tokio::time::sleep(window * 4).await;
+    assert!(
+        matches!(admission(&f, spec, 1).await, Admission::RetryAfter(_)),
+        "the call in flight still holds the slot"
+    );
+    drop(renewal);
+    f.settle(MODEL, long, None, window);
+    tokio::time::sleep(window * 2).await;
+    ticket(admission(&f, spec, 1).await);
+}
+
+/// A slow Redis: an acquire that timed out on the client (a busy script stalls Redis) still
+/// runs on the server when the stall ends; its entry is then forgotten, so it holds no slot
+/// while the call was admitted by the local limiter instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_that_timed_out_leaves_nothing_behind() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // The warning of the outage is emitted here: under a subscriber (see failover.rs).
+    let logs = super::Logs::default();
+    let _guard = logs.capture();
+    let p = prefix("stalled");
+    let f = fleet(&redis.url(), &p);
+    let spec = requests(100, Duration::from_secs(60));
+    ticket(admission(&f, spec, 1).await);
+    let mut busy = redis.connection().await.expect("redis");
+    let stall = tokio::spawn(async move {
+        let script = "local function ms() local t = redis.call('TIME') \
+                      return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end \
+                      local t0 = ms() while ms() - t0 < 1500 do end return 1";
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .query_async(&mut busy)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        f.acquire(MODEL, spec, 1, &[]).await.is_err(),
+        "timed out behind the busy script"
+    );
+    stall.await.expect("the stall ends");
+    assert!(
+        eventually(|| async { f.stats().forgotten == 1 }).await,
+        "{:?}",
+        f.stats()
+    );
+    let mut conn = redis.connection().await.expect("redis");
+    let n: u64 = redis::cmd("ZCARD")
+        .arg(format!("{p}:win:60000:{MODEL}"))
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(n, 1, "only the first call's entry is in the window");
 }

@@ -2,18 +2,25 @@
 //! JSON in and out, through the call driver (statistics, failover, error kinds, spans and
 //! retired connections, as for Converse).
 
+use crate::call::carry::{Carried, send_carried};
+use crate::call::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::call::{CallInput, Op, OpenCall, RequestAttrs, drive};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk};
 use crate::model::Model;
 use crate::request::{Streaming, Unary};
 use crate::stats::Outcome;
-use aws_sdk_bedrockruntime::types::{ResponseStream, StopReason, TokenUsage};
+use crate::transport::RetryRule;
+use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::{Blob, Document};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
+
+mod native;
+
+use native::{attrs_of, usage_of};
 
 /// A model-native request body: JSON as a [`Document`], a string or bytes.
 #[derive(Clone, Debug)]
@@ -89,6 +96,8 @@ pub(crate) struct InvokeInput {
     body: Blob,
     attrs: RequestAttrs,
     timeouts: Option<TimeoutConfig>,
+    /// An Anthropic Messages body: its stream can be collected back into the unary answer.
+    anthropic: bool,
 }
 
 impl CallInput for InvokeInput {
@@ -136,6 +145,7 @@ impl<K> InvokeRequest<K> {
         Ok(InvokeInput {
             body: Blob::new(self.body.0.clone()),
             attrs: attrs_of(&doc),
+            anthropic: crate::anthropic::is_messages_body(&doc),
             timeouts: self.read_timeout.map(|rt| {
                 TimeoutConfig::builder()
                     .connect_timeout(connect)
@@ -143,39 +153,6 @@ impl<K> InvokeRequest<K> {
                     .build()
             }),
         })
-    }
-}
-
-/// Reads the common request values of a model-native body for the span (Anthropic, Nova and
-/// Titan spell them differently).
-fn attrs_of(doc: &Document) -> RequestAttrs {
-    let num = |path: &[&str]| -> Option<f64> {
-        let mut d = doc;
-        for p in path {
-            d = d.as_object()?.get(*p)?;
-        }
-        d.as_number().map(|n| n.to_f64_lossy())
-    };
-    let first = |paths: &[&[&str]]| paths.iter().find_map(|p| num(p));
-    RequestAttrs {
-        max_tokens: first(&[
-            &["max_tokens"],
-            &["inferenceConfig", "max_new_tokens"],
-            &["textGenerationConfig", "maxTokenCount"],
-        ])
-        .map(|v| v as i32),
-        temperature: first(&[
-            &["temperature"],
-            &["inferenceConfig", "temperature"],
-            &["textGenerationConfig", "temperature"],
-        ])
-        .map(|v| v as f32),
-        top_p: first(&[
-            &["top_p"],
-            &["inferenceConfig", "top_p"],
-            &["textGenerationConfig", "topP"],
-        ])
-        .map(|v| v as f32),
     }
 }
 
@@ -189,53 +166,6 @@ macro_rules! invoke_send {
             .accept("application/json");
         crate::call::send_with_timeouts!(builder, $v.timeouts.clone())
     }};
-}
-
-/// Reads usage and the finish reason from a model-native JSON answer or stream chunk:
-/// Bedrock's `amazon-bedrock-invocationMetrics`, Anthropic's `usage`, Titan's token counts.
-fn usage_of(doc: &Document) -> (Option<TokenUsage>, Option<StopReason>) {
-    let Some(o) = doc.as_object() else {
-        return (None, None);
-    };
-    let int = |d: Option<&Document>| {
-        d.and_then(|d| d.as_number())
-            .map(|n| n.to_f64_lossy() as i32)
-    };
-    let pair = if let Some(m) = o
-        .get("amazon-bedrock-invocationMetrics")
-        .and_then(|m| m.as_object())
-    {
-        (
-            int(m.get("inputTokenCount")),
-            int(m.get("outputTokenCount")),
-        )
-    } else if let Some(u) = o.get("usage").and_then(|u| u.as_object()) {
-        (int(u.get("input_tokens")), int(u.get("output_tokens")))
-    } else {
-        (
-            int(o.get("inputTextTokenCount")),
-            int(o.get("outputTextTokenCount")),
-        )
-    };
-    let usage = match pair {
-        (None, None) => None,
-        (i, out) => TokenUsage::builder()
-            .input_tokens(i.unwrap_or(0))
-            .output_tokens(out.unwrap_or(0))
-            .total_tokens(i.unwrap_or(0) + out.unwrap_or(0))
-            .build()
-            .ok(),
-    };
-    let reason = o
-        .get("stop_reason")
-        .or_else(|| {
-            o.get("delta")
-                .and_then(|d| d.as_object()?.get("stop_reason"))
-        })
-        .or_else(|| o.get("completionReason"))
-        .and_then(|r| r.as_string())
-        .map(StopReason::from);
-    (usage, reason)
 }
 
 /// The answer of an InvokeModel call: the model's native JSON.
@@ -298,23 +228,71 @@ impl InvokeReply {
 }
 
 impl InvokeRequest<Unary> {
+    /// Returns the timeouts and retry rule this call will use: carried as an
+    /// InvokeModelWithResponseStream when the body is an Anthropic Messages request (the
+    /// crate rebuilds the unary body from its events), unary otherwise.
+    pub fn policy(&self) -> CallPolicy {
+        let target = &self.model.inner().target;
+        let anthropic = self.validate().is_ok_and(|v| v.anthropic);
+        let rule = unary_rule(target, anthropic, self.read_timeout);
+        let falls_back = self.model.chain().fallbacks.iter().any(|f| f.compatible);
+        CallPolicy::of(target, rule, false, falls_back, self.read_timeout)
+    }
+
     /// Sends the call and waits for the whole answer.
     ///
+    /// An Anthropic Messages body goes as an InvokeModelWithResponseStream whose events are
+    /// collected back into the message unary InvokeModel answers (see [`policy`](Self::policy)),
+    /// so a long generation is neither cut by the read timeout nor sent twice.
+    ///
     /// # Errors
-    /// Invalid input (`body`, `read_timeout`) before any network call; otherwise the SDK's
-    /// error mapped to an [`ErrorKind`], after the SDK's retries and a failover as for
-    /// Converse.
+    /// Invalid input (`body`, `read_timeout`) before any network call, including a body that
+    /// goes unary and whose `max_tokens` may take longer than the read timeout, without a read
+    /// timeout of its own; otherwise the SDK's error mapped to an [`ErrorKind`], after the
+    /// SDK's retries and a failover as for Converse.
     pub async fn send(self) -> Result<InvokeReply> {
         let model = self.model.clone();
+        let target = &model.inner().target;
+        let checked = self.validate();
+        let anthropic = checked.as_ref().is_ok_and(|v| v.anthropic);
+        let rule = unary_rule(target, anthropic, self.read_timeout);
+        let stall = target.shared.config.timeouts.stream_stall;
         let answer = drive(
             model.chain(),
             Op::Invoke,
-            || self.validate(),
-            |v, id, region| invoke_send!(region.client.invoke_model().model_id(id), v),
+            rule,
+            || {
+                let v = checked?;
+                let max = v.attrs.max_tokens.map(i64::from);
+                check_unary_bound(target, rule, max, "max_tokens")?;
+                Ok(v)
+            },
+            |v, id, to| {
+                send_carried!(
+                    to,
+                    unary: invoke_send!(to.client.invoke_model().model_id(id), v),
+                    stream: invoke_send!(
+                        to.client.invoke_model_with_response_stream().model_id(id),
+                        v
+                    ),
+                )
+            },
         )
         .await?;
         let mut call = answer.call;
-        let body = answer.output.body().clone();
+        let body = match *answer.output {
+            Carried::Stream(s) => {
+                let stream = InvokeStream {
+                    receiver: s.body,
+                    call,
+                    stall,
+                    saw_chunk: false,
+                    done: false,
+                };
+                return stream.collect_message().await;
+            }
+            Carried::Unary(o) => o.body,
+        };
         if let Some(doc) = std::str::from_utf8(body.as_ref())
             .ok()
             .and_then(|t| parse_json(t).ok())
@@ -346,6 +324,24 @@ impl InvokeRequest<Streaming> {
         self
     }
 
+    /// Returns the timeouts and retry rule this call will use.
+    pub fn policy(&self) -> CallPolicy {
+        let target = &self.model.inner().target;
+        let falls_back = self.model.chain().fallbacks.iter().any(|f| f.compatible);
+        let mut p = CallPolicy::of(
+            target,
+            RetryRule::default(),
+            true,
+            falls_back,
+            self.read_timeout,
+        );
+        p.stall_timeout = Some(
+            self.stall_timeout
+                .unwrap_or(target.shared.config.timeouts.stream_stall),
+        );
+        p
+    }
+
     /// Sends the call and returns the stream of chunks once the response headers arrived.
     ///
     /// # Errors
@@ -359,13 +355,11 @@ impl InvokeRequest<Streaming> {
         let answer = drive(
             model.chain(),
             Op::InvokeStream,
+            RetryRule::default(),
             || self.validate(),
-            |v, id, region| {
+            |v, id, to| {
                 invoke_send!(
-                    region
-                        .client
-                        .invoke_model_with_response_stream()
-                        .model_id(id),
+                    to.client.invoke_model_with_response_stream().model_id(id),
                     v
                 )
             },
@@ -481,6 +475,47 @@ impl InvokeStream {
             }
         }
         Some(Ok(bytes))
+    }
+
+    /// Reads a carried Anthropic stream to its end and returns the message unary InvokeModel
+    /// would have answered.
+    async fn collect_message(mut self) -> Result<InvokeReply> {
+        let mut message = crate::anthropic::MessageBuilder::default();
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            let text = std::str::from_utf8(chunk.as_ref()).ok();
+            match text.and_then(|t| parse_json(t).ok()) {
+                Some(doc) => {
+                    if let Err(e) = message.push(&doc) {
+                        return Err(self.fail_collect(e));
+                    }
+                }
+                None => {
+                    let e = Error::new(ErrorKind::Other, "invoke_model: a chunk is not JSON");
+                    return Err(self.fail_collect(e));
+                }
+            }
+        }
+        let body = match message.finish() {
+            Ok(b) => Blob::new(b),
+            Err(e) => return Err(self.fail_collect(e)),
+        };
+        Ok(InvokeReply {
+            body,
+            model_id: self.call.model_id().to_owned(),
+            region: self.call.region().to_owned(),
+            attempts: self.call.attempts(),
+            latency: self.call.elapsed(),
+        })
+    }
+
+    /// Ends a collect that failed after the stream itself ended or while it still ran.
+    fn fail_collect(&mut self, e: Error) -> Error {
+        if !self.done {
+            self.done = true;
+            self.call.fail(&e);
+        }
+        e
     }
 
     /// Reads the rest of the stream and returns every chunk, in order.
