@@ -362,18 +362,26 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
     for _ in 0..3 {
         a.ask("hi").await.expect("shared limit: 3");
     }
-    let e = b.ask("hi").await.unwrap_err();
-    assert!(e.message().contains("fleet's limit"), "shared: {e}");
+    // Both ask once more: each now knows the fleet has two processes.
+    for f in [&b, &a] {
+        let e = f.ask("hi").await.unwrap_err();
+        assert!(e.message().contains("fleet's limit"), "shared: {e}");
+    }
 
     redis.kill();
     tokio::time::sleep(window + Duration::from_millis(100)).await;
-    // Redis is gone: each process falls back to its own window of 3; no call fails for it.
+    // Redis is gone: each process admits its share of the limit, 3 / 2 processes = 1 per
+    // window (not the whole limit each: two processes would send twice the quota); no call
+    // fails for Redis.
     for f in [&a, &b] {
-        for _ in 0..3 {
-            f.ask("hi").await.expect("local limit");
-        }
+        f.ask("hi").await.expect("its share");
+        let e = f.ask("hi").await.unwrap_err();
+        assert!(
+            e.is_throttled() && e.message().contains("the limit is reached"),
+            "over its share: {e}"
+        );
         let s = f.fleet_stats().unwrap();
-        assert!(s.fallbacks >= 1 && !s.up, "{s:?}");
+        assert!(s.fallbacks >= 1 && !s.up && s.processes == 2, "{s:?}");
     }
 
     redis.restart();

@@ -21,8 +21,9 @@ const SCHEMES: [&str; 4] = ["redis", "rediss", "unix", "redis+unix"];
 pub struct FleetConfig {
     /// The Redis URL, password included. No default.
     pub url: String,
-    /// Prefix of every key this crate writes, so that several fleets can share one Redis
-    /// (`{prefix}:win:{model}`, `{prefix}:cool:region:{region}`, ...). No default.
+    /// Prefix of every key this crate writes, so that several fleets can share one Redis. The
+    /// crate writes it as a hash tag, `{prefix}:win:...`, `{prefix}:cool:region:...`, so that a
+    /// fleet's keys share one slot of a Redis Cluster; it must not contain `{` or `}`. No default.
     pub prefix: String,
     /// Time allowed for one Redis round trip on a call's hot path, connecting included; past
     /// it the call goes on with the local limiter. Default is 50 ms.
@@ -80,6 +81,15 @@ impl FleetConfig {
             return Err(Error::invalid(
                 "fleet.prefix",
                 format!("{:?} contains whitespace", self.prefix),
+            ));
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::invalid(
+                "fleet.prefix",
+                format!(
+                    "{:?} contains a brace: the crate wraps the prefix in braces itself, a hash tag that keeps a fleet's keys in one slot of a Redis Cluster",
+                    self.prefix
+                ),
             ));
         }
         check_duration(self.timeout, "fleet.timeout")?;
@@ -288,6 +298,11 @@ mod tests {
         let mut bad = ok.clone();
         bad.prefix = String::new();
         assert_eq!(field(bad.clone()), "fleet.prefix");
+        // The crate owns the hash tags: a brace in the prefix would move the keys' slot.
+        for braced in ["{svc}", "svc{", "s}vc"] {
+            bad.prefix = braced.into();
+            assert_eq!(field(bad.clone()), "fleet.prefix");
+        }
         bad.prefix = "my app".into();
         assert_eq!(field(bad), "fleet.prefix");
     }

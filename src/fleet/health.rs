@@ -30,6 +30,11 @@ pub struct FleetStats {
     pub reconnects: u64,
     /// Shared entries removed after their acquire timed out on the client but ran on Redis.
     pub forgotten: u64,
+    /// The Redis is a Redis Cluster (learned from the server when the fleet connected).
+    pub cluster: bool,
+    /// Processes of the fleet seen alive at the last admission (this one included); 0 before
+    /// the first. While Redis is unreachable each process admits this share of the limits.
+    pub processes: u64,
 }
 
 /// The live state behind [`FleetStats`].
@@ -47,6 +52,8 @@ pub(super) struct Health {
     pub(super) dropped: AtomicU64,
     pub(super) reconnects: AtomicU64,
     pub(super) forgotten: AtomicU64,
+    pub(super) cluster: AtomicBool,
+    pub(super) processes: AtomicU64,
 }
 
 /// What a failure or success changed, so that the caller logs each transition once.
@@ -72,6 +79,8 @@ impl Health {
             dropped: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
+            cluster: AtomicBool::new(false),
+            processes: AtomicU64::new(0),
         }
     }
 
@@ -127,6 +136,8 @@ impl Health {
             dropped: self.dropped.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             forgotten: self.forgotten.load(Relaxed),
+            cluster: self.cluster.load(Relaxed),
+            processes: self.processes.load(Relaxed),
         }
     }
 }

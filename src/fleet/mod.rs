@@ -7,6 +7,7 @@
 //! `retry_after` before it is tried again, so a dead Redis costs a call nothing.
 
 mod config;
+mod conn;
 mod health;
 mod script;
 #[cfg(test)]
@@ -18,13 +19,14 @@ pub use health::FleetStats;
 pub(crate) use script::{Acquired, Admission, CooldownKey, Ticket, WindowSpec};
 
 use crate::error::{Error, ErrorKind, Result};
+use conn::{Conn, Connect};
 use health::{Health, Transition};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Shortest time allowed to (re)connect in the background; a round trip on the hot path still
 /// waits no longer than the configured timeout.
@@ -41,8 +43,13 @@ pub(crate) struct Fleet {
 }
 
 struct Inner {
-    /// Swapped for a new one after a failover or a dead connection (see [`Fleet::reconnect`]).
-    conn: RwLock<ConnectionManager>,
+    /// The connection, once the first one is made (in the background); swapped for a new one
+    /// after a failover or a dead connection (see [`Fleet::reconnect`]).
+    conn: watch::Sender<Option<Conn>>,
+    /// A connection is being made in the background.
+    connecting: AtomicBool,
+    /// This process's id among the fleet's processes (see [`script::procs_key`]).
+    process: String,
     /// How to build a new connection.
     connect: Connect,
     /// Round trips that timed out since the last answer.
@@ -89,19 +96,18 @@ impl Fleet {
             connect_timeout: config.timeout.max(MIN_CONNECT_TIMEOUT),
             retry_after: config.retry_after,
         };
-        let client = connect.client()?;
-        let server = client.get_connection_info().addr().to_string();
+        let server = connect.info()?.addr().to_string();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(Error::new(
                 ErrorKind::Other,
                 "the fleet's Redis connection needs a tokio runtime",
             ));
         };
-        let connect_timeout = connect.connect_timeout;
-        let conn = connect.manager(client)?;
         let fleet = Fleet {
             inner: Arc::new(Inner {
-                conn: RwLock::new(conn),
+                conn: watch::Sender::new(None),
+                connecting: AtomicBool::new(false),
+                process: format!("{:x}", script::new_ticket_id()),
                 connect,
                 timeouts_in_a_row: AtomicU32::new(0),
                 reconnected: Mutex::new(None),
@@ -117,23 +123,73 @@ impl Fleet {
                 runtime,
             }),
         };
-        // Connect and cache the scripts now, so the first call is one EVALSHA; best effort.
-        let warm = fleet.clone();
-        tokio::spawn(async move {
-            let mut conn = warm.conn();
-            let _ = tokio::time::timeout(connect_timeout, async {
-                for s in [
-                    &warm.inner.acquire,
-                    &warm.inner.settle,
-                    &warm.inner.cooldown,
-                ] {
-                    s.prepare_invoke().load_async(&mut conn).await?;
-                }
-                Ok::<_, RedisError>(())
-            })
-            .await;
-        });
+        fleet.connect_in_background();
         Ok(fleet)
+    }
+
+    /// Makes a connection in the background (whether the server is a cluster is learned from
+    /// it), caches the scripts, and swaps it in; tried again every `retry_after` until it
+    /// works, while the fleet lives. Does nothing if a connection is being made already.
+    fn connect_in_background(&self) {
+        if self.inner.connecting.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let f = Fleet { inner };
+                let timeout = f.inner.connect.connect_timeout;
+                let opened = tokio::time::timeout(timeout, f.inner.connect.open()).await;
+                match opened {
+                    Ok(Ok(mut conn)) => {
+                        // The scripts cached now, so the first call is one EVALSHA; best effort.
+                        let _ = tokio::time::timeout(timeout, async {
+                            for s in [&f.inner.acquire, &f.inner.settle, &f.inner.cooldown] {
+                                s.prepare_invoke().load_async(&mut conn).await?;
+                            }
+                            Ok::<_, RedisError>(())
+                        })
+                        .await;
+                        let cluster = matches!(conn, Conn::Cluster(_));
+                        let mode = conn.mode();
+                        f.inner.health.cluster.store(cluster, Relaxed);
+                        let first = f.inner.conn.send_replace(Some(conn)).is_none();
+                        if !first {
+                            f.inner.health.reconnects.fetch_add(1, Relaxed);
+                        }
+                        f.inner.timeouts_in_a_row.store(0, Relaxed);
+                        f.inner.connecting.store(false, Relaxed);
+                        tracing::info!(
+                            server = %f.inner.server,
+                            mode,
+                            "fleet redis connected"
+                        );
+                        return;
+                    }
+                    Ok(Err(e)) => f.failed_to_connect(&Trouble::Redis(e)),
+                    Err(_) => f.failed_to_connect(&Trouble::Timeout),
+                }
+                let pause = f.inner.connect.retry_after;
+                drop(f);
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// Records a failed connection attempt: the fleet rests, as after a failed round trip, and
+    /// the calls waiting for the connection stop waiting.
+    fn failed_to_connect(&self, t: &Trouble) {
+        let transition = self.inner.health.failed();
+        self.inner.conn.send_modify(|_| {});
+        if transition == Transition::WentDown {
+            tracing::warn!(
+                server = %self.inner.server,
+                error = %t,
+                retry_after = ?self.inner.health.retry_after(),
+                "fleet redis failed; using the local limiter until it answers again"
+            );
+        }
     }
 
     /// Checks `model_id`'s shared window for a request of `tokens` (admitting and logging it if
@@ -162,6 +218,8 @@ impl Fleet {
         for k in &keys {
             call.key(k);
         }
+        call.key(script::gone_key(&inner.prefix, ticket))
+            .key(script::procs_key(&inner.prefix));
         for k in cooldown_keys {
             call.key(k.redis_key(&inner.prefix));
         }
@@ -170,21 +228,29 @@ impl Fleet {
             .arg(limit(spec.tokens))
             .arg(spec.window_ms())
             .arg(tokens)
-            .arg(ticket.to_string());
-        let mut conn = self.conn();
-        let answer = self
-            .round_trip(call.invoke_async::<Vec<i64>>(&mut conn))
-            .await
-            .and_then(|v| {
-                script::parse_acquire(&v, cooldown_keys.len(), ticket).ok_or(Trouble::Answer)
-            });
+            .arg(ticket.to_string())
+            .arg(&inner.process);
+        let answer = match self.conn().await {
+            Ok(mut conn) => self
+                .round_trip(call.invoke_async::<Vec<i64>>(&mut conn))
+                .await
+                .and_then(|v| {
+                    script::parse_acquire(&v, cooldown_keys.len(), ticket).ok_or(Trouble::Answer)
+                }),
+            Err(t) => Err(t),
+        };
+        if let Ok(a) = &answer
+            && a.processes > 0
+        {
+            inner.health.processes.store(a.processes, Relaxed);
+        }
         match answer {
             Ok(a) => Ok(a),
             Err(t) => {
                 // It may still run on the server after the client gave up on it: the local
                 // limiter admits this call, so its shared entry must not stay behind.
                 if matches!(t, Trouble::Timeout) && !spec.is_unlimited() {
-                    self.forget(keys, ticket);
+                    self.forget(keys, ticket, spec.window_ms());
                 }
                 self.failed(&t);
                 inner.health.fallbacks.fetch_add(1, Relaxed);
@@ -216,7 +282,7 @@ impl Fleet {
                 .arg(ticket.at_ms)
                 .arg(tokens)
                 .arg(window_ms);
-            let mut conn = f.conn();
+            let mut conn = f.conn().await?;
             let applied: i64 = f.round_trip(call.invoke_async(&mut conn)).await?;
             if applied == 1 {
                 f.inner.health.corrections.fetch_add(1, Relaxed);
@@ -233,7 +299,7 @@ impl Fleet {
         self.spawn_write(move |f| async move {
             let mut call = f.inner.cooldown.prepare_invoke();
             call.key(key).arg(ms);
-            let mut conn = f.conn();
+            let mut conn = f.conn().await?;
             let set: i64 = f.round_trip(call.invoke_async(&mut conn)).await?;
             if set == 1 {
                 f.inner.health.cooldowns_set.fetch_add(1, Relaxed);
@@ -246,7 +312,7 @@ impl Fleet {
     pub(crate) fn clear_cooldown(&self, key: CooldownKey) {
         let key = key.redis_key(&self.inner.prefix);
         self.spawn_write(move |f| async move {
-            let mut conn = f.conn();
+            let mut conn = f.conn().await?;
             let cmd = redis::cmd("DEL").arg(key).clone();
             let _: i64 = f.round_trip(cmd.query_async(&mut conn)).await?;
             Ok(())
@@ -257,13 +323,21 @@ impl Fleet {
     /// after the acquire on the same connection (Redis runs a connection's commands in order),
     /// tried a few times whether or not Redis rests, since the entry would hold a slot for two
     /// windows.
-    fn forget(&self, [log, toks]: [String; 2], ticket: u64) {
+    fn forget(&self, [log, toks]: [String; 2], ticket: u64, window_ms: u64) {
         let f = self.clone();
+        let gone = script::gone_key(&self.inner.prefix, ticket);
         self.inner.runtime.spawn(async move {
             for _ in 0..3 {
                 let mut call = f.inner.forget.prepare_invoke();
-                call.key(&log).key(&toks).arg(ticket.to_string());
-                let mut conn = f.conn();
+                call.key(&log)
+                    .key(&toks)
+                    .key(&gone)
+                    .arg(ticket.to_string())
+                    .arg(window_ms);
+                let Ok(mut conn) = f.conn().await else {
+                    tokio::time::sleep(f.inner.connect.retry_after).await;
+                    continue;
+                };
                 // Nothing waits on it: room for the stall that made the acquire time out.
                 let timeout = Duration::from_secs(5);
                 match tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await {
@@ -309,7 +383,9 @@ impl Fleet {
                     .arg(ticket.id)
                     .arg(ticket.at_ms)
                     .arg(window_ms);
-                let mut conn = f.conn();
+                let Ok(mut conn) = f.conn().await else {
+                    continue;
+                };
                 match f.round_trip(call.invoke_async::<i64>(&mut conn)).await {
                     Ok(1) => {}
                     // Settled or trimmed already: nothing left to keep.
@@ -337,7 +413,9 @@ impl Fleet {
             .arg("PX")
             .arg(ms)
             .clone();
-        let mut conn = self.conn();
+        let Ok(mut conn) = self.conn().await else {
+            return true;
+        };
         match self
             .round_trip(cmd.query_async::<Option<String>>(&mut conn))
             .await
@@ -374,8 +452,12 @@ impl Fleet {
         Ok(out)
     }
 
-    /// Records a failed round trip; logs the first failure of an outage.
+    /// Records a failed round trip; logs the first failure of an outage. Not being connected
+    /// yet is no failure of its own: the connection attempt records its failure itself.
     fn failed(&self, t: &Trouble) {
+        if matches!(t, Trouble::NotConnected) {
+            return;
+        }
         if self.inner.health.failed() == Transition::WentDown {
             tracing::warn!(
                 server = %self.inner.server,
@@ -384,33 +466,47 @@ impl Fleet {
                 "fleet redis failed; using the local limiter until it answers again"
             );
         }
-        let rebuild = match t {
-            // One slow answer is a busy Redis; a run of them, a dead connection.
-            Trouble::Timeout => self.inner.timeouts_in_a_row.fetch_add(1, Relaxed) >= 1,
-            // A demoted primary answers writes with READONLY for as long as the connection
-            // lives; a lost connection is lost.
-            Trouble::Redis(e) => {
-                // A script's write on a replica fails with READONLY in its message.
-                let readonly = |m: Option<&str>| m.is_some_and(|m| m.contains("READONLY"));
-                readonly(e.code())
-                    || readonly(e.detail())
-                    || e.is_io_error()
-                    || e.is_connection_dropped()
-            }
-            Trouble::Answer => false,
-        };
+        // A cluster client follows failovers and lost nodes by itself (it learns the slots
+        // again from the nodes it knows); a new one would only know the URL's node.
+        let cluster = self.inner.health.cluster.load(Relaxed);
+        let rebuild = !cluster
+            && match t {
+                // One slow answer is a busy Redis; a run of them, a dead connection.
+                Trouble::Timeout => self.inner.timeouts_in_a_row.fetch_add(1, Relaxed) >= 1,
+                // A demoted primary answers writes with READONLY for as long as the connection
+                // lives; a lost connection is lost.
+                Trouble::Redis(e) => {
+                    // A script's write on a replica fails with READONLY in its message.
+                    let readonly = |m: Option<&str>| m.is_some_and(|m| m.contains("READONLY"));
+                    readonly(e.code())
+                        || readonly(e.detail())
+                        || e.is_io_error()
+                        || e.is_connection_dropped()
+                }
+                Trouble::Answer | Trouble::NotConnected => false,
+            };
         if rebuild {
             self.reconnect();
         }
     }
 
-    /// Returns the current connection (a cheap clone of the manager).
-    fn conn(&self) -> ConnectionManager {
-        self.inner
-            .conn
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Returns the current connection (a cheap clone), waiting up to the round trip's timeout
+    /// for the first one, unless the attempt to make it failed.
+    async fn conn(&self) -> Result<Conn, Trouble> {
+        let mut rx = self.inner.conn.subscribe();
+        let ready = async {
+            loop {
+                if let Some(c) = rx.borrow_and_update().clone() {
+                    return Ok(c);
+                }
+                if self.inner.health.resting() || rx.changed().await.is_err() {
+                    return Err(Trouble::NotConnected);
+                }
+            }
+        };
+        tokio::time::timeout(self.inner.timeout, ready)
+            .await
+            .unwrap_or(Err(Trouble::NotConnected))
     }
 
     /// Drops the connection for a new one, at most once per `retry_after`: the manager's own
@@ -426,16 +522,8 @@ impl Fleet {
             }
             *last = Some(Instant::now());
         }
-        let manager = inner
-            .connect
-            .client()
-            .and_then(|c| inner.connect.manager(c));
-        if let Ok(m) = manager {
-            *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = m;
-            inner.timeouts_in_a_row.store(0, Relaxed);
-            inner.health.reconnects.fetch_add(1, Relaxed);
-            tracing::info!(server = %inner.server, "fleet redis: the connection is replaced by a new one");
-        }
+        tracing::info!(server = %inner.server, "fleet redis: the connection is replaced by a new one");
+        self.connect_in_background();
     }
 
     /// Runs a write in the background unless Redis is resting; failures are counted, not
@@ -461,63 +549,6 @@ impl Fleet {
     }
 }
 
-/// What building a connection to the fleet's Redis takes (kept to build a new one).
-struct Connect {
-    url: String,
-    ca_pem: Option<String>,
-    connect_timeout: Duration,
-    retry_after: Duration,
-}
-
-impl Connect {
-    /// Returns a client whose connections have TCP keepalive and `TCP_USER_TIMEOUT`: a
-    /// black-holed connection is found dead by the kernel in seconds, not after its
-    /// retransmission limit (about 15 minutes).
-    fn client(&self) -> Result<redis::Client> {
-        use redis::IntoConnectionInfo;
-        use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
-        let bad = || Error::invalid("fleet.url", "is not a Redis URL");
-        let keepalive = TcpKeepalive::new()
-            .with_time(Duration::from_secs(5))
-            .with_interval(Duration::from_secs(2))
-            .with_retries(3);
-        let tcp = TcpSettings::default()
-            .set_nodelay(true)
-            .set_keepalive(keepalive)
-            .set_user_timeout(Duration::from_secs(10));
-        let info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| bad())?
-            .set_tcp_settings(tcp);
-        match &self.ca_pem {
-            None => redis::Client::open(info),
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.as_bytes().to_vec()),
-                },
-            ),
-        }
-        .map_err(|_| bad())
-    }
-
-    /// Returns a manager on `client` that connects on first use.
-    fn manager(&self, client: redis::Client) -> Result<ConnectionManager> {
-        // One quick retry per connection attempt: our own `retry_after` paces the rest. No
-        // response timeout of its own: each round trip has the fleet's.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(self.retry_after);
-        ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| Error::new(ErrorKind::Other, format!("fleet: {:?} error", e.kind())))
-    }
-}
-
 /// Stops the renewal of a call's entry when dropped (the call ended; its settlement follows).
 #[derive(Debug)]
 pub(crate) struct Renewal(tokio::task::AbortHandle);
@@ -534,6 +565,8 @@ enum Trouble {
     Timeout,
     Redis(RedisError),
     Answer,
+    /// No connection made yet.
+    NotConnected,
 }
 
 impl fmt::Display for Trouble {
@@ -548,6 +581,7 @@ impl fmt::Display for Trouble {
                 None => write!(f, "{:?} error", e.kind()),
             },
             Trouble::Answer => f.write_str("the script's answer had an unexpected shape"),
+            Trouble::NotConnected => f.write_str("not connected yet"),
         }
     }
 }

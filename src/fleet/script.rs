@@ -1,10 +1,20 @@
 //! The Lua scripts that keep the shared window and the cooldowns atomic, their keys, and the
 //! types their answers turn into.
 //!
-//! Per model: `{prefix}:win:{model}`, a sorted set of admitted entries (member = `seq:admitted
-//! ms`, score = when the entry leaves the window, in ms of Redis `TIME`, so the fleet shares
-//! one clock), and `{prefix}:tok:{model}`, a hash of member -> tokens plus `_sum` (tokens of
-//! the entries in the set) and `_seq` (the id counter).
+//! Every key starts with the prefix as a hash tag, `{prefix}:`, so that all the keys of a
+//! fleet live in one hash slot: in a Redis Cluster every script touches one slot (one node),
+//! a call costs one round trip, and the region cooldowns that every model's acquire reads
+//! exist once. The price: one fleet's keys live on one shard (different fleets, with different
+//! prefixes, spread over the shards). A fleet makes a few round trips per call, far below what
+//! one shard serves.
+//!
+//! Per model and window length: `{prefix}:win:{window ms}:{model}`, a sorted set of admitted
+//! entries (member = the client's ticket id, score = when the entry leaves the window, in ms
+//! of Redis `TIME`, so the fleet shares one clock), and `{prefix}:tok:{window ms}:{model}`, a
+//! hash of member -> tokens plus `_sum` (tokens of the entries in the set). Per fleet:
+//! `{prefix}:procs`, the processes seen admitting lately (for the outage share), and
+//! `{prefix}:gone:{ticket}`, a tombstone left by [`FORGET`] so that a late copy of a forgotten
+//! acquire adds nothing.
 //!
 //! As in the local window, an entry leaves one window after its call **ended**: admitted, it
 //! leaves two windows later (a call in flight, or a process that died during it); settled
@@ -73,6 +83,9 @@ pub(crate) struct Acquired {
     pub(crate) admission: Admission,
     /// Per cooldown key asked about: the cooldown left, or `None` when there is none.
     pub(crate) cooldowns: Vec<Option<Duration>>,
+    /// The fleet's processes that asked within the last two windows, this one included (0 when
+    /// the spec had no limit: not counted then).
+    pub(crate) processes: u64,
 }
 
 /// A cooldown shared by the fleet.
@@ -107,14 +120,16 @@ impl CooldownKey {
     /// Returns the Redis key under `prefix`.
     pub(crate) fn redis_key(&self, prefix: &str) -> String {
         match self {
-            CooldownKey::Region(r) => format!("{prefix}:cool:region:{r}"),
+            CooldownKey::Region(r) => format!("{{{prefix}}}:cool:region:{r}"),
             CooldownKey::ModelRegion { model, region } => {
-                format!("{prefix}:cool:model:{model}|{region}")
+                format!("{{{prefix}}}:cool:model:{model}|{region}")
             }
             CooldownKey::Throttled { model, region } => {
-                format!("{prefix}:cool:throttle:{model}|{region}")
+                format!("{{{prefix}}}:cool:throttle:{model}|{region}")
             }
-            CooldownKey::Trial { model, region } => format!("{prefix}:trial:{model}|{region}"),
+            CooldownKey::Trial { model, region } => {
+                format!("{{{prefix}}}:trial:{model}|{region}")
+            }
         }
     }
 }
@@ -125,32 +140,50 @@ impl CooldownKey {
 /// one model keep separate windows, instead of trimming and expiring each other's entries.
 pub(crate) fn window_keys(prefix: &str, model_id: &str, window_ms: u64) -> [String; 2] {
     [
-        format!("{prefix}:win:{window_ms}:{model_id}"),
-        format!("{prefix}:tok:{window_ms}:{model_id}"),
+        format!("{{{prefix}}}:win:{window_ms}:{model_id}"),
+        format!("{{{prefix}}}:tok:{window_ms}:{model_id}"),
     ]
 }
 
-/// Acquire: KEYS = log, tokens, cooldown keys...; ARGV = limited (0/1), requests limit (-1 for
-/// none), tokens limit (-1 for none), window ms, this request's tokens, the client's ticket id.
-/// Answers {status, retry ms, 0, at ms, pttl per cooldown key...}; status 0 admitted (also when
-/// the ticket is in the log already: a repeat of the same acquire), 1 retry later, 2 never
-/// fits, 3 not limited (cooldowns read only).
+/// Returns the tombstone key of a forgotten ticket.
+pub(crate) fn gone_key(prefix: &str, ticket: u64) -> String {
+    format!("{{{prefix}}}:gone:{ticket}")
+}
+
+/// Returns the key of the processes seen admitting lately.
+pub(crate) fn procs_key(prefix: &str) -> String {
+    format!("{{{prefix}}}:procs")
+}
+
+/// Acquire: KEYS = log, tokens, the ticket's tombstone, the processes, cooldown keys...; ARGV =
+/// limited (0/1), requests limit (-1 for none), tokens limit (-1 for none), window ms, this
+/// request's tokens, the client's ticket id, the process's id. Answers {status, retry ms, live
+/// processes, at ms, pttl per cooldown key...}; status 0 admitted (also when the ticket is in
+/// the log already: a repeat of the same acquire; or forgotten: a late copy of one that timed
+/// out), 1 retry later, 2 never fits, 3 not limited (cooldowns read only).
 pub(crate) const ACQUIRE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local out = {0, 0, 0, 0}
-for i = 3, #KEYS do out[#out + 1] = redis.call('PTTL', KEYS[i]) end
-local function answer(status, wait, id, at)
-  out[1], out[2], out[3], out[4] = status, wait, id, at
+for i = 5, #KEYS do out[#out + 1] = redis.call('PTTL', KEYS[i]) end
+local function answer(status, wait, procs, at)
+  out[1], out[2], out[3], out[4] = status, wait, procs, at
   return out
 end
 if ARGV[1] == '0' then return answer(3, 0, 0, 0) end
 local log, toks = KEYS[1], KEYS[2]
 local rl, tl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local win, n, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-if rl == 0 or (tl >= 0 and n > tl) then return answer(2, 0, 0, 0) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZSCORE', log, ticket) then return answer(0, 0, 0, now) end
+-- The processes that asked within two windows share the limit while Redis is out of reach.
+redis.call('ZADD', KEYS[4], now + 2 * win, ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+redis.call('PEXPIRE', KEYS[4], 2 * win)
+local procs = redis.call('ZCARD', KEYS[4])
+if rl == 0 or (tl >= 0 and n > tl) then return answer(2, 0, procs, 0) end
+if redis.call('ZSCORE', log, ticket) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return answer(0, 0, procs, now)
+end
 -- Entries that left the window go, and their tokens leave the sum (in batches: unpack's limit).
 while true do
   local old = redis.call('ZRANGEBYSCORE', log, '-inf', now, 'LIMIT', 0, 500)
@@ -174,7 +207,7 @@ if ok_r and ok_t then
   redis.call('HINCRBY', toks, '_sum', n)
   redis.call('PEXPIRE', log, 3 * win)
   redis.call('PEXPIRE', toks, 3 * win)
-  return answer(0, 0, 0, now)
+  return answer(0, 0, procs, now)
 end
 -- Not admitted: wait until enough of the oldest entries leave the window.
 local wait = 1
@@ -199,7 +232,7 @@ if not ok_t then
     from = from + 500
   end
 end
-return answer(1, wait, 0, 0)
+return answer(1, wait, procs, 0)
 "#;
 
 /// Settle: KEYS = log, tokens; ARGV = ticket id, admitted ms, actual tokens (-1 to keep the
@@ -243,10 +276,13 @@ end
 return 1
 "#;
 
-/// Forget: KEYS = log, tokens; ARGV = ticket id. An acquire that timed out on the client may
-/// still have run on the server: its entry (if any) leaves the window, and its tokens the sum.
+/// Forget: KEYS = log, tokens, the ticket's tombstone; ARGV = ticket id, window ms. An acquire
+/// that timed out on the client may still have run on the server, or still be on its way (a
+/// cluster client sends a command again after a redirect): its entry (if any) leaves the
+/// window, its tokens the sum, and a tombstone keeps a late copy from adding it again.
 /// Answers 1 if there was one.
 pub(crate) const FORGET: &str = r#"
+redis.call('SET', KEYS[3], '1', 'PX', 3 * tonumber(ARGV[2]))
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -283,6 +319,7 @@ pub(crate) fn parse_acquire(v: &[i64], cooldowns: usize, ticket: u64) -> Option<
     Some(Acquired {
         admission,
         cooldowns,
+        processes: u64::try_from(v[2]).ok()?,
     })
 }
 
@@ -294,22 +331,25 @@ mod tests {
     fn keys_are_namespaced() {
         assert_eq!(
             CooldownKey::Region("us-east-1".into()).redis_key("p"),
-            "p:cool:region:us-east-1"
+            "{p}:cool:region:us-east-1"
         );
         let k = CooldownKey::ModelRegion {
             model: "m".into(),
             region: "eu-west-1".into(),
         };
-        assert_eq!(k.redis_key("p"), "p:cool:model:m|eu-west-1");
+        assert_eq!(k.redis_key("p"), "{p}:cool:model:m|eu-west-1");
         assert_eq!(
             window_keys("p", "m", 60_000),
-            ["p:win:60000:m", "p:tok:60000:m"]
+            ["{p}:win:60000:m", "{p}:tok:60000:m"]
         );
+        assert_eq!(gone_key("p", 7), "{p}:gone:7");
+        assert_eq!(procs_key("p"), "{p}:procs");
     }
 
     #[test]
     fn answers_parse() {
-        let a = parse_acquire(&[1, 250, 0, 0, -2, 900], 2, 7).unwrap();
+        let a = parse_acquire(&[1, 250, 3, 0, -2, 900], 2, 7).unwrap();
+        assert_eq!(a.processes, 3);
         assert_eq!(
             a.admission,
             Admission::RetryAfter(Duration::from_millis(250))

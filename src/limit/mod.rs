@@ -158,6 +158,11 @@ pub(crate) struct Limiter {
     /// Calls waiting for room in the fleet's window now (bounded by `max_queue`).
     #[cfg(feature = "redis")]
     shared_waiting: std::sync::atomic::AtomicUsize,
+    /// The fleet's processes seen at the last shared admission (0 before the first): while
+    /// Redis is out of reach, this process admits its share of the limit, the limit divided
+    /// by them.
+    #[cfg(feature = "redis")]
+    processes: AtomicU64,
 }
 
 /// A call admitted by a limiter: correct its tokens with the usage reported. Dropping it
@@ -250,7 +255,29 @@ impl Limiter {
             fleet: None,
             #[cfg(feature = "redis")]
             shared_waiting: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(feature = "redis")]
+            processes: AtomicU64::new(0),
         }
+    }
+
+    /// Returns this process's share of the limit while the fleet's Redis is out of reach: the
+    /// limit divided by the processes it last saw sharing it (at least one request; at least
+    /// this call's tokens, so that a call that fits the whole limit can still go alone). `None`
+    /// without a fleet, or before the fleet was first reached, or for a fleet of one.
+    fn outage_share(&self, tokens: u64) -> Option<ModelLimit> {
+        #[cfg(feature = "redis")]
+        {
+            let n = self.processes.load(Relaxed);
+            if self.fleet.is_some() && n > 1 {
+                return Some(ModelLimit {
+                    requests: self.limit.requests.map(|r| (r / n).max(1)),
+                    tokens: self.limit.tokens.map(|t| (t / n).max(tokens)),
+                    ..self.limit
+                });
+            }
+        }
+        let _ = tokens;
+        None
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -301,13 +328,14 @@ impl Limiter {
         {
             return shared.map(|(lease, _)| lease);
         }
-        let limit = &self.limit;
-        if let Some(max) = limit.tokens
+        if let Some(max) = self.limit.tokens
             && tokens > max
         {
             self.rejected.fetch_add(1, Relaxed);
             return Err(self.never_fits(model_id, tokens, max));
         }
+        let share = self.outage_share(tokens);
+        let limit = share.as_ref().unwrap_or(&self.limit);
         let started = Instant::now();
         let (waiting, deadline) = {
             let mut s = self.lock();

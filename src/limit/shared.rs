@@ -28,6 +28,12 @@ impl Limiter {
         self
     }
 
+    /// Returns the fleet's figures, when this limiter shares its window.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn fleet_stats(&self) -> Option<crate::fleet::FleetStats> {
+        self.fleet.as_ref().map(Fleet::stats)
+    }
+
     /// Admits a call of `tokens` through the fleet's shared window, reading the cooldowns of
     /// `keys` in the same round trip. `None` when Redis did not answer: the caller uses the
     /// local window.
@@ -48,6 +54,9 @@ impl Limiter {
         let mut waiting: Option<SharedWaiting<'_>> = None;
         loop {
             let acquired = fleet.acquire(model_id, spec, tokens, keys).await.ok()?;
+            if acquired.processes > 0 {
+                self.processes.store(acquired.processes, Relaxed);
+            }
             let after = match acquired.admission {
                 Admission::Admitted(ticket) => {
                     if waiting.is_some() {

@@ -1,6 +1,7 @@
 //! Tests of the shared window and cooldowns against a real `redis-server` on a free loopback
 //! port (skipped, with a message, when `redis-server` is not on PATH; `.ci/run` installs it).
 
+mod cluster;
 mod failover;
 mod outage;
 #[cfg(feature = "local")]
@@ -42,17 +43,7 @@ impl RedisServer {
     }
 
     fn installed(password: Option<String>) -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            // CI sets this: there, a missing server is a failure, never a silent skip.
-            assert!(
-                std::env::var_os("BEDROCK_POOL_REQUIRE_REDIS").is_none(),
-                "BEDROCK_POOL_REQUIRE_REDIS is set but redis-server is not on PATH"
-            );
-            eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
+        if !redis_installed() {
             return None;
         }
         Some(RedisServer {
@@ -150,6 +141,22 @@ impl Drop for RedisServer {
     }
 }
 
+/// Whether `redis-server` (and `redis-cli`, of the same package) can be run; prints why not.
+/// Panics instead where CI asks for the Redis tests (`BEDROCK_POOL_REQUIRE_REDIS`): there a
+/// missing server is a failure, never a silent skip.
+pub(super) fn redis_installed() -> bool {
+    let runs = |bin: &str| Command::new(bin).arg("--version").output().is_ok();
+    if runs("redis-server") && runs("redis-cli") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BEDROCK_POOL_REQUIRE_REDIS").is_none(),
+        "BEDROCK_POOL_REQUIRE_REDIS is set but redis-server or redis-cli is not on PATH"
+    );
+    eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
+    false
+}
+
 /// Returns a loopback port that was free a moment ago.
 pub(super) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -171,8 +178,17 @@ pub(super) fn fleet(url: &str, prefix: &str) -> Fleet {
 }
 
 /// Polls `f` until it is true or 5 s pass; returns the last value.
-pub(super) async fn eventually<F: Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
-    for _ in 0..250 {
+pub(super) async fn eventually<F: Future<Output = bool>>(f: impl FnMut() -> F) -> bool {
+    eventually_within(Duration::from_secs(5), f).await
+}
+
+/// Polls `f` every 20 ms until it is true or `within` passes; returns the last value.
+pub(super) async fn eventually_within<F: Future<Output = bool>>(
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
         if f().await {
             return true;
         }

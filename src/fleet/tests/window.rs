@@ -122,7 +122,7 @@ async fn tokens_are_limited_and_corrected() {
     ticket(admission(&b, spec, 60).await);
     let mut conn = redis.connection().await.expect("redis");
     let sum: u64 = redis::cmd("HGET")
-        .arg(format!("{p}:tok:{}:{MODEL}", spec.window.as_millis()))
+        .arg(format!("{{{p}}}:tok:{}:{MODEL}", spec.window.as_millis()))
         .arg("_sum")
         .query_async(&mut conn)
         .await
@@ -200,11 +200,12 @@ async fn every_key_expires_on_its_own() {
     assert!(eventually(|| async { f.stats().cooldowns_set == 2 }).await);
     let mut conn = redis.connection().await.expect("redis");
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{p}:*"))
+        .arg(format!("{{{p}}}:*"))
         .query_async(&mut conn)
         .await
         .expect("keys");
-    assert_eq!(keys.len(), 4, "{keys:?}");
+    // Two of the window, two cooldowns, the processes.
+    assert_eq!(keys.len(), 5, "{keys:?}");
     for k in keys {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&k)
@@ -381,7 +382,7 @@ async fn a_lost_log_heals_its_token_sum() {
     ticket(admission(&f, spec, 80).await);
     let mut conn = redis.connection().await.expect("redis");
     let () = redis::cmd("DEL")
-        .arg(format!("{p}:win:60000:{MODEL}"))
+        .arg(format!("{{{p}}}:win:60000:{MODEL}"))
         .query_async(&mut conn)
         .await
         .expect("del");
@@ -452,9 +453,68 @@ async fn an_acquire_that_timed_out_leaves_nothing_behind() {
     );
     let mut conn = redis.connection().await.expect("redis");
     let n: u64 = redis::cmd("ZCARD")
-        .arg(format!("{p}:win:60000:{MODEL}"))
+        .arg(format!("{{{p}}}:win:60000:{MODEL}"))
         .query_async(&mut conn)
         .await
         .expect("zcard");
     assert_eq!(n, 1, "only the first call's entry is in the window");
+}
+
+/// A copy of an acquire that arrives after its ticket was forgotten (a cluster client sends a
+/// command again after a redirect, whenever it likes) finds the tombstone and adds nothing.
+#[tokio::test]
+async fn a_late_copy_of_a_forgotten_acquire_adds_nothing() {
+    use crate::fleet::script;
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("tombstone");
+    let mut conn = redis.connection().await.expect("redis");
+    let [log, toks] = script::window_keys(&p, MODEL, 60_000);
+    let ticket = 42_u64;
+    let forget = redis::Script::new(script::FORGET);
+    let forgotten: i64 = forget
+        .key(&log)
+        .key(&toks)
+        .key(script::gone_key(&p, ticket))
+        .arg(ticket)
+        .arg(60_000)
+        .invoke_async(&mut conn)
+        .await
+        .expect("forget");
+    assert_eq!(forgotten, 0, "nothing there yet");
+    let acquire = redis::Script::new(script::ACQUIRE);
+    let mut ask = async |t: u64| -> Vec<i64> {
+        acquire
+            .key(&log)
+            .key(&toks)
+            .key(script::gone_key(&p, t))
+            .key(script::procs_key(&p))
+            .arg(1)
+            .arg(10)
+            .arg(-1)
+            .arg(60_000)
+            .arg(1)
+            .arg(t)
+            .arg("proc-a")
+            .invoke_async(&mut conn)
+            .await
+            .expect("acquire")
+    };
+    let late = ask(ticket).await;
+    assert_eq!(
+        (late[0], late[2]),
+        (0, 1),
+        "answered, one process: {late:?}"
+    );
+    let fresh = ask(43).await;
+    assert_eq!(fresh[0], 0);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&log)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("zrange");
+    assert_eq!(members, ["43"], "only the fresh ticket is in the window");
 }
