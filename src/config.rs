@@ -167,8 +167,11 @@ pub struct FactoryConfig {
     /// The circuit breaker of each model in each region; `None` turns breakers off. Default is
     /// [`BreakerConfig::default`].
     pub breaker: Option<BreakerConfig>,
-    /// Client-side limits by model id. Default is none.
+    /// Client-side limits by model id, one of this size in each region. Default is none.
     pub limits: Vec<(String, crate::limit::ModelLimit)>,
+    /// Client-side limits of one model in one region, (region, model id, limit), replacing
+    /// the model's limit of `limits` there. Default is none.
+    pub region_limits: Vec<(String, String, crate::limit::ModelLimit)>,
     /// Level of each call's `tracing` span (named `bedrock.converse` or
     /// `bedrock.converse_stream`, with the OpenTelemetry GenAI attributes). Default is INFO.
     pub span_level: tracing::Level,
@@ -189,6 +192,7 @@ impl Default for FactoryConfig {
             failover_cooldown: Duration::from_secs(30),
             breaker: Some(BreakerConfig::default()),
             limits: Vec::new(),
+            region_limits: Vec::new(),
             span_level: tracing::Level::INFO,
         }
     }

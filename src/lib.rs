@@ -84,7 +84,7 @@ pub use heartbeat::{
     HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
 };
 pub use invoke::{InvokeBody, InvokeReply, InvokeRequest, InvokeStream};
-pub use limit::{LimitMode, LimitStats, ModelLimit};
+pub use limit::{LimitMode, LimitStats, ModelLimit, burndown_rate};
 pub use model::Model;
 pub use region::RegionStats;
 pub use reply::{Reasoning, Reply};

@@ -13,6 +13,48 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+/// One model's limiters, in the regions' order; `None` in a region where it has no limit.
+pub(crate) type RegionLimiters = Arc<[Option<Arc<Limiter>>]>;
+
+/// Returns the limiters of `config`'s limits in `regions`, each sharing through `fleet` when
+/// there is one.
+fn limiters(
+    config: &FactoryConfig,
+    regions: &Regions,
+    #[cfg(feature = "redis")] fleet: Option<&crate::fleet::Fleet>,
+) -> HashMap<String, RegionLimiters> {
+    let mut models: Vec<&String> = config.limits.iter().map(|(m, _)| m).collect();
+    models.extend(config.region_limits.iter().map(|(_, m, _)| m));
+    models.sort();
+    models.dedup();
+    models
+        .into_iter()
+        .map(|id| {
+            let per_region = regions
+                .iter()
+                .map(|r| {
+                    let own = config
+                        .region_limits
+                        .iter()
+                        .find(|(region, m, _)| *region == r.region && m == id)
+                        .map(|(_, _, l)| *l);
+                    let all = config.limits.iter().find(|(m, _)| m == id).map(|(_, l)| *l);
+                    own.or(all).map(|l| {
+                        let limiter = Limiter::new(id, &r.region, l);
+                        #[cfg(feature = "redis")]
+                        let limiter = match fleet {
+                            Some(f) => limiter.with_fleet(f.clone()),
+                            None => limiter,
+                        };
+                        Arc::new(limiter)
+                    })
+                })
+                .collect();
+            (id.clone(), per_region)
+        })
+        .collect()
+}
+
 /// Most model ids whose statistics (and metric labels) are kept apart; later ids are counted
 /// together under `other`.
 pub(crate) const MAX_TRACKED_MODELS: usize = 256;
@@ -39,8 +81,9 @@ pub(crate) struct Shared {
     pub(crate) breakers: BreakerTable,
     /// Each model id's lanes: its own SDK client (retry partition) and state per region.
     pub(crate) lanes: crate::lanes::LaneTable,
-    /// The client-side limits, by model id (fixed when the factory is built).
-    pub(crate) limits: HashMap<String, Arc<Limiter>>,
+    /// The client-side limits, by model id, one per region in the regions' order (fixed when
+    /// the factory is built).
+    pub(crate) limits: HashMap<String, RegionLimiters>,
     /// The fleet's shared Redis, when the factory shares its limits and cooldowns.
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::Fleet>,
@@ -64,11 +107,12 @@ impl Shared {
         Shared {
             breakers: BreakerTable::new(config.breaker, regions.len(), MAX_TRACKED_MODELS),
             lanes: crate::lanes::LaneTable::new(factory_id, MAX_TRACKED_MODELS),
-            limits: config
-                .limits
-                .iter()
-                .map(|(id, l)| (id.clone(), Arc::new(Limiter::new(id, *l))))
-                .collect(),
+            limits: limiters(
+                &config,
+                &regions,
+                #[cfg(feature = "redis")]
+                None,
+            ),
             activity: Arc::new(Activity::new(config.wakeup_threshold)),
             config,
             transport,
@@ -91,15 +135,7 @@ impl Shared {
     /// Shares the limits and cooldowns through `fleet`: the limiters take the fleet's window.
     #[cfg(feature = "redis")]
     pub(crate) fn attach_fleet(&mut self, fleet: crate::fleet::Fleet) {
-        self.limits = self
-            .config
-            .limits
-            .iter()
-            .map(|(id, l)| {
-                let limiter = Limiter::new(id, *l).with_fleet(fleet.clone());
-                (id.clone(), Arc::new(limiter))
-            })
-            .collect();
+        self.limits = limiters(&self.config, &self.regions, Some(&fleet));
         self.fleet = Some(fleet);
     }
 

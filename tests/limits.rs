@@ -305,3 +305,99 @@ async fn bad_limits_are_refused_naming_the_field() {
         .unwrap_err();
     assert_eq!(e.field(), Some("model_limit"));
 }
+
+/// Each region of a multi-region factory has its own limit, as Bedrock's quotas are per
+/// region: a call counts against the limit of the region it goes to, never another's, and a
+/// region's own limit (`model_limit_in`) replaces the model's there.
+#[tokio::test]
+async fn each_region_counts_against_its_own_limit() {
+    use bedrock_pool::local::{Fault, FaultRule, ServiceError};
+    let start = |region: &'static str| async move {
+        LocalServer::builder()
+            .protocol(Protocol::Https)
+            .region(region)
+            .start()
+            .await
+            .expect("local server starts")
+    };
+    let (west, east) = (start("us-west-2").await, start("us-east-1").await);
+    let limit = |n| {
+        ModelLimit::per_window(Duration::from_secs(60))
+            .requests(n)
+            .mode(LimitMode::Reject)
+    };
+    let factory = common::two_region_builder(&west, &east)
+        .failover_cooldown(Duration::from_secs(60))
+        .model_limit(MODEL, limit(2))
+        .model_limit_in("us-east-1", MODEL, limit(1))
+        .build()
+        .await
+        .expect("factory builds");
+    let model = factory.model(MODEL);
+    // West fails once: the call is admitted by west's limit, then by east's, and east answers.
+    west.push_fault(FaultRule::new(Fault::Error(
+        ServiceError::ServiceUnavailable("regional outage".into()),
+    )));
+    let reply = model
+        .converse()
+        .user("one")
+        .send()
+        .await
+        .expect("east answers");
+    assert_eq!(reply.region(), "us-east-1");
+    let stats = |r| factory.limit_stats_in(MODEL, r).expect("a limit there");
+    assert_eq!(stats("us-west-2").admitted, 1);
+    assert_eq!(stats("us-east-1").admitted, 1);
+    // West cools down: the next call goes to east first, whose own limit (1) is full, though
+    // west's (2) has room. Refused client-side, naming the region.
+    let e = model.converse().user("two").send().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Throttled, "{e}");
+    assert!(e.message().contains("in us-east-1"), "{e}");
+    assert_eq!(stats("us-west-2").admitted, 1);
+    let total = factory.limit_stats(MODEL).expect("limits");
+    assert_eq!((total.admitted, total.rejected), (2, 1));
+    // A region not of the factory is refused at build, naming the field.
+    let e = common::two_region_builder(&west, &east)
+        .model_limit_in("eu-west-1", MODEL, limit(1))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("model_limit_in.region"), "{e}");
+}
+
+/// The local server settles a call as Bedrock does: input plus five times the output for a
+/// model with a burndown rate of 5, the output alone counting once for the others.
+#[tokio::test]
+async fn the_local_quota_counts_the_burndown_rate() {
+    const SONNET_4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+    let window = Duration::from_secs(60);
+    let server = LocalServer::builder()
+        .protocol(Protocol::Https)
+        .quota(SONNET_4, Quota::new(window).tokens(1_000_000))
+        .quota(MODEL, Quota::new(window).tokens(1_000_000))
+        .start()
+        .await
+        .expect("local server starts");
+    let factory = server.factory_builder().build().await.expect("factory");
+    let mut counted = Vec::new();
+    for id in [SONNET_4, MODEL] {
+        let reply = factory
+            .model(id)
+            .converse()
+            .user("count these five words")
+            .max_tokens(100)
+            .send()
+            .await
+            .expect("answered");
+        let usage = reply.usage().expect("usage");
+        let (input, output) = (
+            u64::try_from(usage.input_tokens()).unwrap(),
+            u64::try_from(usage.output_tokens()).unwrap(),
+        );
+        assert!(output > 0);
+        let stats = server.quota_stats(id).expect("a quota");
+        counted.push((stats.max_tokens_in_window, input, output));
+    }
+    assert_eq!(counted[0].0, counted[0].1 + 5 * counted[0].2, "{counted:?}");
+    assert_eq!(counted[1].0, counted[1].1 + counted[1].2, "{counted:?}");
+}

@@ -78,8 +78,8 @@ pub(crate) struct Target {
     /// The circuit breaker of the id in each region (in the regions' order); none when
     /// breakers are off, for invalid ids and past the tracked cap.
     pub(crate) breakers: Option<Arc<[Breaker]>>,
-    /// The id's client-side limit, when one is set.
-    pub(crate) limiter: Option<Arc<Limiter>>,
+    /// The id's client-side limits (one per region, in the regions' order), when set.
+    pub(crate) limiters: Option<crate::shared::RegionLimiters>,
     /// The id's lanes (its own SDK client and state in each region, in the regions' order);
     /// none for invalid ids and past the tracked cap (those use the regions' own clients).
     pub(crate) lanes: Option<Arc<[Lane]>>,
@@ -99,7 +99,7 @@ impl Target {
             Some(_) => (None, Arc::from(crate::stats::OTHER_MODELS), None, None),
         };
         Target {
-            limiter: shared.limits.get(id).cloned(),
+            limiters: shared.limits.get(id).cloned(),
             id: id.to_owned(),
             label,
             shared,
@@ -119,7 +119,7 @@ impl Target {
             counters: self.counters.clone(),
             invalid: self.invalid.as_ref().map(Error::shallow_clone),
             breakers: self.breakers.clone(),
-            limiter: self.limiter.clone(),
+            limiters: self.limiters.clone(),
             lanes: self.lanes.clone(),
         }
     }
@@ -135,6 +135,14 @@ impl Target {
 
     fn breaker(&self, region: &RegionClient) -> Option<&Breaker> {
         self.breakers.as_deref().and_then(|b| b.get(region.index))
+    }
+
+    /// Returns the id's client-side limit in `region`, when it has one there.
+    pub(crate) fn limiter(&self, region: &RegionClient) -> Option<&Arc<Limiter>> {
+        self.limiters
+            .as_deref()
+            .and_then(|l| l.get(region.index))
+            .and_then(Option::as_ref)
     }
 
     /// Returns the id's lane in `region`, when it has lanes.
@@ -299,7 +307,7 @@ where
         let mut target = first;
         let mut next = rest.iter();
         loop {
-            let tokens = match &target.limiter {
+            let tokens = match &target.limiters {
                 Some(_) => crate::limit::estimate(input.input_bytes(), attrs.max_tokens),
                 None => 0,
             };
@@ -410,6 +418,8 @@ where
     let blocked = order
         .iter()
         .all(|r| target.breaker(r).is_some_and(Breaker::blocked));
+    // Admitted in the first region of the order (its limit).
+    let first_region = order.first().map(|r| r.index);
     let mut admitted = if blocked {
         None
     } else {
@@ -445,11 +455,16 @@ where
                 continue;
             }
         }
-        let lease = match (admitted.take(), &target.limiter) {
+        // A lease taken for another region (the fleet's cooldowns moved that one back) ends
+        // unused; this region's limit admits the call.
+        let lease_here = admitted
+            .take()
+            .filter(|_| first_region == Some(region.index));
+        let lease = match (lease_here, target.limiter(region)) {
             (Some(lease), _) => Some(lease),
             (None, None) => None,
-            // The model's limit holds in every region: a refusal moves the call to the next
-            // model, not to the next region.
+            // Each region has its own limit, as Bedrock's quotas; a refusal moves the call to
+            // the next model, not to the next region (a region the call would not have chosen).
             (None, Some(l)) => Some(l.acquire(&target.id, tokens).await?),
         };
         p.sends += 1;

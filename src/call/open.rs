@@ -111,7 +111,7 @@ impl OpenCall {
             cache_write: usage.cache_write_input_tokens().map_or(0, n),
         };
         if let Some(l) = &self.lease {
-            l.correct(tokens.input + tokens.cache_read + tokens.cache_write + tokens.output);
+            l.settle_usage(tokens.input, tokens.cache_write, tokens.output);
         }
         let generation = self.first_event.map(|t| t.elapsed());
         for g in [&self.guard, &self.region_guard] {

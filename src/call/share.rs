@@ -44,7 +44,8 @@ pub(super) async fn before_model(
                 ]
             })
             .collect();
-        let (lease, cooldowns) = match &target.limiter {
+        // The limit of the region the call goes to first (each region has its own).
+        let (lease, cooldowns) = match order.first().and_then(|r| target.limiter(r)) {
             Some(l) => match l.acquire_shared(fleet, &target.id, tokens, &keys).await {
                 None => return Ok(None),
                 Some(admitted) => {

@@ -238,9 +238,10 @@ impl LlmFactoryBuilder {
         self
     }
 
-    /// Sets the client-side limit of `model_id` (replacing an earlier one): its calls never
-    /// go past `limit`'s requests and tokens per window; see [`ModelLimit`](crate::ModelLimit).
-    /// The id must be the one the handles use (`factory.model(id)`).
+    /// Sets the client-side limit of `model_id` in each region (replacing an earlier one): its
+    /// calls to a region never go past `limit`'s requests and tokens per window there, as
+    /// Bedrock's quotas are per region; see [`ModelLimit`](crate::ModelLimit). The id must be
+    /// the one the handles use (`factory.model(id)`).
     pub fn model_limit(
         mut self,
         model_id: impl Into<String>,
@@ -249,6 +250,23 @@ impl LlmFactoryBuilder {
         let id = model_id.into();
         self.config.limits.retain(|(m, _)| *m != id);
         self.config.limits.push((id, limit));
+        self
+    }
+
+    /// Sets the client-side limit of `model_id` in `region` only (replacing an earlier one,
+    /// and the limit of [`model_limit`](Self::model_limit) there): for a quota raised in one
+    /// region. The region must be one of the factory's.
+    pub fn model_limit_in(
+        mut self,
+        region: impl Into<String>,
+        model_id: impl Into<String>,
+        limit: crate::limit::ModelLimit,
+    ) -> Self {
+        let (region, id) = (region.into(), model_id.into());
+        self.config
+            .region_limits
+            .retain(|(r, m, _)| !(*r == region && *m == id));
+        self.config.region_limits.push((region, id, limit));
         self
     }
 

@@ -268,9 +268,22 @@ impl LlmFactory {
         s.breakers.all(&regions)
     }
 
-    /// Returns the figures of `model_id`'s client-side limit, if it has one.
+    /// Returns the figures of `model_id`'s client-side limits, summed over the regions, if it
+    /// has one.
     pub fn limit_stats(&self, model_id: &str) -> Option<LimitStats> {
-        self.inner.shared.limits.get(model_id).map(|l| l.stats())
+        let limiters = self.inner.shared.limits.get(model_id)?;
+        limiters
+            .iter()
+            .flatten()
+            .map(|l| l.stats())
+            .reduce(LimitStats::add)
+    }
+
+    /// Returns the figures of `model_id`'s client-side limit in `region`, if it has one there.
+    pub fn limit_stats_in(&self, model_id: &str, region: &str) -> Option<LimitStats> {
+        let s = &self.inner.shared;
+        let i = s.regions.iter().position(|r| r.region == region)?;
+        s.limits.get(model_id)?.get(i)?.as_ref().map(|l| l.stats())
     }
 
     /// Returns the figures of the fleet's shared Redis (feature `redis`), when the factory was

@@ -27,6 +27,9 @@ fn validate_limit(id: &str, l: &ModelLimit) -> Result<()> {
         return Err(Error::invalid("model_limit.tokens", "must be at least 1"));
     }
     validate_duration(l.window, "model_limit.window")?;
+    if l.burndown == Some(0) {
+        return Err(Error::invalid("model_limit.burndown", "must be at least 1"));
+    }
     if let LimitMode::Wait {
         max_queue,
         deadline,
@@ -162,6 +165,15 @@ pub(super) fn validate(c: &FactoryConfig) -> Result<()> {
         validate_duration(b.cooldown, "circuit_breaker.cooldown")?;
     }
     for (id, l) in &c.limits {
+        validate_limit(id, l)?;
+    }
+    for (region, id, l) in &c.region_limits {
+        if !c.regions.contains(region) {
+            return Err(Error::invalid(
+                "model_limit_in.region",
+                format!("{region} is not one of the factory's regions"),
+            ));
+        }
         validate_limit(id, l)?;
     }
     let mut seen = Vec::new();

@@ -53,7 +53,17 @@ impl Default for LimitMode {
     }
 }
 
-/// The client-side limit of one model: requests and tokens per sliding window.
+/// The client-side limit of one model in each region: requests and tokens per sliding window.
+///
+/// It counts as Bedrock counts its quotas: per model id (a cross-region inference profile is an
+/// id of its own) and per region (each region of a multi-region factory has a limit of this
+/// size, and its calls count against it only; see
+/// [`model_limit_in`](crate::LlmFactoryBuilder::model_limit_in) for a region's own); Converse,
+/// InvokeModel and their streams draw on the same limit. A call reserves its input plus its
+/// `max_tokens` when it starts, and is settled when it ends at its input plus cache writes plus
+/// its output times the model's burndown rate (5 for the Anthropic models that AWS lists on its
+/// token-burndown page, Claude 3.7 Sonnet and the Claude 4 generations on; 1 else; see
+/// [`burndown`](ModelLimit::burndown)).
 ///
 /// ```
 /// use bedrock_pool::{LimitMode, ModelLimit};
@@ -71,6 +81,9 @@ pub struct ModelLimit {
     pub window: Duration,
     /// What a call over the limit does.
     pub mode: LimitMode,
+    /// How many tokens of the limit one output token uses at settlement; `None` for the
+    /// model's own rate (see [`burndown_rate`]).
+    pub burndown: Option<u64>,
 }
 
 impl ModelLimit {
@@ -86,7 +99,15 @@ impl ModelLimit {
             tokens: None,
             window,
             mode: LimitMode::default(),
+            burndown: None,
         }
+    }
+
+    /// Sets how many tokens of the limit one output token uses (the model's burndown rate):
+    /// for a model newer than this crate's table. At least 1.
+    pub fn burndown(mut self, rate: u64) -> Self {
+        self.burndown = Some(rate);
+        self
     }
 
     /// Admits at most `n` calls per window.
@@ -133,6 +154,26 @@ pub struct LimitStats {
     pub tokens_in_window: u64,
 }
 
+impl LimitStats {
+    /// Returns the sum of two limits' figures (the queue wait: the larger of the two).
+    pub(crate) fn add(self, o: LimitStats) -> LimitStats {
+        LimitStats {
+            admitted: self.admitted + o.admitted,
+            waited: self.waited + o.waited,
+            queue_wait: if o.queue_wait.count > self.queue_wait.count {
+                o.queue_wait
+            } else {
+                self.queue_wait
+            },
+            rejected: self.rejected + o.rejected,
+            expired: self.expired + o.expired,
+            queued: self.queued + o.queued,
+            requests_in_window: self.requests_in_window + o.requests_in_window,
+            tokens_in_window: self.tokens_in_window + o.tokens_in_window,
+        }
+    }
+}
+
 struct State {
     window: Window,
     /// Waiting calls, first come first served.
@@ -145,6 +186,13 @@ pub(crate) struct Limiter {
     pub(crate) limit: ModelLimit,
     /// The model id, as the metrics label (limits are few: set when the factory is built).
     label: Arc<str>,
+    /// The region whose quota this limit mirrors.
+    region: Arc<str>,
+    /// The window's key in the fleet's Redis: `{model}|{region}`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    key: Arc<str>,
+    /// Tokens of the limit one output token uses.
+    burndown: u64,
     state: Mutex<State>,
     notify: tokio::sync::Notify,
     admitted: AtomicU64,
@@ -180,6 +228,17 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// Settles the call's tokens as Bedrock does at the end of a call: its input plus cache
+    /// writes plus its output times the model's burndown rate (cache reads are not counted).
+    pub(crate) fn settle_usage(&self, input: u64, cache_write: u64, output: u64) {
+        let b = self.limiter.burndown;
+        self.correct(
+            input
+                .saturating_add(cache_write)
+                .saturating_add(output.saturating_mul(b)),
+        );
+    }
+
     /// Replaces the call's token estimate with the tokens it used.
     pub(crate) fn correct(&self, tokens: u64) {
         #[cfg(feature = "redis")]
@@ -206,7 +265,7 @@ impl Drop for Lease {
         #[cfg(feature = "redis")]
         if let (Some((ticket, used)), Some(fleet)) = (&self.shared, &l.fleet) {
             let used = Some(used.load(Relaxed)).filter(|u| *u != u64::MAX);
-            fleet.settle(&l.label, *ticket, used, l.limit.window);
+            fleet.settle(&l.key, *ticket, used, l.limit.window);
             return;
         }
         l.lock()
@@ -236,10 +295,16 @@ impl Drop for Waiting<'_> {
 }
 
 impl Limiter {
-    pub(crate) fn new(model_id: &str, limit: ModelLimit) -> Self {
+    pub(crate) fn new(model_id: &str, region: &str, limit: ModelLimit) -> Self {
         Limiter {
             limit,
             label: Arc::from(model_id),
+            region: Arc::from(region),
+            key: Arc::from(format!("{model_id}|{region}")),
+            burndown: limit
+                .burndown
+                .unwrap_or_else(|| burndown_rate(model_id))
+                .max(1),
             state: Mutex::new(State {
                 window: Window::default(),
                 queue: VecDeque::new(),
@@ -294,7 +359,10 @@ impl Limiter {
         crate::metrics::limit_refused(&self.label, reason);
         let e = Error::new(
             ErrorKind::Throttled,
-            format!("client-side limit of {model_id}: {why}; not sent"),
+            format!(
+                "client-side limit of {model_id} in {}: {why}; not sent",
+                self.region
+            ),
         );
         match retry_after {
             Some(r) => e.with_retry_after(r),
@@ -310,8 +378,9 @@ impl Limiter {
             "max_tokens",
             format!(
                 "the call's estimate of {tokens} tokens (its input and max_tokens) exceeds the \
-                 client-side limit of {max} tokens per window of {model_id}: it can never be \
-                 admitted; lower max_tokens or raise the limit; not sent"
+                 client-side limit of {max} tokens per window of {model_id} in {}: it can never \
+                 be admitted; lower max_tokens or raise the limit; not sent",
+                self.region
             ),
         )
     }
@@ -440,6 +509,30 @@ impl Limiter {
             tokens_in_window,
         }
     }
+}
+
+/// Returns how many tokens of a tokens-per-minute quota one output token of `model_id` uses on
+/// Bedrock: 5 for Anthropic's Claude 3.7 Sonnet and the Claude 4 generations on (Opus, Sonnet,
+/// Haiku 4 and later), whatever the id's prefix (a cross-region profile `us.`, `global.`); 1
+/// for every other model.
+pub fn burndown_rate(model_id: &str) -> u64 {
+    let Some(i) = model_id.find("anthropic.claude-") else {
+        return 1;
+    };
+    let name = &model_id[i + "anthropic.claude-".len()..];
+    if name.starts_with("3-7-") {
+        return 5;
+    }
+    // claude-{family}-{major}[-{minor}]: the fourth generation on.
+    for family in ["opus-", "sonnet-", "haiku-"] {
+        if let Some(rest) = name.strip_prefix(family) {
+            let major: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if major.parse::<u32>().is_ok_and(|m| m >= 4) {
+                return 5;
+            }
+        }
+    }
+    1
 }
 
 /// Estimates the tokens of `input_bytes` of text plus `max_tokens` of output: about four bytes

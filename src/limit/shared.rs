@@ -53,7 +53,7 @@ impl Limiter {
         let started = Instant::now();
         let mut waiting: Option<SharedWaiting<'_>> = None;
         loop {
-            let acquired = fleet.acquire(model_id, spec, tokens, keys).await.ok()?;
+            let acquired = fleet.acquire(&self.key, spec, tokens, keys).await.ok()?;
             if acquired.processes > 0 {
                 self.processes.store(acquired.processes, Relaxed);
             }
@@ -67,7 +67,7 @@ impl Limiter {
                         limiter: self.clone(),
                         seq: 0,
                         shared: Some((ticket, AtomicU64::new(u64::MAX))),
-                        renewal: Some(fleet.keep_in_window(model_id, ticket, limit.window)),
+                        renewal: Some(fleet.keep_in_window(&self.key, ticket, limit.window)),
                     };
                     return Some(Ok((lease, acquired.cooldowns)));
                 }

@@ -73,6 +73,7 @@ fn estimates_count_a_token_per_four_bytes_plus_max_tokens() {
 async fn reject_mode_refuses_at_once_with_a_retry_after() {
     let l = Arc::new(Limiter::new(
         "m",
+        "us-east-1",
         ModelLimit::per_window(ms(500))
             .requests(2)
             .mode(LimitMode::Reject),
@@ -91,6 +92,7 @@ async fn reject_mode_refuses_at_once_with_a_retry_after() {
 async fn an_estimate_over_the_whole_token_limit_never_waits() {
     let l = Arc::new(Limiter::new(
         "m",
+        "us-east-1",
         ModelLimit::per_window(ms(500)).tokens(10),
     ));
     let e = l.acquire("m", 11).await.err().expect("too large");
@@ -106,6 +108,7 @@ async fn an_estimate_over_the_whole_token_limit_never_waits() {
 async fn waiting_calls_go_in_order_when_room_comes() {
     let l = Arc::new(Limiter::new(
         "m",
+        "us-east-1",
         ModelLimit::per_window(ms(300))
             .requests(1)
             .mode(LimitMode::wait(10, Duration::from_secs(10))),
@@ -139,6 +142,7 @@ async fn waiting_calls_go_in_order_when_room_comes() {
 async fn the_deadline_and_the_queue_bound_refuse_calls() {
     let l = Arc::new(Limiter::new(
         "m",
+        "us-east-1",
         ModelLimit::per_window(Duration::from_secs(60))
             .requests(1)
             .mode(LimitMode::wait(1, ms(100))),
@@ -159,6 +163,7 @@ async fn the_deadline_and_the_queue_bound_refuse_calls() {
 async fn a_cancelled_waiter_leaves_the_queue() {
     let l = Arc::new(Limiter::new(
         "m",
+        "us-east-1",
         ModelLimit::per_window(ms(200))
             .requests(1)
             .mode(LimitMode::wait(4, Duration::from_secs(5))),
@@ -182,4 +187,73 @@ fn waits_spread_within_a_quarter() {
     );
     let distinct: std::collections::BTreeSet<_> = all.iter().collect();
     assert!(distinct.len() > 20, "{} distinct", distinct.len());
+}
+
+/// The burndown rates of AWS's token-burndown page: 5 for Claude 3.7 Sonnet and the Claude 4
+/// generations on, whatever the profile prefix; 1 for the others.
+#[test]
+fn burndown_rates_follow_bedrock() {
+    use super::burndown_rate;
+    for five in [
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        "anthropic.claude-opus-4-1-20250805-v1:0",
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "anthropic.claude-haiku-4-5-20251001-v1:0",
+        "eu.anthropic.claude-opus-4-5-20251101-v1:0",
+    ] {
+        assert_eq!(burndown_rate(five), 5, "{five}");
+    }
+    for one in [
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        "amazon.nova-pro-v1:0",
+        "meta.llama3-70b-instruct-v1:0",
+        "anthropic.claude-v2:1",
+        "",
+    ] {
+        assert_eq!(burndown_rate(one), 1, "{one}");
+    }
+}
+
+/// A call reserves its input plus max_tokens, and settles at input + cache writes + output
+/// times the burndown rate (cache reads not counted); a limit's own rate replaces the model's.
+#[tokio::test]
+async fn a_call_settles_as_bedrock_counts_it() {
+    let model = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+    let l = Arc::new(Limiter::new(
+        model,
+        "us-east-1",
+        ModelLimit::per_window(ms(60_000)).tokens(10_000),
+    ));
+    let lease = l.acquire(model, 100 + 1_000).await.expect("admitted");
+    assert_eq!(
+        l.stats().tokens_in_window,
+        1_100,
+        "reserved: input + max_tokens"
+    );
+    lease.settle_usage(100, 20, 50);
+    assert_eq!(l.stats().tokens_in_window, 100 + 20 + 50 * 5);
+    drop(lease);
+    let own = Arc::new(Limiter::new(
+        model,
+        "us-east-1",
+        ModelLimit::per_window(ms(60_000))
+            .tokens(10_000)
+            .burndown(2),
+    ));
+    let lease = own.acquire(model, 10).await.expect("admitted");
+    lease.settle_usage(10, 0, 50);
+    assert_eq!(own.stats().tokens_in_window, 10 + 50 * 2);
+    let nova = Arc::new(Limiter::new(
+        "amazon.nova-pro-v1:0",
+        "us-east-1",
+        ModelLimit::per_window(ms(60_000)).tokens(10_000),
+    ));
+    let lease = nova
+        .acquire("amazon.nova-pro-v1:0", 10)
+        .await
+        .expect("admitted");
+    lease.settle_usage(10, 0, 50);
+    assert_eq!(nova.stats().tokens_in_window, 60);
 }

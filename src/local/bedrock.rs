@@ -164,8 +164,11 @@ pub(crate) async fn handle(
     } else {
         content.iter().map(surface::block_tokens).sum()
     };
-    shared.limits.settle(ticket, input_tokens + output_tokens);
     let (cache_read, cache_write) = surface::cache_usage(shared, &model_id, body);
+    let uncached = input_tokens.saturating_sub(cache_read + cache_write);
+    shared
+        .limits
+        .settle(ticket, uncached, cache_write, output_tokens);
     tokio::time::sleep(shared.latency().for_request(rec)).await;
     let generation = shared.generation().for_request(rec);
     if !stream {

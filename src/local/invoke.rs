@@ -159,7 +159,7 @@ pub(crate) async fn handle(
             _ => count_words(&b["input"].to_string()),
         })
         .sum();
-    shared.limits.settle(ticket, input_tokens + output_tokens);
+    shared.limits.settle(ticket, input_tokens, 0, output_tokens);
     let stop_reason = reply.stop_reason.clone();
     tokio::time::sleep(shared.latency().for_request(rec)).await;
     let generation = shared.generation().for_request(rec);

@@ -90,9 +90,16 @@ impl Limits {
         }))
     }
 
-    /// Corrects an admitted request's tokens to what its answer used (input plus output).
-    pub(crate) fn settle(&self, ticket: Option<Ticket>, tokens: u64) {
+    /// Settles an admitted request's tokens at what its answer used, as Bedrock does: its
+    /// input (cache reads and writes not included) plus its cache writes plus its output times
+    /// the model's burndown rate (5 for recent Anthropic models; see
+    /// [`burndown_rate`](crate::burndown_rate)).
+    pub(crate) fn settle(&self, ticket: Option<Ticket>, input: u64, cache_write: u64, output: u64) {
         let Some(t) = ticket else { return };
+        let burndown = crate::limit::burndown_rate(&t.model_id);
+        let tokens = input
+            .saturating_add(cache_write)
+            .saturating_add(output.saturating_mul(burndown));
         if let Some(log) = lock(&self.inner).quotas.get_mut(&t.model_id) {
             log.settle(t.id, tokens);
         }
@@ -200,9 +207,9 @@ mod tests {
         let old = limits.admit("m", 5, 5).unwrap();
         limits.set_quota("m", Some(q));
         let new = limits.admit("m", 5, 5).unwrap();
-        limits.settle(old, 0);
+        limits.settle(old, 0, 0, 0);
         assert_eq!(limits.quota_stats("m").unwrap().max_tokens_in_window, 10);
-        limits.settle(new, 2);
+        limits.settle(new, 2, 0, 0);
         assert_eq!(limits.quota_stats("m").unwrap().max_tokens_in_window, 2);
         limits.set_quota("m", None);
         assert_eq!(limits.quota_stats("m"), None);

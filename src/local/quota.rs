@@ -16,9 +16,11 @@ pub(crate) const LOG_LIMIT: usize = 100_000;
 /// its own are at most [`Quota::tokens`]. A request is charged, as Bedrock does, its input
 /// tokens plus its max tokens up front (`inferenceConfig.maxTokens`, or the native field of an
 /// InvokeModel body: `max_tokens`, `maxTokens`, `max_gen_len`, `max_new_tokens`,
-/// `textGenerationConfig.maxTokenCount`; 0 when absent, and for embeddings), corrected to its
-/// input plus output tokens once the answer is known. A quota with neither limit admits
-/// everything (and still counts).
+/// `textGenerationConfig.maxTokenCount`; 0 when absent, and for embeddings), and settled once
+/// the answer is known at its input plus cache writes plus its output times the model's
+/// burndown rate (5 for recent Anthropic models, see [`burndown_rate`](crate::burndown_rate);
+/// cache reads are not counted). A quota with neither limit admits everything (and still
+/// counts). One server plays one region: each region's quotas are its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
     pub(crate) window: Duration,

@@ -193,7 +193,9 @@ async fn during_an_outage_each_process_admits_its_share() {
         .mode(LimitMode::Reject);
     let limiters: Vec<std::sync::Arc<Limiter>> = (0..2)
         .map(|_| {
-            std::sync::Arc::new(Limiter::new(MODEL, limit).with_fleet(fleet(&redis.url(), &p)))
+            std::sync::Arc::new(
+                Limiter::new(MODEL, "us-east-1", limit).with_fleet(fleet(&redis.url(), &p)),
+            )
         })
         .collect();
     // Each process is admitted once through Redis: the fleet has two.
