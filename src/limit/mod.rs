@@ -147,8 +147,8 @@ pub struct LimitStats {
     pub expired: u64,
     /// Calls waiting now.
     pub queued: u64,
-    /// Calls in this process's window now (with a fleet, Redis holds the shared window and
-    /// this one counts only the calls admitted while Redis did not answer).
+    /// Calls this process has in the window now (with a fleet, those admitted through Redis
+    /// too: this process's part of the shared window, which Redis holds).
     pub requests_in_window: u64,
     /// Tokens in this process's window now (estimates, corrected by the usage reported).
     pub tokens_in_window: u64,
@@ -244,7 +244,6 @@ impl Lease {
         #[cfg(feature = "redis")]
         if let Some((_, used)) = &self.shared {
             used.store(tokens.min(u64::MAX - 1), Relaxed);
-            return;
         }
         let freed = {
             let mut s = self.limiter.lock();
@@ -266,8 +265,9 @@ impl Drop for Lease {
         if let (Some((ticket, used)), Some(fleet)) = (&self.shared, &l.fleet) {
             let used = Some(used.load(Relaxed)).filter(|u| *u != u64::MAX);
             fleet.settle(&l.key, *ticket, used, l.limit.window);
-            return;
         }
+        // The local window holds the calls admitted through the fleet too: while Redis is out
+        // of reach, this process's share counts what it sent just before.
         l.lock()
             .window
             .end(self.seq, Instant::now(), l.limit.window);

@@ -63,9 +63,11 @@ impl Limiter {
                         self.waited.fetch_add(1, Relaxed);
                     }
                     self.count_admitted(started.elapsed());
+                    // Mirrored in the local window, unchecked: the fleet admitted it.
+                    let seq = self.lock().window.push(tokens);
                     let lease = Lease {
                         limiter: self.clone(),
-                        seq: 0,
+                        seq,
                         shared: Some((ticket, AtomicU64::new(u64::MAX))),
                         renewal: Some(fleet.keep_in_window(&self.key, ticket, limit.window)),
                     };

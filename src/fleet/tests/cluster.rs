@@ -15,7 +15,11 @@ const MODEL: &str = "m";
 pub(crate) struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<(u16, Option<Child>)>,
+    /// One cluster at a time: six servers each, on two cores, with second-scale timeouts.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl RedisCluster {
     /// Starts three shards with a replica each; `None` (after printing why) when
@@ -29,10 +33,12 @@ impl RedisCluster {
             std::process::id(),
             super::free_port()
         ));
+        let turn = TURN.lock().await;
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let mut cluster = RedisCluster {
             dir,
             nodes: Vec::new(),
+            _turn: turn,
         };
         for _ in 0..6 {
             let port = super::free_port();
@@ -82,7 +88,7 @@ impl RedisCluster {
     /// Waits until every live node sees the cluster OK, and `replicas` replicas are in sync
     /// with their primaries (a replica that never synced could not take over).
     pub(crate) async fn wait_ok(&self, replicas: usize) {
-        let ok = eventually_within(Duration::from_secs(30), || async {
+        let ok = eventually_within(Duration::from_secs(60), || async {
             let mut synced = 0;
             for (port, child) in &self.nodes {
                 if child.is_none() {
