@@ -211,6 +211,13 @@ pub(crate) struct Limiter {
     /// by them.
     #[cfg(feature = "redis")]
     processes: AtomicU64,
+    /// When a call was last admitted by the local window while the limiter has a fleet (Redis
+    /// out of reach), in ms since `created` plus one; 0 for never. Such calls are not in the
+    /// fleet's window: until they left it, this process also holds to its share.
+    #[cfg(feature = "redis")]
+    local_admitted_ms: AtomicU64,
+    #[cfg(feature = "redis")]
+    created: Instant,
 }
 
 /// A call admitted by a limiter: correct its tokens with the usage reported. Dropping it
@@ -322,6 +329,10 @@ impl Limiter {
             shared_waiting: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(feature = "redis")]
             processes: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            local_admitted_ms: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            created: Instant::now(),
         }
     }
 
@@ -472,6 +483,12 @@ impl Limiter {
 
     fn admit(self: &Arc<Self>, s: &mut State, now: Instant, tokens: u64, asked: Instant) -> Lease {
         let seq = s.window.push(tokens);
+        #[cfg(feature = "redis")]
+        if self.fleet.is_some() {
+            let ms = u64::try_from(now.saturating_duration_since(self.created).as_millis());
+            self.local_admitted_ms
+                .store(ms.unwrap_or(u64::MAX - 1) + 1, Relaxed);
+        }
         self.count_admitted(now.saturating_duration_since(asked));
         Lease {
             limiter: self.clone(),

@@ -28,6 +28,24 @@ impl Limiter {
         self
     }
 
+    /// Whether calls admitted by the local window (during an outage) may still be in it.
+    fn recovering(&self) -> bool {
+        let at = self.local_admitted_ms.load(Relaxed);
+        at != 0 && {
+            let since = Duration::from_millis(at - 1);
+            self.created.elapsed() < since + self.limit.window * 2
+        }
+    }
+
+    /// Whether a call of `tokens` fits this process's share of the limit in its own window.
+    fn fits_share(&self, tokens: u64) -> bool {
+        let share = self.outage_share(tokens);
+        let limit = share.as_ref().unwrap_or(&self.limit);
+        let mut s = self.lock();
+        s.window.trim(Instant::now(), limit);
+        s.window.has_room(limit, tokens)
+    }
+
     /// Returns the fleet's figures, when this limiter shares its window.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn fleet_stats(&self) -> Option<crate::fleet::FleetStats> {
@@ -50,6 +68,12 @@ impl Limiter {
             tokens: limit.tokens,
             window: limit.window,
         };
+        // After an outage, the calls this process admitted alone are not in the fleet's window:
+        // until they left its own (two windows: a call leaves one window after it ended), a
+        // call must also fit its share, else it goes the local way (which waits or refuses).
+        if self.recovering() && !self.fits_share(tokens) {
+            return None;
+        }
         let started = Instant::now();
         let mut waiting: Option<SharedWaiting<'_>> = None;
         loop {

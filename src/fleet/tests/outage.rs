@@ -223,4 +223,28 @@ async fn during_an_outage_each_process_admits_its_share() {
         .expect("over its share");
     assert!(e.is_throttled(), "{e}");
     assert!(!limiters[1].fleet_stats().expect("a fleet").up);
+    // Redis is back (empty: it restarted without its data). The calls the second process
+    // admitted alone are not in it, so that process still holds to its share until they left
+    // its window; the first, with room in its share, goes through Redis again (its first call
+    // finds the old connection dead and goes alone, the next ones through the new one).
+    redis.restart().await;
+    let probe = fleet(&redis.url(), &p);
+    assert!(super::eventually(|| async { probe.acquire(MODEL, SPEC, 1, &[]).await.is_ok() }).await);
+    drop(limiters[0].acquire(MODEL, 1).await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(
+        limiters[0]
+            .acquire(MODEL, 1)
+            .await
+            .expect("room in its share"),
+    );
+    let s = limiters[0].fleet_stats().expect("a fleet");
+    assert!(s.up, "{s:?}");
+    let e = limiters[1]
+        .acquire(MODEL, 1)
+        .await
+        .err()
+        .expect("still over its share");
+    assert!(e.is_throttled(), "{e}");
+    drop(held);
 }
