@@ -86,6 +86,8 @@ pub(crate) struct Acquired {
     /// The fleet's processes that asked within the last two windows, this one included (0 when
     /// the spec had no limit: not counted then).
     pub(crate) processes: u64,
+    /// The requests and tokens in the shared window after this admission (0 when unknown).
+    pub(crate) fill: (u64, u64),
 }
 
 /// A cooldown shared by the fleet.
@@ -160,10 +162,11 @@ pub(crate) fn procs_key(prefix: &str) -> String {
 /// request's tokens, the client's ticket id, the process's id. Answers {status, retry ms, live
 /// processes, at ms, pttl per cooldown key...}; status 0 admitted (also when the ticket is in
 /// the log already: a repeat of the same acquire; or forgotten: a late copy of one that timed
-/// out), 1 retry later, 2 never fits, 3 not limited (cooldowns read only).
+/// out), 1 retry later, 2 never fits, 3 not limited (cooldowns read only); then the window's
+/// requests and tokens after this admission (for the outage share).
 pub(crate) const ACQUIRE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
-local out = {0, 0, 0, 0}
+local out = {0, 0, 0, 0, 0, 0}
 for i = 5, #KEYS do out[#out + 1] = redis.call('PTTL', KEYS[i]) end
 local function answer(status, wait, procs, at)
   out[1], out[2], out[3], out[4] = status, wait, procs, at
@@ -199,6 +202,7 @@ local count = redis.call('ZCARD', log)
 -- An empty log holds no tokens: a sum left by a lost (evicted) log would refuse every call.
 if count == 0 then redis.call('DEL', toks) end
 local sum = tonumber(redis.call('HGET', toks, '_sum') or '0')
+out[5], out[6] = count, sum
 local ok_r = rl < 0 or count < rl
 local ok_t = tl < 0 or sum + n <= tl
 if ok_r and ok_t then
@@ -207,6 +211,7 @@ if ok_r and ok_t then
   redis.call('HINCRBY', toks, '_sum', n)
   redis.call('PEXPIRE', log, 3 * win)
   redis.call('PEXPIRE', toks, 3 * win)
+  out[5], out[6] = count + 1, sum + n
   return answer(0, 0, procs, now)
 end
 -- Not admitted: wait until enough of the oldest entries leave the window.
@@ -301,7 +306,7 @@ return 1
 
 /// Turns the acquire script's answer into an [`Acquired`]; `None` if it has the wrong shape.
 pub(crate) fn parse_acquire(v: &[i64], cooldowns: usize, ticket: u64) -> Option<Acquired> {
-    if v.len() != 4 + cooldowns {
+    if v.len() != 6 + cooldowns {
         return None;
     }
     let ms = |x: i64| Duration::from_millis(u64::try_from(x).unwrap_or(0));
@@ -315,11 +320,13 @@ pub(crate) fn parse_acquire(v: &[i64], cooldowns: usize, ticket: u64) -> Option<
         _ => return None,
     };
     // PTTL: -2 no key, -1 no expiry (not ours: we always set one), else ms left.
-    let cooldowns = v[4..].iter().map(|&t| (t > 0).then(|| ms(t))).collect();
+    let cooldowns = v[6..].iter().map(|&t| (t > 0).then(|| ms(t))).collect();
+    let n = |x: i64| u64::try_from(x).unwrap_or(0);
     Some(Acquired {
         admission,
         cooldowns,
         processes: u64::try_from(v[2]).ok()?,
+        fill: (n(v[4]), n(v[5])),
     })
 }
 
@@ -348,14 +355,14 @@ mod tests {
 
     #[test]
     fn answers_parse() {
-        let a = parse_acquire(&[1, 250, 3, 0, -2, 900], 2, 7).unwrap();
-        assert_eq!(a.processes, 3);
+        let a = parse_acquire(&[1, 250, 3, 0, 10, 400, -2, 900], 2, 7).unwrap();
+        assert_eq!((a.processes, a.fill), (3, (10, 400)));
         assert_eq!(
             a.admission,
             Admission::RetryAfter(Duration::from_millis(250))
         );
         assert_eq!(a.cooldowns, vec![None, Some(Duration::from_millis(900))]);
-        let a = parse_acquire(&[0, 0, 0, 1_700_000_000_000], 0, 7).unwrap();
+        let a = parse_acquire(&[0, 0, 0, 1_700_000_000_000, 1, 1], 0, 7).unwrap();
         assert_eq!(
             a.admission,
             Admission::Admitted(Ticket {
@@ -364,11 +371,13 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_acquire(&[2, 0, 0, 0, -1], 1, 7).unwrap().cooldowns,
+            parse_acquire(&[2, 0, 0, 0, 0, 0, -1], 1, 7)
+                .unwrap()
+                .cooldowns,
             vec![None]
         );
-        assert!(parse_acquire(&[0, 0, 0], 0, 7).is_none());
-        assert!(parse_acquire(&[9, 0, 0, 0], 0, 7).is_none());
+        assert!(parse_acquire(&[0, 0, 0, 0], 0, 7).is_none());
+        assert!(parse_acquire(&[9, 0, 0, 0, 0, 0], 0, 7).is_none());
     }
 
     #[test]

@@ -211,6 +211,17 @@ pub(crate) struct Limiter {
     /// by them.
     #[cfg(feature = "redis")]
     processes: AtomicU64,
+    /// The shared window's requests and tokens at the last shared admission.
+    #[cfg(feature = "redis")]
+    fill_requests: AtomicU64,
+    #[cfg(feature = "redis")]
+    fill_tokens: AtomicU64,
+    /// When they were read, in ms since `created`.
+    #[cfg(feature = "redis")]
+    fill_at_ms: AtomicU64,
+    /// This process's share while the fleet is out of reach (see [`Limiter::begin_outage`]).
+    #[cfg(feature = "redis")]
+    outage: Mutex<Option<ModelLimit>>,
     /// When a call was last admitted by the local window while the limiter has a fleet (Redis
     /// out of reach), in ms since `created` plus one; 0 for never. Such calls are not in the
     /// fleet's window: until they left it, this process also holds to its share.
@@ -330,30 +341,84 @@ impl Limiter {
             #[cfg(feature = "redis")]
             processes: AtomicU64::new(0),
             #[cfg(feature = "redis")]
+            fill_requests: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            fill_tokens: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            fill_at_ms: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            outage: Mutex::new(None),
+            #[cfg(feature = "redis")]
             local_admitted_ms: AtomicU64::new(0),
             #[cfg(feature = "redis")]
             created: Instant::now(),
         }
     }
 
-    /// Returns this process's share of the limit while the fleet's Redis is out of reach: the
-    /// limit divided by the processes it last saw sharing it (at least one request; at least
-    /// this call's tokens, so that a call that fits the whole limit can still go alone). `None`
-    /// without a fleet, or before the fleet was first reached, or for a fleet of one.
-    fn outage_share(&self, tokens: u64) -> Option<ModelLimit> {
+    /// Returns this process's share of the limit while the fleet's Redis is out of reach, or
+    /// after it came back while this process still has calls it admitted alone in its window
+    /// (see [`Limiter::begin_outage`]). `None` without a fleet, or outside an outage.
+    fn outage_share(&self) -> Option<ModelLimit> {
         #[cfg(feature = "redis")]
-        {
-            let n = self.processes.load(Relaxed);
-            if self.fleet.is_some() && n > 1 {
-                return Some(ModelLimit {
-                    requests: self.limit.requests.map(|r| (r / n).max(1)),
-                    tokens: self.limit.tokens.map(|t| (t / n).max(tokens)),
-                    ..self.limit
-                });
-            }
+        if self.fleet.is_some() {
+            return *self.outage.lock().unwrap_or_else(|e| e.into_inner());
         }
-        let _ = tokens;
         None
+    }
+
+    /// Fixes this process's share for an outage of the fleet's Redis, when the first call goes
+    /// the local way: the calls it has in the window now (admitted through the fleet, mirrored
+    /// here), plus an equal part, among the processes it last saw, of the room the shared window
+    /// had at its last admission. The shares of the fleet's processes then add up to no more
+    /// than the limit, however unevenly the window was filled. When that admission is older
+    /// than a window (this process was idle), what the window holds is unknown: the limit
+    /// divided by the processes. Before the fleet was first reached there is nothing to share:
+    /// the whole limit.
+    #[cfg(feature = "redis")]
+    fn begin_outage(&self) {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.processes.load(Relaxed);
+        if outage.is_some() || n == 0 {
+            return;
+        }
+        let (held_requests, held_tokens) = {
+            let mut s = self.lock();
+            s.window.trim(Instant::now(), &self.limit);
+            (s.window.len(), s.window.tokens())
+        };
+        let age = self
+            .created
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.fill_at_ms.load(Relaxed)));
+        let fresh = age <= self.limit.window;
+        let room = |limit: u64, fill: u64| {
+            if fresh {
+                limit.saturating_sub(fill) / n
+            } else {
+                limit / n
+            }
+        };
+        *outage = Some(ModelLimit {
+            requests: self
+                .limit
+                .requests
+                .map(|r| held_requests + room(r, self.fill_requests.load(Relaxed))),
+            tokens: self
+                .limit
+                .tokens
+                .map(|t| held_tokens + room(t, self.fill_tokens.load(Relaxed))),
+            ..self.limit
+        });
+    }
+
+    /// Ends the outage's share once the fleet admits again and no call admitted alone is left
+    /// in the window.
+    #[cfg(feature = "redis")]
+    pub(crate) fn end_outage(&self) {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        if outage.is_some() && !self.recovering() {
+            *outage = None;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -414,7 +479,9 @@ impl Limiter {
             self.rejected.fetch_add(1, Relaxed);
             return Err(self.never_fits(model_id, tokens, max));
         }
-        let share = self.outage_share(tokens);
+        #[cfg(feature = "redis")]
+        self.begin_outage();
+        let share = self.outage_share();
         let limit = share.as_ref().unwrap_or(&self.limit);
         let started = Instant::now();
         let (waiting, deadline) = {

@@ -29,7 +29,7 @@ impl Limiter {
     }
 
     /// Whether calls admitted by the local window (during an outage) may still be in it.
-    fn recovering(&self) -> bool {
+    pub(super) fn recovering(&self) -> bool {
         let at = self.local_admitted_ms.load(Relaxed);
         at != 0 && {
             let since = Duration::from_millis(at - 1);
@@ -39,7 +39,7 @@ impl Limiter {
 
     /// Whether a call of `tokens` fits this process's share of the limit in its own window.
     fn fits_share(&self, tokens: u64) -> bool {
-        let share = self.outage_share(tokens);
+        let share = self.outage_share();
         let limit = share.as_ref().unwrap_or(&self.limit);
         let mut s = self.lock();
         s.window.trim(Instant::now(), limit);
@@ -80,6 +80,10 @@ impl Limiter {
             let acquired = fleet.acquire(&self.key, spec, tokens, keys).await.ok()?;
             if acquired.processes > 0 {
                 self.processes.store(acquired.processes, Relaxed);
+                self.fill_requests.store(acquired.fill.0, Relaxed);
+                self.fill_tokens.store(acquired.fill.1, Relaxed);
+                let at = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.fill_at_ms.store(at, Relaxed);
             }
             let after = match acquired.admission {
                 Admission::Admitted(ticket) => {
@@ -87,6 +91,7 @@ impl Limiter {
                         self.waited.fetch_add(1, Relaxed);
                     }
                     self.count_admitted(started.elapsed());
+                    self.end_outage();
                     // Mirrored in the local window, unchecked: the fleet admitted it.
                     let seq = self.lock().window.push(tokens);
                     let lease = Lease {

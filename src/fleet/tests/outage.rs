@@ -248,3 +248,51 @@ async fn during_an_outage_each_process_admits_its_share() {
     assert!(e.is_throttled(), "{e}");
     drop(held);
 }
+
+/// Shares follow how the window was filled: a process holding most of the window when Redis
+/// went away keeps its calls and gets no more than its part of the room left, so that the
+/// fleet's processes together stay within the limit (an even split would let the process that
+/// held little add up to half the limit on top).
+#[tokio::test]
+async fn outage_shares_add_up_to_the_limit_when_the_window_was_uneven() {
+    use crate::limit::{LimitMode, Limiter, ModelLimit};
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let p = prefix("uneven");
+    let limit = ModelLimit::per_window(Duration::from_secs(30))
+        .requests(10)
+        .mode(LimitMode::Reject);
+    let busy = std::sync::Arc::new(
+        Limiter::new(MODEL, "us-east-1", limit).with_fleet(fleet(&redis.url(), &p)),
+    );
+    let quiet = std::sync::Arc::new(
+        Limiter::new(MODEL, "us-east-1", limit).with_fleet(fleet(&redis.url(), &p)),
+    );
+    let mut held = Vec::new();
+    held.push(quiet.acquire(MODEL, 1).await.expect("through redis"));
+    for _ in 0..6 {
+        held.push(busy.acquire(MODEL, 1).await.expect("through redis"));
+    }
+    // The quiet process asks last: it saw 8 of 10 in the window and two processes.
+    held.push(quiet.acquire(MODEL, 1).await.expect("through redis"));
+    held.push(busy.acquire(MODEL, 1).await.expect("through redis"));
+    redis.stop();
+    let more = |l: &std::sync::Arc<Limiter>| {
+        let l = l.clone();
+        async move {
+            let mut n = 0;
+            while let Ok(lease) = l.acquire(MODEL, 1).await {
+                std::mem::forget(lease);
+                n += 1;
+                assert!(n < 20, "no share");
+            }
+            n
+        }
+    };
+    // Busy saw 9 of 10 at its last admission: 7 held + (10 - 9) / 2 = 0 more. Quiet saw 8:
+    // 2 held + (10 - 8) / 2 = 1 more. Together: 9 + 1 = 10, never past the limit.
+    let (b, q) = (more(&busy).await, more(&quiet).await);
+    assert_eq!((b, q), (0, 1));
+    drop(held);
+}
