@@ -13,8 +13,8 @@
 //! is shared and noisy).
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
-use bedrock_pool::local::{LocalServer, Protocol};
 use bedrock_pool::{LlmFactory, LlmFactoryBuilder, Model, ModelLimit};
+use bedrock_pool_local::{LocalServer, Protocol};
 use criterion::{Criterion, Throughput};
 use std::future::Future;
 use std::hint::black_box;

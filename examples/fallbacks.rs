@@ -5,8 +5,8 @@
 //!
 //! Run: `cargo run --example fallbacks`
 
-use bedrock_pool::local::{LocalServer, Quota};
 use bedrock_pool::{LimitMode, ModelLimit};
+use bedrock_pool_local::{LocalServer, Quota};
 use std::time::{Duration, Instant};
 
 const PRIMARY: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -19,8 +19,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .quota(PRIMARY, Quota::new(minute).requests(20))
         .start()
         .await?;
-    let factory = server
-        .factory_builder()
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
         .model_limit(
             PRIMARY,
             ModelLimit::per_window(minute)

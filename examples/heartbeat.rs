@@ -4,7 +4,7 @@
 //! Run: `cargo run --example heartbeat` (add `RUST_LOG=debug` to see every probe).
 
 use bedrock_pool::HeartbeatConfig;
-use bedrock_pool::local::{LocalServer, Operation};
+use bedrock_pool_local::{LocalServer, Operation};
 use std::time::Duration;
 
 #[tokio::main]
@@ -17,8 +17,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let server = LocalServer::start().await?;
     // Scaled down: the pool evicts after 2 s idle; keep-warm every 500 ms keeps one connection.
-    let factory = server
-        .factory_builder()
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
         .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .await?;

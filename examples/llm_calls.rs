@@ -18,7 +18,7 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use bedrock_pool::local::{Fault, FaultRule, Latency, LocalServer, Protocol, ServiceError};
+use bedrock_pool_local::{Fault, FaultRule, Latency, LocalServer, Protocol, ServiceError};
 use std::time::{Duration, Instant};
 
 const PRIMARY: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -81,7 +81,17 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 async fn run(protocol: Protocol) -> Result<(), Box<dyn std::error::Error>> {
     let server = LocalServer::builder().protocol(protocol).start().await?;
     let raw = before(&server);
-    let factory = server.factory_builder().read_timeout(READ).build().await?;
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
+        .read_timeout(READ)
+        .build()
+        .await?;
     let handle = factory.model(PRIMARY).with_fallbacks([FALLBACK]);
     assert!(raw_call(&raw, OTHER, 100).await, "the raw client answers");
     factory.model(OTHER).converse().user("warm").send().await?;

@@ -6,7 +6,7 @@
 //! Run: `cargo run --release --example load` (defaults: 50 callers, 20 000 requests, HTTP/1.1);
 //! `-- --callers N --requests N --h2` to change them. Linux only for the memory and fd figures.
 
-use bedrock_pool::local::{LocalServer, Protocol};
+use bedrock_pool_local::{LocalServer, Protocol};
 use std::time::Instant;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -51,7 +51,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .record_limit(100)
         .start()
         .await?;
-    let factory = server.factory_builder().build().await?;
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
+        .build()
+        .await?;
     let model = factory.model("anthropic.claude-3-haiku-20240307-v1:0");
     // Warm up allocator and pool at full concurrency so "before" is a steady state.
     run(&model, callers, (2_000 / callers).max(1)).await?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
-use bedrock_pool::local::{LocalServer, Protocol};
+use bedrock_pool_local::{LocalServer, Protocol};
 
 async fn run(
     protocol: Protocol,

@@ -12,7 +12,7 @@
 //! cargo run --example otel
 //! ```
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, ServiceError};
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, ServiceError};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::Targets;
@@ -35,7 +35,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let server = LocalServer::start().await?;
-    let factory = server.factory_builder().build().await?;
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
+        .build()
+        .await?;
     let model = factory.model(MODEL);
 
     let reply = model

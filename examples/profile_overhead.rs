@@ -10,7 +10,7 @@
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::LlmFactory;
-use bedrock_pool::local::{LocalServer, Protocol};
+use bedrock_pool_local::{LocalServer, Protocol};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! `BEDROCK_POOL_LIVE=1`), with AWS credentials and a region from the usual environment.
 
 use bedrock_pool::LlmFactory;
-use bedrock_pool::local::LocalServer;
+use bedrock_pool_local::LocalServer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,7 +23,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, LlmFactory::from_env().await?)
     } else {
         let server = LocalServer::start().await?;
-        let factory = server.factory_builder().build().await?;
+        let factory = bedrock_pool::LlmFactory::builder()
+            .local_endpoints(
+                server.region(),
+                server.bedrock_url(),
+                server.sts_url(),
+                server.ca_pem(),
+                server.credentials(),
+            )
+            .build()
+            .await?;
         println!("local Bedrock server at {}", server.bedrock_url());
         (Some(server), factory)
     };

@@ -9,7 +9,7 @@
 //! ```
 
 use bedrock_pool::StreamEvent;
-use bedrock_pool::local::{Latency, LocalServer};
+use bedrock_pool_local::{Latency, LocalServer};
 use std::io::Write;
 use std::time::Duration;
 
@@ -18,7 +18,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = LocalServer::start().await?;
     // A little model latency, so the time to first token is visible.
     server.set_latency(Latency::fixed(Duration::from_millis(150)));
-    let factory = server.factory_builder().build().await?;
+    let factory = bedrock_pool::LlmFactory::builder()
+        .local_endpoints(
+            server.region(),
+            server.bedrock_url(),
+            server.sts_url(),
+            server.ca_pem(),
+            server.credentials(),
+        )
+        .build()
+        .await?;
 
     let mut stream = factory
         .model("anthropic.claude-3-haiku-20240307-v1:0")

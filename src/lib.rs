@@ -23,8 +23,9 @@
 //! Each call has a `tracing` span with the OpenTelemetry GenAI semantic-convention attributes
 //! (`chat {model}`, client kind, token usage, finish reasons; never message content); the
 //! `otel` feature sets its array attributes through `tracing-opentelemetry`, the `metrics`
-//! feature exports the figures and the `gen_ai.client.*` metrics. With the `local` feature,
-//! [`local`] is a Bedrock-compatible server for offline tests.
+//! feature exports the figures and the `gen_ai.client.*` metrics. The `bedrock-pool-local`
+//! crate is a Bedrock-compatible server for offline tests (a dev-dependency; see
+//! [`LlmFactoryBuilder::local_endpoints`]).
 //!
 //! Handles can fall back to other models ([`Model::with_fallbacks`]); each model in each region
 //! has a circuit breaker ([`BreakerConfig`]); client-side limits keep a model under its requests
@@ -61,10 +62,6 @@ mod shared;
 mod stats;
 mod stream;
 mod transport;
-
-#[cfg(feature = "local")]
-#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
-pub mod local;
 
 pub use breaker::{BreakerState, BreakerStats};
 pub use call::policy::{CallPolicy, ReadTimeoutRetry};

@@ -4,9 +4,9 @@
 
 mod common;
 
-use bedrock_pool::local::{Guardrail, LocalServer, Operation, Protocol};
 use bedrock_pool::types::Document;
 use bedrock_pool::{ConverseRequest, LlmFactory, Model};
+use bedrock_pool_local::{Guardrail, LocalServer, Operation, Protocol};
 use common::{MODEL, factory_for, server};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -3,11 +3,9 @@
 
 mod common;
 
-use bedrock_pool::local::{
-    Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError,
-};
 use bedrock_pool::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::{ErrorKind, HttpProtocol, LlmFactory, Model, TimeoutKind};
+use bedrock_pool_local::{Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -9,10 +9,10 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use bedrock_pool::{
     BreakerConfig, BreakerState, ErrorKind, LlmFactory, LlmFactoryBuilder, RetryMode, StreamEvent,
 };
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::MODEL;
 use std::time::Duration;
 
@@ -21,8 +21,7 @@ const THIRD: &str = "meta.llama3-8b-instruct-v1:0";
 
 /// One attempt per call, so that each fault is one failure.
 fn one_attempt(server: &LocalServer) -> LlmFactoryBuilder {
-    server
-        .factory_builder()
+    common::builder_for(server)
         .retry_mode(RetryMode::Standard)
         .retry_max_attempts(1)
 }

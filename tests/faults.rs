@@ -5,10 +5,10 @@
 mod common;
 
 use bedrock_pool::HttpProtocol;
-use bedrock_pool::local::{
+use bedrock_pool::{ErrorKind, LlmFactory, TimeoutKind};
+use bedrock_pool_local::{
     Fault, FaultRule, IdleFault, LocalServer, Operation, Protocol, ServiceError,
 };
-use bedrock_pool::{ErrorKind, LlmFactory, TimeoutKind};
 use common::{Ask, MODEL, builder_for, server};
 use std::time::Duration;
 
@@ -498,7 +498,7 @@ async fn concurrent_calls_per_connection(protocol: Protocol) {
     let factory = factory(&server).await;
     // Warm first: from cold, the pool opens a connection per waiting call before ALPN tells h2.
     factory.ask("warm").await.unwrap();
-    server.set_latency(bedrock_pool::local::Latency::fixed(Duration::from_millis(300)));
+    server.set_latency(bedrock_pool_local::Latency::fixed(Duration::from_millis(300)));
     let calls = (0..20).map(|i| {
         let m = factory.model(MODEL);
         async move { m.converse().user(format!("call {i}")).send().await }
@@ -526,7 +526,7 @@ both_protocols! {
 /// in flight. Every unary call succeeds after one read timeout plus backoff, on a new
 /// connection; a stream already answering ends with a stall; later calls are fast.
 async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
-    use bedrock_pool::local::Latency;
+    use bedrock_pool_local::Latency;
     let server = server(protocol).await;
     let read_timeout = Duration::from_millis(1500);
     // Unary calls as unary calls (not carried as streams): their answers wait before the
@@ -633,7 +633,7 @@ both_protocols! {
 /// GOAWAY (a graceful close, as AWS does when it rotates a host): calls and streams in flight
 /// finish, new calls go to a new connection, no call fails and nothing is retired.
 async fn goaway_loses_no_call(protocol: Protocol) {
-    use bedrock_pool::local::Latency;
+    use bedrock_pool_local::Latency;
     let server = server(protocol).await;
     let factory = factory(&server).await;
     factory.ask("warm").await.unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bedrock_pool::local::{LocalServer, Protocol};
+use bedrock_pool_local::{LocalServer, Protocol};
 use common::{builder_for, eventually};
 use std::time::Duration;
 

@@ -10,10 +10,10 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Protocol, Quota, ServiceError};
 use bedrock_pool::{
     BreakerConfig, FleetConfig, LimitMode, LlmFactory, LlmFactoryBuilder, ModelLimit, RetryMode,
 };
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Protocol, Quota, ServiceError};
 use common::{Ask, MODEL};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -121,8 +121,7 @@ fn fleet(redis: &Redis, prefix: &str) -> FleetConfig {
 }
 
 fn builder(server: &LocalServer) -> LlmFactoryBuilder {
-    server
-        .factory_builder()
+    common::builder_for(server)
         .retry_mode(RetryMode::Standard)
         .retry_max_attempts(1)
 }
@@ -446,7 +445,7 @@ async fn an_open_breaker_takes_no_shared_slot() {
 /// half-open trial (`SET NX`); the others keep skipping the model until it is over.
 #[tokio::test]
 async fn one_process_of_the_fleet_sends_the_trial() {
-    use bedrock_pool::local::{Latency, Operation};
+    use bedrock_pool_local::{Latency, Operation};
     const FALLBACK: &str = "amazon.nova-lite-v1:0";
     let Some(redis) = Redis::start() else { return };
     let server = h2_server(None).await;

@@ -2,8 +2,8 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HeartbeatConfig, HttpProtocol, ProbeKind};
+use bedrock_pool_local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,12 +12,12 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn count(server: &bedrock_pool::local::LocalServer, op: Operation) -> usize {
+fn count(server: &bedrock_pool_local::LocalServer, op: Operation) -> usize {
     server.requests_for(op).len()
 }
 
 /// Returns the server-side ids of the connections that carried `op`.
-fn connections_of(server: &bedrock_pool::local::LocalServer, op: Operation) -> BTreeSet<u64> {
+fn connections_of(server: &bedrock_pool_local::LocalServer, op: Operation) -> BTreeSet<u64> {
     server
         .requests_for(op)
         .iter()
@@ -278,7 +278,7 @@ both_protocols! {
             (1..=2).contains(&recoveries),
             "recovery logged {recoveries} times:\n{text}"
         );
-        assert!(!text.contains(bedrock_pool::local::TEST_SECRET_ACCESS_KEY));
+        assert!(!text.contains(bedrock_pool_local::TEST_SECRET_ACCESS_KEY));
         // An error answer is no reason to retire the connection it came on.
         let pool = factory.pool_stats().bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));

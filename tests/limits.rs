@@ -9,8 +9,8 @@
 
 mod common;
 
-use bedrock_pool::local::{LocalServer, Protocol, Quota};
 use bedrock_pool::{ErrorKind, LimitMode, LlmFactory, ModelLimit, Result, RetryMode};
+use bedrock_pool_local::{LocalServer, Protocol, Quota};
 use common::MODEL;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,7 @@ async fn server_with(quota: Quota) -> LocalServer {
 
 /// A factory with `limit` on [`MODEL`], one attempt per call (a service throttle would show).
 async fn factory_with(server: &LocalServer, limit: ModelLimit) -> LlmFactory {
-    server
-        .factory_builder()
+    common::builder_for(server)
         .retry_mode(RetryMode::Standard)
         .retry_max_attempts(1)
         .model_limit(MODEL, limit)
@@ -289,16 +288,14 @@ async fn bad_limits_are_refused_naming_the_field() {
         ),
     ];
     for (limit, field) in cases {
-        let e = server
-            .factory_builder()
+        let e = common::builder_for(&server)
             .model_limit(MODEL, limit)
             .build()
             .await
             .unwrap_err();
         assert_eq!(e.field(), Some(field), "{limit:?}: {e}");
     }
-    let e = server
-        .factory_builder()
+    let e = common::builder_for(&server)
         .model_limit("not a model", ModelLimit::per_minute().requests(1))
         .build()
         .await
@@ -311,7 +308,7 @@ async fn bad_limits_are_refused_naming_the_field() {
 /// region's own limit (`model_limit_in`) replaces the model's there.
 #[tokio::test]
 async fn each_region_counts_against_its_own_limit() {
-    use bedrock_pool::local::{Fault, FaultRule, ServiceError};
+    use bedrock_pool_local::{Fault, FaultRule, ServiceError};
     let start = |region: &'static str| async move {
         LocalServer::builder()
             .protocol(Protocol::Https)
@@ -378,7 +375,7 @@ async fn the_local_quota_counts_the_burndown_rate() {
         .start()
         .await
         .expect("local server starts");
-    let factory = server.factory_builder().build().await.expect("factory");
+    let factory = common::builder_for(&server).build().await.expect("factory");
     let mut counted = Vec::new();
     for id in [SONNET_4, MODEL] {
         let reply = factory

@@ -11,7 +11,7 @@
 mod common;
 
 use bedrock_pool::HeartbeatConfig;
-use bedrock_pool::local::{IdleFault, Operation};
+use bedrock_pool_local::{IdleFault, Operation};
 use common::{Ask, builder_for, server};
 use std::time::{Duration, Instant};
 

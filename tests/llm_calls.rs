@@ -11,8 +11,8 @@ mod common;
 
 use aws_sdk_bedrockruntime::types::{Tool, ToolConfiguration, ToolInputSchema, ToolSpecification};
 use aws_smithy_types::Document;
-use bedrock_pool::local::{Fault, FaultRule, Latency, LocalServer, Operation, ServiceError};
 use bedrock_pool::{ErrorKind, ReadTimeoutRetry, RetryMode};
+use bedrock_pool_local::{Fault, FaultRule, Latency, LocalServer, Operation, ServiceError};
 use common::{MODEL, builder_for, server};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ fn count(server: &LocalServer, op: Operation) -> usize {
 }
 
 /// A server whose model takes [`LONG`] to generate every answer.
-async fn slow_server(protocol: bedrock_pool::local::Protocol) -> LocalServer {
+async fn slow_server(protocol: bedrock_pool_local::Protocol) -> LocalServer {
     LocalServer::builder()
         .protocol(protocol)
         .generation(Latency::fixed(LONG))

@@ -3,7 +3,7 @@
 mod common;
 
 use bedrock_pool::HttpProtocol;
-use bedrock_pool::local::{Latency, LocalServer, Protocol};
+use bedrock_pool_local::{Latency, LocalServer, Protocol};
 use common::{MODEL, builder_for, eventually};
 use std::collections::BTreeSet;
 use std::time::Duration;

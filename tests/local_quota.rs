@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use bedrock_pool::local::{LocalServer, Operation, Protocol, Quota};
 use bedrock_pool::{Error, ErrorKind, LlmFactory};
+use bedrock_pool_local::{LocalServer, Operation, Protocol, Quota};
 use common::{Ask, MODEL, builder_for};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -22,7 +22,7 @@ const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.
 const NOVA: &str = "amazon.nova-lite-v1:0";
 const TITAN: &str = "amazon.titan-embed-text-v2:0";
 
-async fn start(builder: bedrock_pool::local::LocalServerBuilder, p: Protocol) -> LocalServer {
+async fn start(builder: bedrock_pool_local::LocalServerBuilder, p: Protocol) -> LocalServer {
     builder
         .protocol(p)
         .start()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, Protocol, ServiceError};
+use bedrock_pool_local::{Fault, FaultRule, Protocol, ServiceError};
 use common::{MODEL, factory_for, server};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use std::collections::HashMap;
@@ -116,8 +116,7 @@ async fn figures_reach_the_metrics_recorder() {
     assert_eq!(gen_ai.len(), expected.len(), "{gen_ai:#?}");
 
     // A fallback, a breaker opening and a client-side limit's refusal and wait.
-    let limited = server
-        .factory_builder()
+    let limited = common::builder_for(&server)
         .retry_max_attempts(1)
         .circuit_breaker(Some(bedrock_pool::BreakerConfig::new(
             1,

@@ -4,8 +4,8 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent};
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, eventually};
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use bedrock_pool::{EmbedFamily, ErrorKind, InputType, LlmFactory, RetryMode, Truncate};
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::{MODEL, factory_for, server};
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Protocol, ServiceError};
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Protocol, ServiceError};
 use common::{MODEL, factory_for, server};
 use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
 use opentelemetry::{Array, Value};

@@ -2,15 +2,15 @@
 
 mod common;
 
-use bedrock_pool::local::{
-    Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError, TEST_ACCESS_KEY_ID,
-    TEST_SECRET_ACCESS_KEY,
-};
 use bedrock_pool::types::{
     ContentBlock, ConversationRole, Document, Message, Tool, ToolConfiguration, ToolInputSchema,
     ToolSpecification,
 };
 use bedrock_pool::{HeartbeatConfig, LlmFactory};
+use bedrock_pool_local::{
+    Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError, TEST_ACCESS_KEY_ID,
+    TEST_SECRET_ACCESS_KEY,
+};
 use common::{Ask, MODEL, builder_for, server};
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use bedrock_pool::{ErrorKind, HttpProtocol};
+use bedrock_pool_local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, builder_for, eventually, factory_for, server};
 use std::time::Duration;
 

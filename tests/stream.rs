@@ -3,14 +3,14 @@
 
 mod common;
 
-use bedrock_pool::local::{
-    Fault, FaultRule, ModelReply, Operation, Protocol, ReplyBlock, Responder, ServiceError,
-};
 use bedrock_pool::types::{
     ContentBlock, ConversationRole, Document, Message, Tool, ToolConfiguration, ToolInputSchema,
     ToolResultBlock, ToolResultContentBlock, ToolSpecification,
 };
 use bedrock_pool::{ErrorKind, StreamEvent, TimeoutKind};
+use bedrock_pool_local::{
+    Fault, FaultRule, ModelReply, Operation, Protocol, ReplyBlock, Responder, ServiceError,
+};
 use common::{MODEL, builder_for, eventually, factory_for, server};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -595,7 +595,7 @@ async fn request_stats_count_streams() {
 
 /// Returns the reply of turn `k` (counted from the messages sent): reasoning, text and a tool
 /// call, and on the third turn reasoning and a final text.
-fn thinking_reply(call: &bedrock_pool::local::ConverseCall) -> ModelReply {
+fn thinking_reply(call: &bedrock_pool_local::ConverseCall) -> ModelReply {
     let turn = call.body["messages"].as_array().map_or(0, |m| m.len() / 2);
     let reasoning = ReplyBlock::Reasoning {
         text: format!("step {turn}: the user wants the weather, so look it up"),

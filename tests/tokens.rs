@@ -4,8 +4,8 @@
 
 mod common;
 
-use bedrock_pool::local::{Fault, FaultRule, Protocol};
 use bedrock_pool::{Cost, Prices, Reply};
+use bedrock_pool_local::{Fault, FaultRule, Protocol};
 use common::{MODEL, factory_for, server};
 
 /// Sums what the replies said, as (input, output, cache read, cache write).

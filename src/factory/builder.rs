@@ -80,6 +80,42 @@ impl LlmFactoryBuilder {
         self
     }
 
+    /// Aims the factory at one Bedrock-compatible test server, such as the `bedrock-pool-local`
+    /// crate's `LocalServer`: the region it plays, its Bedrock and STS endpoints, the CA (PEM)
+    /// its certificate chains to, and the credentials it accepts. The same as `region`,
+    /// `bedrock_endpoint_url`, `sts_endpoint_url`, `ca_certificate_pem` and
+    /// `credentials_provider` one by one.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = bedrock_pool_local::LocalServer::start().await?;
+    /// let factory = bedrock_pool::LlmFactory::builder()
+    ///     .local_endpoints(
+    ///         server.region(),
+    ///         server.bedrock_url(),
+    ///         server.sts_url(),
+    ///         server.ca_pem(),
+    ///         server.credentials(),
+    ///     )
+    ///     .build()
+    ///     .await?;
+    /// # let _ = factory; Ok(()) }
+    /// ```
+    pub fn local_endpoints(
+        self,
+        region: impl Into<String>,
+        bedrock_url: impl Into<String>,
+        sts_url: impl Into<String>,
+        ca_pem: impl Into<String>,
+        credentials: aws_credential_types::Credentials,
+    ) -> Self {
+        self.region(region)
+            .bedrock_endpoint_url(bedrock_url)
+            .sts_endpoint_url(sts_url)
+            .ca_certificate_pem(ca_pem)
+            .credentials_provider(credentials)
+    }
+
     /// Sets the prices of a model id (per million tokens) for the cost estimate in the
     /// statistics; see [`LlmFactory::set_prices`]. Default is none: cost stays absent.
     pub fn prices(mut self, model_id: impl Into<String>, prices: Prices) -> Self {

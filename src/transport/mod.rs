@@ -169,42 +169,6 @@ impl Transport {
     }
 }
 
-/// Returns a plain pool client (no connection watching, the pool's defaults) that trusts only
-/// the CA in `ca_pem`, bound to the current tokio runtime when there is one. It is what a test
-/// gets when it talks to the local server with the SDK's own behaviour, unchanged.
-///
-/// # Errors
-/// An invalid-input error naming `ca_pem` when the certificate is unusable, or the pool's
-/// own build error.
-#[cfg(feature = "local")]
-pub(crate) fn plain_client(ca_pem: &str) -> Result<SharedHttpClient> {
-    check_ca_pem(ca_pem, "ca_pem")?;
-    let trust = TrustStore::empty().with_pem_certificate(ca_pem.as_bytes().to_vec());
-    let context = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| Error::invalid("ca_pem", "not a usable PEM certificate").with_source(e))?;
-    let pool = ConnectionPool::builder();
-    let (pool, partition) = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => (
-            pool.partitions([Partition::new(PARTITION, DriverSpawner::tokio(handle))]),
-            PARTITION,
-        ),
-        Err(_) => (pool, PartitionId::ANONYMOUS),
-    };
-    let pool = pool
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https()
-        .map_err(|e| {
-            Error::new(ErrorKind::Other, "could not build the connection pool").with_source(e)
-        })?;
-    let client = PoolClient::from_partition(&pool, partition).map_err(|e| {
-        Error::new(ErrorKind::Other, "could not build the pool client").with_source(e)
-    })?;
-    Ok(SharedHttpClient::new(client))
-}
-
 /// Checks that `pem` holds at least one certificate a root store accepts, as the pool's TLS
 /// setup will when it opens the first connection (where a bad one would panic).
 ///

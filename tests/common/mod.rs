@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: a local server and a factory pointed at it.
 #![allow(dead_code)]
 
-use bedrock_pool::local::{LocalServer, Protocol};
 use bedrock_pool::{LlmFactory, LlmFactoryBuilder};
+use bedrock_pool_local::{LocalServer, Protocol};
 use std::time::Duration;
 
 /// A model id the local server accepts.
@@ -19,7 +19,13 @@ pub async fn server(protocol: Protocol) -> LocalServer {
 
 /// Returns a factory builder aimed at `server` (endpoints, region, credentials, CA).
 pub fn builder_for(server: &LocalServer) -> LlmFactoryBuilder {
-    server.factory_builder()
+    LlmFactory::builder().local_endpoints(
+        server.region(),
+        server.bedrock_url(),
+        server.sts_url(),
+        server.ca_pem(),
+        server.credentials(),
+    )
 }
 
 /// Builds a factory aimed at `server` with the crate's defaults.
@@ -119,16 +125,16 @@ macro_rules! both_protocols {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn run($p: bedrock_pool::local::Protocol) $body
+            async fn run($p: bedrock_pool_local::Protocol) $body
 
             #[tokio::test]
             async fn h2() {
-                run(bedrock_pool::local::Protocol::Https).await
+                run(bedrock_pool_local::Protocol::Https).await
             }
 
             #[tokio::test]
             async fn h1() {
-                run(bedrock_pool::local::Protocol::HttpsH1Only).await
+                run(bedrock_pool_local::Protocol::HttpsH1Only).await
             }
         }
     };

@@ -4,7 +4,6 @@
 mod cluster;
 mod failover;
 mod outage;
-#[cfg(feature = "local")]
 mod tls;
 mod window;
 
@@ -34,7 +33,6 @@ impl RedisServer {
     }
 
     /// Starts a server speaking TLS only, with this certificate, key and CA (files).
-    #[cfg(feature = "local")]
     pub(super) async fn start_tls(files: [std::path::PathBuf; 3]) -> Option<RedisServer> {
         let mut s = Self::installed(None)?;
         s.tls = Some(files);

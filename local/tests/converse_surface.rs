@@ -6,7 +6,7 @@ mod surface_common;
 
 use aws_sdk_bedrockruntime as br;
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
-use bedrock_pool::local::{Guardrail, LocalServer, Operation, TEST_GUARDRAIL_ID};
+use bedrock_pool_local::{Guardrail, LocalServer, Operation, TEST_GUARDRAIL_ID};
 use br::operation::converse::ConverseOutput;
 use br::types::{
     CitationLocation, ContentBlock, ContentBlockDelta, ConverseStreamOutput, ReasoningContentBlock,
@@ -217,7 +217,7 @@ async fn guardrails_intervene_on_their_trigger_word() {
             _ => None,
         })
         .collect();
-    assert_eq!(text, bedrock_pool::local::DEFAULT_BLOCKED_MESSAGE);
+    assert_eq!(text, bedrock_pool_local::DEFAULT_BLOCKED_MESSAGE);
     let stop = events.iter().find_map(|e| match e {
         ConverseStreamOutput::MessageStop(s) => Some(s.stop_reason().clone()),
         _ => None,

@@ -93,10 +93,10 @@ impl Limits {
     /// Settles an admitted request's tokens at what its answer used, as Bedrock does: its
     /// input (cache reads and writes not included) plus its cache writes plus its output times
     /// the model's burndown rate (5 for recent Anthropic models; see
-    /// [`burndown_rate`](crate::burndown_rate)).
+    /// [`burndown_rate`]).
     pub(crate) fn settle(&self, ticket: Option<Ticket>, input: u64, cache_write: u64, output: u64) {
         let Some(t) = ticket else { return };
-        let burndown = crate::limit::burndown_rate(&t.model_id);
+        let burndown = super::quota::burndown_rate(&t.model_id);
         let tokens = input
             .saturating_add(cache_write)
             .saturating_add(output.saturating_mul(burndown));

@@ -4,7 +4,7 @@
 mod surface_common;
 
 use aws_sdk_bedrockruntime::types::StopReason;
-use bedrock_pool::local::{LocalServer, TEST_GUARDRAIL_ID};
+use bedrock_pool_local::{LocalServer, TEST_GUARDRAIL_ID};
 use serde_json::{Value, json};
 use surface_common::{
     MODEL, PROMPT_ARN, client, converse_json, refusal, stream_json, thinking, user,

@@ -8,6 +8,32 @@ use std::time::{Duration, Instant};
 /// forgotten in batches once they are out of the window (their busiest windows are kept).
 pub(crate) const LOG_LIMIT: usize = 100_000;
 
+/// Returns how many tokens of a tokens-per-minute quota one output token of `model_id` uses on
+/// Bedrock, per AWS's token-burndown page: 5 for Anthropic's Claude 3.7 Sonnet and the Claude 4
+/// generations on (Opus, Sonnet, Haiku 4 and later), whatever the id's prefix (a cross-region
+/// profile `us.`, `global.`); 1 for every other model.
+///
+/// The client crate keeps the same table for its own limits; the two crates share no code, so
+/// that neither depends on the other.
+pub fn burndown_rate(model_id: &str) -> u64 {
+    let Some(i) = model_id.find("anthropic.claude-") else {
+        return 1;
+    };
+    let name = &model_id[i + "anthropic.claude-".len()..];
+    if name.starts_with("3-7-") {
+        return 5;
+    }
+    for family in ["opus-", "sonnet-", "haiku-"] {
+        if let Some(rest) = name.strip_prefix(family) {
+            let major: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if major.parse::<u32>().is_ok_and(|m| m >= 4) {
+                return 5;
+            }
+        }
+    }
+    1
+}
+
 /// Limits the requests and tokens one model admits in any sliding window of a given length.
 ///
 /// Bedrock's quotas are per minute; the window here is configurable so that a test can scale
@@ -18,7 +44,7 @@ pub(crate) const LOG_LIMIT: usize = 100_000;
 /// InvokeModel body: `max_tokens`, `maxTokens`, `max_gen_len`, `max_new_tokens`,
 /// `textGenerationConfig.maxTokenCount`; 0 when absent, and for embeddings), and settled once
 /// the answer is known at its input plus cache writes plus its output times the model's
-/// burndown rate (5 for recent Anthropic models, see [`burndown_rate`](crate::burndown_rate);
+/// burndown rate (5 for recent Anthropic models, see [`burndown_rate`];
 /// cache reads are not counted). A quota with neither limit admits everything (and still
 /// counts). One server plays one region: each region's quotas are its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

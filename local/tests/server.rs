@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_bedrockruntime as br;
 use aws_sdk_sts as sts;
-use bedrock_pool::local::{
+use bedrock_pool_local::{
     Fault, FaultRule, IdleFault, Latency, LocalServer, ModelReply, Operation, Protocol, ReplyBlock,
     Responder, ServiceError, TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID,
 };
@@ -546,7 +546,7 @@ async fn sigv4_rejections() {
     let with_token = client_with(&server, |b| {
         b.credentials_provider(br::config::Credentials::new(
             TEST_ACCESS_KEY_ID,
-            bedrock_pool::local::TEST_SECRET_ACCESS_KEY,
+            bedrock_pool_local::TEST_SECRET_ACCESS_KEY,
             Some("session-token".into()),
             None,
             "test",

@@ -210,7 +210,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
-    use crate::local::identity::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+    use crate::identity::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
     const BEDROCK: Expected<'static> = Expected {
         access_key_id: TEST_ACCESS_KEY_ID,

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime as br;
-use bedrock_pool::local::{
+use bedrock_pool_local::{
     Fault, FaultRule, Latency, LocalServer, Operation, Protocol, RecordedRequest,
 };
 use br::config::retry::RetryConfig;
@@ -444,7 +444,7 @@ async fn goaway_h2_new_requests_go_to_a_new_connection() {
 /// A skipping rule lets the requests it skips pass to the later rules, then applies.
 #[tokio::test]
 async fn skip_passes_requests_to_later_rules() {
-    use bedrock_pool::local::ServiceError;
+    use bedrock_pool_local::ServiceError;
     let server = LocalServer::start().await.unwrap();
     server.push_fault(
         FaultRule::new(Fault::Error(ServiceError::AccessDenied("third".into())))

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime as br;
-use bedrock_pool::local::{Fault, FaultRule, LocalServer, Operation, ServiceError};
+use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, ServiceError};
 use br::config::retry::RetryConfig;
 use br::error::{ProvideErrorMetadata, SdkError};
 use br::primitives::Blob;

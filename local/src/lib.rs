@@ -1,4 +1,5 @@
-//! A local Bedrock Runtime + STS server for offline tests.
+//! A local Bedrock Runtime + STS server for offline tests: a library, and a binary
+//! (`bedrock-pool-local`) that any SDK can be pointed at.
 //!
 //! [`LocalServer`] runs in-process on 127.0.0.1 and speaks the real wire protocols, so the real
 //! AWS SDK (or boto3, or any other SDK) talks to it over real sockets:
@@ -176,7 +177,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use bedrock_pool::local::LocalServer;
+//! use bedrock_pool_local::LocalServer;
 //!
 //! let server = LocalServer::start().await?;
 //! let client = aws_sdk_bedrockruntime::Client::new(&server.sdk_config()?);
@@ -207,6 +208,7 @@ mod options;
 mod quota;
 mod record;
 mod reply;
+mod sdk;
 mod server;
 mod server_limits;
 mod sigv4;
@@ -226,7 +228,7 @@ pub use identity::{
     TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
 };
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
-pub use quota::{Quota, QuotaStats};
+pub use quota::{Quota, QuotaStats, burndown_rate};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use server::{LocalServer, LocalServerBuilder};
 pub use state::Protocol;

@@ -3,7 +3,7 @@
 
 use aws_sdk_bedrockruntime as br;
 use aws_smithy_types::body::SdkBody;
-use bedrock_pool::local::LocalServer;
+use bedrock_pool_local::LocalServer;
 use br::error::{ProvideErrorMetadata, SdkError};
 use br::operation::converse::{ConverseError, ConverseOutput};
 use br::types::{ContentBlock, ConversationRole, ConverseStreamOutput, Message};
