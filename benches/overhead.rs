@@ -13,7 +13,7 @@
 //! is shared and noisy).
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
-use bedrock_pool::{LlmFactory, LlmFactoryBuilder, Model, ModelLimit};
+use bedrock_pool::{LlmFactory, LlmFactoryBuilder, Model, limit::ModelLimit};
 use bedrock_pool_local::{LocalServer, Protocol};
 use criterion::{Criterion, Throughput};
 use std::future::Future;
@@ -325,7 +325,7 @@ fn print_limits(label: &str, [breakers, limit, carried]: &[Vec<f64>; 3]) {
 #[cfg(feature = "redis")]
 mod fleet {
     use super::*;
-    use bedrock_pool::FleetConfig;
+    use bedrock_pool::fleet::FleetConfig;
     use std::process::{Command, Stdio};
 
     pub(super) fn summary(s: &Setup) {

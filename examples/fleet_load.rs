@@ -17,7 +17,11 @@
 //! what each process saw, and exits 1 if the server throttled, counted more than the quota in a
 //! window, or a call failed. Needs `redis-server` and `redis-cli` on PATH.
 
-use bedrock_pool::{FleetConfig, LimitMode, LlmFactory, ModelLimit};
+use bedrock_pool::{
+    LlmFactory,
+    fleet::FleetConfig,
+    limit::{LimitMode, ModelLimit},
+};
 use bedrock_pool_local::{
     LocalServer, Protocol, Quota, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY,
 };

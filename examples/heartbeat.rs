@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("-- idle for 2 s: probes run");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("{:#?}", heartbeat.status());
+    println!("{:#?}", heartbeat.stats());
 
     println!("-- steady traffic for 2 s: keep-warm probes are skipped");
     let model = factory.model("anthropic.claude-3-haiku-20240307-v1:0");
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.converse().user(format!("message {i}")).send().await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let st = heartbeat.status();
+    let st = heartbeat.stats();
     println!(
         "keep-warm: {} sent, {} skipped; identity: {} sent",
         st.keep_warm.sent, st.keep_warm.skipped, st.identity.sent

@@ -16,7 +16,7 @@ use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use bedrock_pool::{HeartbeatConfig, HeartbeatHandle, HttpProtocol, LlmFactory};
+use bedrock_pool::{HeartbeatConfig, LlmFactory, heartbeat::HeartbeatHandle, stats::HttpProtocol};
 use bedrock_pool_local::{IdleFault, Latency, LocalServer, Operation, Protocol, RecordedRequest};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -42,6 +42,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// Returns a short lowercase name: `closed`, `open` or `half_open`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// One circuit breaker's figures: a model in a region.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

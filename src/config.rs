@@ -41,7 +41,7 @@ impl Default for PoolConfig {
 /// Timeouts applied to every request attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TimeoutSettings {
+pub struct TimeoutConfig {
     /// Time allowed to establish a connection (DNS, TCP, TLS). Default is 5 s.
     pub connect: Duration,
     /// Time allowed from sending a request (including waiting for a pooled connection) to the
@@ -60,9 +60,9 @@ pub struct TimeoutSettings {
     pub unary_over_stream: bool,
 }
 
-impl Default for TimeoutSettings {
+impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutSettings {
+        TimeoutConfig {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(60),
             stream_stall: Duration::from_secs(60),
@@ -74,7 +74,7 @@ impl Default for TimeoutSettings {
 /// Retry settings of the SDK clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RetrySettings {
+pub struct RetryConfig {
     /// Retry strategy. Default is [`RetryMode::Adaptive`].
     pub mode: RetryMode,
     /// Attempts per call, the first included. Default is 3.
@@ -89,9 +89,9 @@ pub struct RetrySettings {
     pub retry_slow_calls: bool,
 }
 
-impl Default for RetrySettings {
+impl Default for RetryConfig {
     fn default() -> Self {
-        RetrySettings {
+        RetryConfig {
             mode: RetryMode::Adaptive,
             max_attempts: 3,
             fallback_after_attempts: 1,
@@ -156,9 +156,9 @@ pub struct FactoryConfig {
     /// Connection pool settings.
     pub pool: PoolConfig,
     /// Request timeouts.
-    pub timeouts: TimeoutSettings,
+    pub timeouts: TimeoutConfig,
     /// Retry settings.
-    pub retry: RetrySettings,
+    pub retry: RetryConfig,
     /// A request that comes after at least this long with no traffic counts as a wake-up in
     /// the request statistics. Default is 30 s.
     pub wakeup_threshold: Duration,
@@ -186,8 +186,8 @@ impl Default for FactoryConfig {
             extra_ca_pem: Vec::new(),
             allow_insecure_http: false,
             pool: PoolConfig::default(),
-            timeouts: TimeoutSettings::default(),
-            retry: RetrySettings::default(),
+            timeouts: TimeoutConfig::default(),
+            retry: RetryConfig::default(),
             wakeup_threshold: Duration::from_secs(30),
             failover_cooldown: Duration::from_secs(30),
             breaker: Some(BreakerConfig::default()),

@@ -28,8 +28,8 @@
 //! [`LlmFactoryBuilder::local_endpoints`]).
 //!
 //! Handles can fall back to other models ([`Model::with_fallbacks`]); each model in each region
-//! has a circuit breaker ([`BreakerConfig`]); client-side limits keep a model under its requests
-//! and tokens per minute ([`ModelLimit`]), and with the `redis` feature a whole fleet of
+//! has a circuit breaker ([`BreakerConfig`](config::BreakerConfig)); client-side limits keep a model under its requests
+//! and tokens per minute ([`ModelLimit`](limit::ModelLimit)), and with the `redis` feature a whole fleet of
 //! processes shares them (`LlmFactoryBuilder::fleet`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -38,73 +38,59 @@
 // The call path, bottom up: error, config, metrics; transport (the pool), stats, breaker,
 // fleet (Redis), limit, region (policy), shared, call (the driver); then the handles: model,
 // request, reply, stream and the other operations; then factory and heartbeat.
+//
+// The root holds what a first program needs; the rest lives in public modules named after
+// their concern (`config`, `stats`, `limit`, `fleet`, `heartbeat`, `embed`, `invoke`,
+// `converse`, `policy`, `error`, `metrics`), and the whole SDK crate is `sdk`.
 mod anthropic;
 mod breaker;
 mod call;
 mod collect;
-mod config;
+pub mod config;
 mod count_tokens;
-mod embed;
-mod error;
+pub mod embed;
+pub mod error;
 mod factory;
 #[cfg(feature = "redis")]
-mod fleet;
-mod heartbeat;
-mod invoke;
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
+pub mod heartbeat;
+pub mod invoke;
 mod lanes;
-mod limit;
+pub mod limit;
 pub mod metrics;
 mod model;
+pub mod policy;
 mod region;
 mod reply;
 mod request;
 mod shared;
-mod stats;
+pub mod stats;
 mod stream;
 mod transport;
 
-pub use breaker::{BreakerState, BreakerStats};
-pub use call::policy::{CallPolicy, ReadTimeoutRetry};
-pub use config::{
-    BreakerConfig, DEFAULT_REGION, FactoryConfig, PoolConfig, RetryMode, RetrySettings,
-    TimeoutSettings,
-};
-pub use embed::{
-    DEFAULT_EMBED_CONCURRENCY, EmbedFamily, EmbedRequest, Embeddings, InputType, Truncate,
-};
-pub use error::{Error, ErrorKind, Result, TimeoutKind};
+pub use error::{Error, ErrorKind, Result};
 pub use factory::{LlmFactory, LlmFactoryBuilder};
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use fleet::{FleetConfig, FleetStats};
-pub use heartbeat::{
-    HeartbeatConfig, HeartbeatHandle, HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind,
-};
-pub use invoke::{InvokeBody, InvokeReply, InvokeRequest, InvokeStream};
-pub use limit::{LimitMode, LimitStats, ModelLimit, burndown_rate};
+pub use heartbeat::HeartbeatConfig;
 pub use model::Model;
-pub use region::RegionStats;
-pub use reply::{Reasoning, Reply};
-pub use request::{ConverseRequest, Streaming, Unary};
-pub use stats::{
-    CacheStats, Cost, FailureCounts, HttpProtocol, LatencySummary, OriginPoolStats, PoolStats,
-    Prices, RateSummary, RequestStats,
-};
+pub use reply::Reply;
+pub use request::ConverseRequest;
 pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
 
-/// The SDK types used in this crate's API, re-exported for convenience.
-pub mod types {
-    pub use aws_sdk_bedrockruntime::types::{
-        AnyToolChoice, AutoToolChoice, CachePointBlock, CacheTtl, Citation,
-        CitationGeneratedContent, CitationLocation, CitationSourceContent, CitationsContentBlock,
-        CitationsDelta, ContentBlock, ConversationRole, ConverseStreamTrace, ConverseTrace,
-        GuardrailStreamProcessingMode, GuardrailTrace, GuardrailTraceAssessment, Message,
-        PerformanceConfiguration, ReasoningContentBlock, ReasoningTextBlock, ServiceTier,
-        ServiceTierType, SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage, Tool,
-        ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
-        ToolSpecification, ToolUseBlock,
-    };
-    pub use aws_smithy_types::{Blob, Document};
+/// Converse and ConverseStream: the requests, the replies and the stream's events.
+pub mod converse {
+    pub use crate::reply::{Reasoning, Reply};
+    pub use crate::request::{ConverseRequest, Streaming, Unary};
+    pub use crate::stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+}
+
+/// The AWS SDK for Bedrock Runtime (`aws-sdk-bedrockruntime`), whole, at the version this
+/// crate uses: its `types` (content blocks, messages, tools), `primitives` (`Blob`), errors
+/// and operations, plus the [`Document`](aws_smithy_types::Document) type of tool inputs and additional model fields.
+/// Use it rather than a dependency of your own, so that the versions always match.
+pub mod sdk {
+    pub use aws_sdk_bedrockruntime::*;
+    pub use aws_smithy_types::Document;
 }
 
 /// The README's examples, run as doctests.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use bedrock_pool::HttpProtocol;
+use bedrock_pool::stats::HttpProtocol;
 use bedrock_pool_local::{Latency, LocalServer, Protocol};
 use common::{MODEL, builder_for, eventually};
 use std::collections::BTreeSet;

@@ -118,16 +118,16 @@ async fn figures_reach_the_metrics_recorder() {
     // A fallback, a breaker opening and a client-side limit's refusal and wait.
     let limited = common::builder_for(&server)
         .retry_max_attempts(1)
-        .circuit_breaker(Some(bedrock_pool::BreakerConfig::new(
+        .circuit_breaker(Some(bedrock_pool::config::BreakerConfig::new(
             1,
             std::time::Duration::from_secs(60),
             std::time::Duration::from_secs(60),
         )))
         .model_limit(
             "amazon.nova-lite-v1:0",
-            bedrock_pool::ModelLimit::per_minute()
+            bedrock_pool::limit::ModelLimit::per_minute()
                 .requests(1)
-                .mode(bedrock_pool::LimitMode::Reject),
+                .mode(bedrock_pool::limit::LimitMode::Reject),
         )
         .build()
         .await

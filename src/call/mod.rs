@@ -8,7 +8,6 @@
 
 pub(crate) mod carry;
 mod open;
-pub(crate) mod policy;
 mod share;
 mod span;
 

@@ -88,7 +88,7 @@ fn is_credentials_failure(err: &(dyn StdError + 'static)) -> bool {
 /// Tells a read timeout from a connect timeout in a dispatch failure's chain.
 ///
 /// The SDK's timeout error type is private, so this reads its wording ("HTTP read timeout",
-/// "HTTP connect timeout"); `tests/factory.rs` pins it by provoking both for real.
+/// "HTTP connect timeout"); `tests/client/factory.rs` pins it by provoking both for real.
 fn timeout_kind_of(err: &(dyn StdError + 'static)) -> TimeoutKind {
     if chain_contains(err, "read timeout") {
         TimeoutKind::Read

@@ -12,8 +12,8 @@ use crate::stats::Prices;
 use crate::transport::{AttemptCounter, ModelCallClassifier, Transport};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
-use aws_smithy_types::timeout::TimeoutConfig;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig as SdkRetryConfig};
+use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -237,7 +237,7 @@ impl LlmFactoryBuilder {
 
     /// Sends a unary call again after its read timeout even when the request may have
     /// reached the model, which then generates (and bills) the answer again; such sends are
-    /// counted in [`RequestStats::repeats`](crate::RequestStats::repeats). Default is false:
+    /// counted in [`RequestStats::repeats`](crate::stats::RequestStats::repeats). Default is false:
     /// only a read timeout that cannot have reached a healthy model is sent again.
     pub fn retry_slow_calls(mut self, on: bool) -> Self {
         self.config.retry.retry_slow_calls = on;
@@ -267,7 +267,7 @@ impl LlmFactoryBuilder {
     }
 
     /// Sets the circuit breaker of each model in each region; `None` turns breakers off.
-    /// Default is [`BreakerConfig::default`](crate::BreakerConfig): 5 failures in a row within
+    /// Default is [`BreakerConfig::default`](crate::config::BreakerConfig): 5 failures in a row within
     /// 60 s open it for 10 s (see the README's "Fallbacks and limits").
     pub fn circuit_breaker(mut self, breaker: Option<crate::config::BreakerConfig>) -> Self {
         self.config.breaker = breaker;
@@ -276,7 +276,7 @@ impl LlmFactoryBuilder {
 
     /// Sets the client-side limit of `model_id` in each region (replacing an earlier one): its
     /// calls to a region never go past `limit`'s requests and tokens per window there, as
-    /// Bedrock's quotas are per region; see [`ModelLimit`](crate::ModelLimit). The id must be
+    /// Bedrock's quotas are per region; see [`ModelLimit`](crate::limit::ModelLimit). The id must be
     /// the one the handles use (`factory.model(id)`).
     pub fn model_limit(
         mut self,
@@ -352,13 +352,13 @@ impl LlmFactoryBuilder {
             validate_url(url, "region_endpoint_url", config.allow_insecure_http)?;
         }
         let transport = Transport::new(&config)?;
-        let timeouts = TimeoutConfig::builder()
+        let timeouts = SdkTimeoutConfig::builder()
             .connect_timeout(config.timeouts.connect)
             .read_timeout(config.timeouts.read)
             .build();
         let retry = match config.retry.mode {
-            RetryMode::Adaptive => RetryConfig::adaptive(),
-            RetryMode::Standard => RetryConfig::standard(),
+            RetryMode::Adaptive => SdkRetryConfig::adaptive(),
+            RetryMode::Standard => SdkRetryConfig::standard(),
         }
         .with_max_attempts(config.retry.max_attempts)
         // Only the transport retires connections, after a timeout or an IO error; a 5xx

@@ -1,9 +1,10 @@
 //! Limits and cooldowns shared across a fleet of processes through Redis (feature `redis`).
 //!
-//! One [`Fleet`] per process talks to the shared Redis: [`Fleet::acquire`] checks a model's
-//! sliding window and reads cooldowns in ONE atomic script round trip; corrections and cooldown
-//! writes are spawned off the hot path. Any Redis trouble answers [`FleetDown`] (the caller
-//! then uses its local limiter), is logged once per outage, counted, and Redis is left alone for
+//! Set it with `LlmFactoryBuilder::fleet(`[`FleetConfig`]`)`; read it with
+//! [`FleetStats`]. One fleet per factory talks to the shared Redis: an admission checks a
+//! model's sliding window and reads cooldowns in ONE atomic script round trip; corrections and
+//! cooldown writes are spawned off the hot path. Any Redis trouble makes the call use the
+//! local limiter, breakers and health, is logged once per outage, counted, and Redis is left alone for
 //! `retry_after` before it is tried again, so a dead Redis costs a call nothing.
 
 mod config;

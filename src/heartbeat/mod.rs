@@ -12,7 +12,7 @@ mod status;
 mod task;
 
 pub use config::HeartbeatConfig;
-pub use status::{HeartbeatStatus, ProbeCounts, ProbeError, ProbeKind};
+pub use status::{HeartbeatStats, ProbeError, ProbeKind, ProbeStats};
 
 use crate::error::{Error, Result};
 use crate::factory::LlmFactory;
@@ -27,12 +27,22 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Handle of a running heartbeat: read its status, stop it. Dropping it stops the task.
+/// Handle of a running heartbeat: read its statistics, stop it.
+///
+/// Clones share the one task (a service can keep one in its state and hand others to a
+/// `/stats` endpoint): it stops when [`HeartbeatHandle::stop`] is called on any clone, or when
+/// the last clone is dropped.
+#[derive(Clone)]
 pub struct HeartbeatHandle {
-    status: Arc<Mutex<HeartbeatStatus>>,
+    inner: Arc<Inner>,
+}
+
+/// What the clones of a handle share.
+struct Inner {
+    status: Arc<Mutex<HeartbeatStats>>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-    /// Frees the factory's heartbeat slot when the handle goes.
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Frees the factory's heartbeat slot when the last handle goes.
     _slot: Slot,
 }
 
@@ -63,33 +73,37 @@ impl Drop for Slot {
 impl fmt::Debug for HeartbeatHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeartbeatHandle")
-            .field("status", &self.status())
+            .field("stats", &self.stats())
             .finish()
     }
 }
 
 impl HeartbeatHandle {
-    /// Returns a snapshot of the heartbeat's state.
-    pub fn status(&self) -> HeartbeatStatus {
-        let mut s = lock(&self.status).clone();
-        s.running = self.task.as_ref().is_some_and(|t| !t.is_finished());
+    /// Returns a snapshot of the heartbeat's state: probe counts, the last error, running.
+    pub fn stats(&self) -> HeartbeatStats {
+        let mut s = lock(&self.inner.status).clone();
+        s.running = lock(&self.inner.task)
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
         s
     }
 
-    /// Stops the task and waits until it has ended: no probe is sent after this returns.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+    /// Stops the task (for every clone of this handle) and waits until it has ended: no probe
+    /// is sent after this returns.
+    pub async fn stop(self) {
+        let _ = self.inner.stop.send(true);
+        let task = lock(&self.inner.task).take();
+        if let Some(task) = task {
             task.abort();
             let _ = task.await;
         }
     }
 }
 
-impl Drop for HeartbeatHandle {
+impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+        if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
     }
@@ -98,9 +112,13 @@ impl Drop for HeartbeatHandle {
 impl LlmFactory {
     /// Starts the heartbeat task on the current tokio runtime.
     ///
+    /// Each probe runs once at start, then at its interval: missing or expired credentials
+    /// show in [`HeartbeatHandle::stats`] and the log within moments of start-up, not at the
+    /// first request, and the keep-warm probe opens the connections the first calls use.
+    ///
     /// The task holds only a weak reference: it never keeps the factory alive, and ends when
-    /// the factory is dropped, when [`HeartbeatHandle::stop`] is called, or when the handle is
-    /// dropped.
+    /// the factory is dropped, when [`HeartbeatHandle::stop`] is called, or when the last
+    /// clone of the handle is dropped.
     ///
     /// A factory runs at most one heartbeat: a second call while the first one's handle lives
     /// is refused (one task already probes everything there is to probe). Stop or drop the
@@ -122,12 +140,15 @@ impl LlmFactory {
             )
         })?;
         let slot = Slot::take(self.shared())?;
-        let status = Arc::new(Mutex::new(HeartbeatStatus {
+        let status = Arc::new(Mutex::new(HeartbeatStats {
             running: true,
-            ..HeartbeatStatus::default()
+            ..HeartbeatStats::default()
         }));
         let (stop, stop_rx) = watch::channel(false);
         let mut schedules = Vec::new();
+        // The first round runs at start: missing or broken credentials, or a host out of
+        // reach, show at once rather than one interval later, and the keep-warm probe opens
+        // the connections the first calls will use.
         let now = Instant::now();
         // STS takes SigV4 only: with a Bedrock API key there may be no credentials for it.
         let identity = config.identity_probe && !self.shared().bedrock_api_key;
@@ -146,7 +167,7 @@ impl LlmFactory {
             schedules.push(Schedule {
                 kind: ProbeKind::Identity,
                 interval: config.identity_interval,
-                next: now + config.identity_interval,
+                next: now,
                 failures: 0,
             });
         }
@@ -154,7 +175,7 @@ impl LlmFactory {
             schedules.push(Schedule {
                 kind: ProbeKind::KeepWarm,
                 interval: config.keep_warm_interval,
-                next: now + config.keep_warm_interval,
+                next: now,
                 failures: 0,
             });
         }
@@ -173,10 +194,12 @@ impl LlmFactory {
             stop_rx,
         ));
         Ok(HeartbeatHandle {
-            status,
-            stop,
-            task: Some(task),
-            _slot: slot,
+            inner: Arc::new(Inner {
+                status,
+                stop,
+                task: Mutex::new(Some(task)),
+                _slot: slot,
+            }),
         })
     }
 

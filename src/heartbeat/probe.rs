@@ -1,17 +1,17 @@
 //! The two probes: STS GetCallerIdentity, and `ListAsyncInvokes` on a Bedrock host.
 
 use crate::error::{Error, Result, from_sdk};
-use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
-use aws_smithy_types::timeout::TimeoutConfig;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig as SdkRetryConfig};
+use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
 use std::time::Duration;
 
 /// Returns the per-call settings of a probe: one attempt, and the probe timeout as the read
 /// timeout, so that a probe that gets no answer fails in the connector, which retires its
 /// connection (over h2, the one connection every call would use next).
-fn probe_settings(timeout: Duration) -> (TimeoutConfig, RetryConfig) {
+fn probe_settings(timeout: Duration) -> (SdkTimeoutConfig, SdkRetryConfig) {
     (
-        TimeoutConfig::builder().read_timeout(timeout).build(),
-        RetryConfig::standard()
+        SdkTimeoutConfig::builder().read_timeout(timeout).build(),
+        SdkRetryConfig::standard()
             .with_max_attempts(1)
             // As the factory's clients: an error answer keeps its (healthy) connection.
             .with_reconnect_mode(ReconnectMode::ReuseAllConnections),

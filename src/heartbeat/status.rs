@@ -15,7 +15,9 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
-    pub(super) fn label(self) -> &'static str {
+    /// Returns a short lowercase name, as used in logs and statistics: `identity` or
+    /// `keep_warm`.
+    pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Identity => "identity",
             ProbeKind::KeepWarm => "keep_warm",
@@ -30,10 +32,16 @@ impl ProbeKind {
     }
 }
 
+impl std::fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Counts of one probe kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ProbeCounts {
+pub struct ProbeStats {
     /// Probes sent.
     pub sent: u64,
     /// Probes that succeeded.
@@ -59,7 +67,7 @@ pub struct ProbeError {
 /// A snapshot of the heartbeat's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct HeartbeatStatus {
+pub struct HeartbeatStats {
     /// Time of the last successful probe.
     pub last_success: Option<SystemTime>,
     /// Time of the last failed probe.
@@ -69,9 +77,9 @@ pub struct HeartbeatStatus {
     /// The last error.
     pub last_error: Option<ProbeError>,
     /// Identity probe counts.
-    pub identity: ProbeCounts,
+    pub identity: ProbeStats,
     /// Keep-warm probe counts (all regions).
-    pub keep_warm: ProbeCounts,
+    pub keep_warm: ProbeStats,
     /// False once the task has stopped.
     pub running: bool,
 }

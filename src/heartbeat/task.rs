@@ -2,7 +2,7 @@
 
 use super::config::{HeartbeatConfig, MIN_INTERVAL};
 use super::probe::{identity_probe, keep_warm_probe};
-use super::status::{HeartbeatStatus, ProbeError, ProbeKind, lock};
+use super::status::{HeartbeatStats, ProbeError, ProbeKind, lock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::factory::{LlmFactory, WeakFactory};
 use std::sync::{Arc, Mutex};
@@ -119,7 +119,7 @@ pub(super) async fn run(
     weak: WeakFactory,
     cfg: HeartbeatConfig,
     mut schedules: Vec<Schedule>,
-    status: Arc<Mutex<HeartbeatStatus>>,
+    status: Arc<Mutex<HeartbeatStats>>,
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some(next) = schedules.iter().map(|s| s.next).min() {
@@ -149,7 +149,7 @@ pub(super) async fn run(
     lock(&status).running = false;
 }
 
-fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: &HeartbeatConfig) {
+fn record(status: &Mutex<HeartbeatStats>, s: &mut Schedule, round: Round, cfg: &HeartbeatConfig) {
     let mut st = lock(status);
     let counts = match s.kind {
         ProbeKind::Identity => &mut st.identity,
@@ -157,7 +157,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
     };
     match round {
         Round::Skipped => {
-            crate::metrics::probe(s.kind.label(), "skipped");
+            crate::metrics::probe(s.kind.as_str(), "skipped");
             counts.skipped += 1;
             drop(st);
             tracing::debug!(
@@ -167,7 +167,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
             s.next = Instant::now() + s.interval;
         }
         Round::Sent(Ok(())) => {
-            crate::metrics::probe(s.kind.label(), "success");
+            crate::metrics::probe(s.kind.as_str(), "success");
             counts.sent += 1;
             counts.succeeded += 1;
             let failures = st.consecutive_failures;
@@ -182,7 +182,7 @@ fn record(status: &Mutex<HeartbeatStatus>, s: &mut Schedule, round: Round, cfg: 
             s.after_result(true, cfg);
         }
         Round::Sent(Err(e)) => {
-            crate::metrics::probe(s.kind.label(), "failure");
+            crate::metrics::probe(s.kind.as_str(), "failure");
             counts.sent += 1;
             counts.failed += 1;
             st.consecutive_failures = st.consecutive_failures.saturating_add(1);

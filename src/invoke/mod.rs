@@ -3,16 +3,16 @@
 //! retired connections, as for Converse).
 
 use crate::call::carry::{Carried, send_carried};
-use crate::call::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::call::{CallInput, Op, OpenCall, RequestAttrs, drive};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk};
 use crate::model::Model;
+use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::request::{Streaming, Unary};
 use crate::stats::Outcome;
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::ResponseStream;
-use aws_smithy_types::timeout::TimeoutConfig;
+use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
 use aws_smithy_types::{Blob, Document};
 use std::fmt;
 use std::marker::PhantomData;
@@ -95,7 +95,7 @@ impl<K> fmt::Debug for InvokeRequest<K> {
 pub(crate) struct InvokeInput {
     body: Blob,
     attrs: RequestAttrs,
-    timeouts: Option<TimeoutConfig>,
+    timeouts: Option<SdkTimeoutConfig>,
     /// An Anthropic Messages body: its stream can be collected back into the unary answer.
     anthropic: bool,
 }
@@ -147,7 +147,7 @@ impl<K> InvokeRequest<K> {
             attrs: attrs_of(&doc),
             anthropic: crate::anthropic::is_messages_body(&doc),
             timeouts: self.read_timeout.map(|rt| {
-                TimeoutConfig::builder()
+                SdkTimeoutConfig::builder()
                     .connect_timeout(connect)
                     .read_timeout(rt)
                     .build()

@@ -1,7 +1,7 @@
 //! Client-side limits per model: requests and tokens per sliding window, so that a process
 //! never sends past the quota it was given. A call over the limit waits in a bounded queue
 //! with a deadline ([`LimitMode::Wait`]) or fails at once ([`LimitMode::Reject`]), with
-//! [`ErrorKind::Throttled`](crate::ErrorKind::Throttled) either way, never sent.
+//! [`ErrorKind::Throttled`] either way, never sent.
 //!
 //! Tokens are counted when a call is admitted as an estimate (the input's UTF-8 bytes / 4,
 //! plus `max_tokens`), then corrected to the usage the service reports. A call stays in the
@@ -13,7 +13,7 @@ mod shared;
 mod window;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::stats::{Histogram, LatencySummary};
+use crate::stats::{Histogram, LatencyStats};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,7 @@ impl Default for LimitMode {
 /// [`burndown`](ModelLimit::burndown)).
 ///
 /// ```
-/// use bedrock_pool::{LimitMode, ModelLimit};
+/// use bedrock_pool::limit::{LimitMode, ModelLimit};
 /// let limit = ModelLimit::per_minute().requests(60).tokens(100_000).mode(LimitMode::Reject);
 /// # let _ = limit;
 /// ```
@@ -139,7 +139,7 @@ pub struct LimitStats {
     /// Calls that waited for room before they were admitted.
     pub waited: u64,
     /// How long admitted calls waited in the queue (the calls that did not wait included).
-    pub queue_wait: LatencySummary,
+    pub queue_wait: LatencyStats,
     /// Calls refused at once: `Reject` mode, a full queue, or an estimate larger than the
     /// whole token limit.
     pub rejected: u64,

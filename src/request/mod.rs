@@ -10,10 +10,10 @@ mod validate;
 pub(crate) use validate::Validated;
 
 use crate::call::carry::{Carried, send_carried};
-use crate::call::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::call::{Op, drive};
 use crate::error::Result;
 use crate::model::Model;
+use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::reply::Reply;
 use crate::stats::Outcome;
 use crate::stream::ReplyStream;

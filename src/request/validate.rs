@@ -15,7 +15,7 @@ use aws_sdk_bedrockruntime::types::{
     ToolConfiguration,
 };
 use aws_smithy_types::Document;
-use aws_smithy_types::timeout::TimeoutConfig;
+use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
 use std::collections::HashMap;
 
 /// Most cache points one request may carry (system, messages and tools together).
@@ -43,7 +43,7 @@ pub(crate) struct Validated {
     pub(crate) request_metadata: Option<HashMap<String, String>>,
     pub(crate) prompt_variables: Option<HashMap<String, PromptVariableValues>>,
     pub(crate) output_config: Option<OutputConfig>,
-    pub(crate) timeouts: Option<TimeoutConfig>,
+    pub(crate) timeouts: Option<SdkTimeoutConfig>,
 }
 
 impl crate::call::CallInput for Validated {
@@ -314,7 +314,7 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
             .build()
     });
     let timeouts = i.read_timeout.map(|rt| {
-        TimeoutConfig::builder()
+        SdkTimeoutConfig::builder()
             .connect_timeout(m.target.shared.config.timeouts.connect)
             .read_timeout(rt)
             .build()

@@ -11,6 +11,9 @@ pub(crate) use activity::Activity;
 pub(crate) use models::{ModelTable, OTHER_MODELS};
 pub(crate) use record::{CallGuard, Histogram, Outcome, RequestCounters, Tokens};
 
+pub use crate::breaker::{BreakerState, BreakerStats};
+pub use crate::region::RegionStats;
+
 use crate::error::ErrorKind;
 use std::time::Duration;
 
@@ -22,6 +25,22 @@ pub enum HttpProtocol {
     Http1,
     /// HTTP/2: every request multiplexed on one connection.
     Http2,
+}
+
+impl HttpProtocol {
+    /// Returns the ALPN name: `http/1.1` or `h2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpProtocol::Http1 => "http/1.1",
+            HttpProtocol::Http2 => "h2",
+        }
+    }
+}
+
+impl std::fmt::Display for HttpProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Connection pool figures for one origin (one Bedrock region, or STS).
@@ -116,7 +135,7 @@ pub struct CacheStats {
 /// Latency distribution of a set of requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LatencySummary {
+pub struct LatencyStats {
     /// Requests measured.
     pub count: u64,
     /// Mean latency.
@@ -134,11 +153,11 @@ pub struct LatencySummary {
 /// Failures counted by [`ErrorKind`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct FailureCounts {
+pub struct FailureStats {
     pub(crate) counts: [u64; ErrorKind::ALL.len()],
 }
 
-impl FailureCounts {
+impl FailureStats {
     /// Returns the failures of one kind.
     pub fn get(&self, kind: ErrorKind) -> u64 {
         self.counts[kind.index()]
@@ -168,7 +187,7 @@ pub struct RequestStats {
     /// Calls that succeeded.
     pub successes: u64,
     /// Calls that failed, by kind.
-    pub failures: FailureCounts,
+    pub failures: FailureStats,
     /// Calls that failed on a timeout (also counted in `failures`).
     pub timeouts: u64,
     /// Calls that failed throttled (also counted in `failures`).
@@ -188,13 +207,13 @@ pub struct RequestStats {
     /// with an IO error, or their stream stalled or broke.
     pub retired_connections: u64,
     /// Latency of completed calls (success or failure; for streams, until the stream ended).
-    pub latency: LatencySummary,
+    pub latency: LatencyStats,
     /// Calls that came after at least the wake-up threshold with no traffic.
     pub wakeups: u64,
     /// Latency of those wake-up calls: the figure an idle service's users feel.
-    pub wakeup_latency: LatencySummary,
+    pub wakeup_latency: LatencyStats,
     /// Time to the first event of streams (unary calls carried as streams included).
-    pub time_to_first_token: LatencySummary,
+    pub time_to_first_token: LatencyStats,
     /// Input tokens billed as input: Bedrock's own `inputTokens`, which excludes cache reads
     /// and writes (as cost needs; the OpenTelemetry convention's input figure includes them).
     pub input_tokens: u64,
@@ -205,7 +224,7 @@ pub struct RequestStats {
     /// Input tokens written to the prompt cache.
     pub cache_write_tokens: u64,
     /// Output tokens per second of generation of streams (from the first event to the last).
-    pub output_tokens_per_second: RateSummary,
+    pub output_tokens_per_second: RateStats,
     /// Estimated cost of the calls whose model has prices (see
     /// [`LlmFactory::set_prices`](crate::LlmFactory::set_prices)); `None` when no call had
     /// prices: an unknown cost is never shown as zero.
@@ -218,7 +237,7 @@ pub struct RequestStats {
 /// A distribution of rates (whole units per second), e.g. output tokens per second of streams.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RateSummary {
+pub struct RateStats {
     /// Samples measured.
     pub count: u64,
     /// Mean rate.

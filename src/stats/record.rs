@@ -1,7 +1,7 @@
 //! The recording side of the statistics: relaxed atomics, a lock-free histogram, the call
 //! guard that counts one call, and the capped per-model table.
 
-use super::{Activity, Cost, FailureCounts, LatencySummary, Prices, RateSummary, RequestStats};
+use super::{Activity, Cost, FailureStats, LatencyStats, Prices, RateStats, RequestStats};
 use crate::error::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -61,11 +61,11 @@ impl Histogram {
         self.max_us.fetch_max(us, Relaxed);
     }
 
-    pub(crate) fn summary(&self) -> LatencySummary {
+    pub(crate) fn summary(&self) -> LatencyStats {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let count: u64 = counts.iter().sum();
         if count == 0 {
-            return LatencySummary::default();
+            return LatencyStats::default();
         }
         let max = self.max_us.load(Relaxed);
         let pct = |p: f64| {
@@ -79,7 +79,7 @@ impl Histogram {
             }
             Duration::from_micros(max)
         };
-        LatencySummary {
+        LatencyStats {
             count,
             mean: Duration::from_micros(self.sum_us.load(Relaxed) / count.max(1)),
             p50: pct(0.50),
@@ -146,7 +146,7 @@ impl RequestCounters {
     }
 
     pub(crate) fn snapshot(&self) -> RequestStats {
-        let mut failures = FailureCounts::default();
+        let mut failures = FailureStats::default();
         for (slot, a) in failures.counts.iter_mut().zip(self.failures.iter()) {
             *slot = a.load(Relaxed);
         }
@@ -179,9 +179,9 @@ impl RequestCounters {
 }
 
 /// Reads a histogram of rates (recorded as microseconds) as a rate summary.
-fn rate_summary(l: LatencySummary) -> RateSummary {
+fn rate_summary(l: LatencyStats) -> RateStats {
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    RateSummary {
+    RateStats {
         count: l.count,
         mean: us(l.mean),
         p50: us(l.p50),

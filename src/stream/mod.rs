@@ -132,10 +132,10 @@ impl ConverseRequest<Streaming> {
     }
 
     /// Returns the timeouts and retry rule this call will use.
-    pub fn policy(&self) -> crate::CallPolicy {
+    pub fn policy(&self) -> crate::policy::CallPolicy {
         let target = &self.model.inner().target;
         let falls_back = !self.model.chain().fallbacks.is_empty();
-        let mut p = crate::CallPolicy::of(
+        let mut p = crate::policy::CallPolicy::of(
             target,
             RetryRule::default(),
             true,

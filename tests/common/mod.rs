@@ -56,7 +56,7 @@ pub fn two_region_builder(first: &LocalServer, second: &LocalServer) -> LlmFacto
         .ca_certificate_pem(first.ca_pem())
         .ca_certificate_pem(second.ca_pem())
         .sts_endpoint_url(first.sts_url())
-        .retry_mode(bedrock_pool::RetryMode::Standard)
+        .retry_mode(bedrock_pool::config::RetryMode::Standard)
         .retry_max_attempts(1)
 }
 

@@ -1,8 +1,8 @@
 //! The heartbeat against the local server, intervals scaled to fractions of a second.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::{ErrorKind, HeartbeatConfig, HttpProtocol, ProbeKind};
+use bedrock_pool::{ErrorKind, HeartbeatConfig, heartbeat::ProbeKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;
@@ -44,7 +44,7 @@ both_protocols! {
         assert!(
             eventually(Duration::from_secs(5), || {
                 count(&server, Operation::GetCallerIdentity) >= 3
-                    && hb.status().identity.succeeded >= 3
+                    && hb.stats().identity.succeeded >= 3
             })
             .await
         );
@@ -58,7 +58,7 @@ both_protocols! {
                 .iter()
                 .all(|r| r.operation == Operation::GetCallerIdentity)
         );
-        let st = hb.status();
+        let st = hb.stats();
         assert!(
             st.identity.succeeded >= 3 && st.identity.failed == 0,
             "{st:?}"
@@ -114,7 +114,7 @@ both_protocols! {
             1,
             "the warm connection was reused"
         );
-        assert!(hb.status().keep_warm.succeeded >= 3, "{:?}", hb.status());
+        assert!(hb.stats().keep_warm.succeeded >= 3, "{:?}", hb.stats());
         assert_eq!(warm.pool_stats().bedrock.protocol, Some(negotiated(protocol)));
 
         // Keep-warm off and idle eviction off: the dead connection is reused and waits.
@@ -176,7 +176,7 @@ both_protocols! {
         factory.ask("hi").await
             .unwrap();
         tokio::time::sleep(ms(900)).await;
-        let st = hb.status();
+        let st = hb.stats();
         assert!(
             st.keep_warm.skipped >= 1 && st.keep_warm.succeeded >= 1,
             "{st:?}"
@@ -208,7 +208,7 @@ both_protocols! {
             model.converse().user("busy").send().await.unwrap();
             tokio::time::sleep(ms(30)).await;
         }
-        let st = hb.status();
+        let st = hb.stats();
         assert_eq!(st.keep_warm.sent, 0, "{st:?}");
         assert!(st.keep_warm.skipped >= 3, "{st:?}");
         assert_eq!(count(&server, Operation::ListAsyncInvokes), 0);
@@ -258,14 +258,14 @@ both_protocols! {
             .unwrap();
         assert!(
             eventually(Duration::from_secs(8), || {
-                let st = hb.status();
+                let st = hb.stats();
                 st.identity.failed >= 3 && st.keep_warm.failed >= 3 && st.identity.succeeded >= 2
             })
             .await,
             "{:?}",
-            hb.status()
+            hb.stats()
         );
-        let st = hb.status();
+        let st = hb.stats();
         assert!(st.running);
         assert!(st.last_failure.is_some() && st.last_success.is_some());
         let text = logs.text();
@@ -307,8 +307,8 @@ both_protocols! {
                     .backoff(ms(20), ms(100)),
             )
             .unwrap();
-        assert!(eventually(Duration::from_secs(5), || hb.status().identity.failed >= 3).await);
-        let st = hb.status();
+        assert!(eventually(Duration::from_secs(5), || hb.stats().identity.failed >= 3).await);
+        let st = hb.stats();
         let err = st.last_error.expect("an error is kept");
         assert_eq!(err.probe, ProbeKind::Identity);
         assert!(
@@ -372,13 +372,13 @@ both_protocols! {
             .start_heartbeat(HeartbeatConfig::default().identity_interval(ms(50)))
             .unwrap();
         assert!(
-            eventually(Duration::from_secs(5), || hb.status().identity.succeeded
+            eventually(Duration::from_secs(5), || hb.stats().identity.succeeded
                 >= 1)
             .await
         );
         drop(factory);
         assert!(
-            eventually(Duration::from_secs(5), || !hb.status().running).await,
+            eventually(Duration::from_secs(5), || !hb.stats().running).await,
             "the task outlived the factory"
         );
         assert!(
@@ -457,12 +457,12 @@ both_protocols! {
             .unwrap();
         // Several rounds, and longer than the idle timeout: only probes keep connections alive.
         assert!(
-            eventually(Duration::from_secs(10), || hb.status().keep_warm.succeeded >= 6).await,
+            eventually(Duration::from_secs(10), || hb.stats().keep_warm.succeeded >= 6).await,
             "{:?}",
-            hb.status()
+            hb.stats()
         );
         tokio::time::sleep(ms(800)).await;
-        let st = hb.status();
+        let st = hb.stats();
         assert_eq!(st.keep_warm.failed, 0, "{st:?}");
         // Each round sends three probes, whatever the protocol.
         assert!(
@@ -543,4 +543,30 @@ async fn absurd_intervals_are_refused_and_one_heartbeat_runs_at_a_time() {
     let again = factory.start_heartbeat(config).unwrap();
     drop(again);
     factory.start_heartbeat(config).unwrap().stop().await;
+}
+
+both_protocols! {
+    /// The first round runs at start: with the default 300 s interval, missing or broken
+    /// credentials show within moments, not at the first request; clones share the one task.
+    async fn each_probe_runs_once_at_start(protocol: Protocol) {
+        let server = server(protocol).await;
+        let factory = factory_for(&server).await;
+        let hb = factory
+            .start_heartbeat(HeartbeatConfig::default().keep_warm(true))
+            .unwrap();
+        let clone = hb.clone();
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                let st = clone.stats();
+                st.identity.succeeded == 1 && st.keep_warm.sent + st.keep_warm.skipped >= 1
+            })
+            .await,
+            "{:?}",
+            hb.stats()
+        );
+        assert_eq!(count(&server, Operation::GetCallerIdentity), 1);
+        drop(clone);
+        assert!(hb.stats().running, "dropping a clone keeps the task");
+        hb.stop().await;
+    }
 }

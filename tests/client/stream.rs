@@ -1,13 +1,16 @@
 //! ConverseStream through model handles against the local server over TLS: typed events,
 //! `collect()` equal to unary Converse, tool use, every stream fault, and request statistics.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::types::{
-    ContentBlock, ConversationRole, Document, Message, Tool, ToolConfiguration, ToolInputSchema,
-    ToolResultBlock, ToolResultContentBlock, ToolSpecification,
+use bedrock_pool::sdk::{
+    Document,
+    types::{
+        ContentBlock, ConversationRole, Message, Tool, ToolConfiguration, ToolInputSchema,
+        ToolResultBlock, ToolResultContentBlock, ToolSpecification,
+    },
 };
-use bedrock_pool::{ErrorKind, StreamEvent, TimeoutKind};
+use bedrock_pool::{ErrorKind, StreamEvent, error::TimeoutKind};
 use bedrock_pool_local::{
     Fault, FaultRule, ModelReply, Operation, Protocol, ReplyBlock, Responder, ServiceError,
 };

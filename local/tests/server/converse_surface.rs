@@ -2,7 +2,7 @@
 //! structured output, citations, echoed members, API keys), driven by the raw SDK client over
 //! HTTP/2 with TLS. Validation is in `local_converse_validation.rs`.
 
-mod surface_common;
+use crate::surface_common;
 
 use aws_sdk_bedrockruntime as br;
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;

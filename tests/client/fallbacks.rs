@@ -5,12 +5,14 @@
 //!
 //! The fallback order test runs on h2 and HTTP/1.1; the others pin h2 (what production Bedrock
 //! speaks), because fallback and breakers sit above the transport: the connection-level
-//! behaviour under the same faults is covered on both protocols in `tests/faults.rs`.
+//! behaviour under the same faults is covered on both protocols in `tests/client/faults.rs`.
 
-mod common;
+use crate::common;
 
 use bedrock_pool::{
-    BreakerConfig, BreakerState, ErrorKind, LlmFactory, LlmFactoryBuilder, RetryMode, StreamEvent,
+    ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent,
+    config::{BreakerConfig, RetryMode},
+    stats::BreakerState,
 };
 use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::MODEL;

@@ -1,9 +1,13 @@
 //! Embeddings, InvokeModel and CountTokens through the factory's handles, against the local
 //! server: the same pool, statistics, failover and error kinds as Converse.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::{EmbedFamily, ErrorKind, InputType, LlmFactory, RetryMode, Truncate};
+use bedrock_pool::{
+    ErrorKind, LlmFactory,
+    config::RetryMode,
+    embed::{EmbedFamily, InputType, Truncate},
+};
 use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::{MODEL, factory_for, server};
 use serde_json::{Value, json};

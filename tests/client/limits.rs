@@ -7,9 +7,13 @@
 //! Time is scaled down: a window of 1 s plays Bedrock's minute. These tests pin h2: the limiter
 //! acts before a call reaches the transport (the protocols' own behaviour is in `faults.rs`).
 
-mod common;
+use crate::common;
 
-use bedrock_pool::{ErrorKind, LimitMode, LlmFactory, ModelLimit, Result, RetryMode};
+use bedrock_pool::{
+    ErrorKind, LlmFactory, Result,
+    config::RetryMode,
+    limit::{LimitMode, ModelLimit},
+};
 use bedrock_pool_local::{LocalServer, Protocol, Quota};
 use common::MODEL;
 use std::time::{Duration, Instant};

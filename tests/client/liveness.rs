@@ -8,7 +8,7 @@
 //! that gets no answer retires its connection, so over h2 the one connection every call would
 //! use is replaced before the next call, which then pays no read timeout.
 
-mod common;
+use crate::common;
 
 use bedrock_pool::HeartbeatConfig;
 use bedrock_pool_local::{IdleFault, Operation};
@@ -43,9 +43,9 @@ async fn keep_warm_probe_finds_a_dead_connection(protocol: Protocol) {
         )
         .unwrap();
     assert!(
-        common::eventually(Duration::from_secs(10), || hb.status().keep_warm.failed >= 1).await,
+        common::eventually(Duration::from_secs(10), || hb.stats().keep_warm.failed >= 1).await,
         "the probe on the dead connection fails: {:?}",
-        hb.status()
+        hb.stats()
     );
     assert!(factory.pool_stats().bedrock.retired >= 1);
     hb.stop().await;

@@ -7,11 +7,11 @@
 //! - a unary call that is not carried and may run past the read timeout is refused before the
 //!   network; a slow model is not paid twice; repeats are counted.
 
-mod common;
+use crate::common;
 
 use aws_sdk_bedrockruntime::types::{Tool, ToolConfiguration, ToolInputSchema, ToolSpecification};
 use aws_smithy_types::Document;
-use bedrock_pool::{ErrorKind, ReadTimeoutRetry, RetryMode};
+use bedrock_pool::{ErrorKind, config::RetryMode, policy::ReadTimeoutRetry};
 use bedrock_pool_local::{Fault, FaultRule, Latency, LocalServer, Operation, ServiceError};
 use common::{MODEL, builder_for, server};
 use std::collections::HashMap;

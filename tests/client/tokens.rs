@@ -2,9 +2,12 @@
 //! calls, streams, a stream cut short, prompt-cache reads and writes; cost is absent without
 //! prices and exact with them.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::{Cost, Prices, Reply};
+use bedrock_pool::{
+    Reply,
+    stats::{Cost, Prices},
+};
 use bedrock_pool_local::{Fault, FaultRule, Protocol};
 use common::{MODEL, factory_for, server};
 

@@ -1,7 +1,7 @@
 //! The local server's validation of the optional Converse members and prompt ARNs, driven by the
 //! raw SDK client over HTTP/2 with TLS.
 
-mod surface_common;
+use crate::surface_common;
 
 use aws_sdk_bedrockruntime::types::StopReason;
 use bedrock_pool_local::{LocalServer, TEST_GUARDRAIL_ID};

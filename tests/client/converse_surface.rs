@@ -2,9 +2,9 @@
 //! local server recorded it), for unary calls and streams alike; handle defaults apply and a
 //! request's own values win; bad values are refused before the network, each naming its field.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::types::Document;
+use bedrock_pool::sdk::Document;
 use bedrock_pool::{ConverseRequest, LlmFactory, Model};
 use bedrock_pool_local::{Guardrail, LocalServer, Operation, Protocol};
 use common::{MODEL, factory_for, server};
@@ -80,7 +80,7 @@ async fn every_option_reaches_the_wire_unary_and_stream() {
                 .request_metadata("team", "search")
                 .request_metadata("cost-center", "42")
                 .latency_optimized()
-                .service_tier(bedrock_pool::types::ServiceTierType::Priority)
+                .service_tier(bedrock_pool::sdk::types::ServiceTierType::Priority)
                 .output_schema("answer", doc(schema.clone()))
         };
     }
@@ -91,8 +91,10 @@ async fn every_option_reaches_the_wire_unary_and_stream() {
         |r| {
             options!(r)
                 .guardrail("abc123def456", "1")
-                .guardrail_trace(bedrock_pool::types::GuardrailTrace::Enabled)
-                .stream_processing_mode(bedrock_pool::types::GuardrailStreamProcessingMode::Async)
+                .guardrail_trace(bedrock_pool::sdk::types::GuardrailTrace::Enabled)
+                .stream_processing_mode(
+                    bedrock_pool::sdk::types::GuardrailStreamProcessingMode::Async,
+                )
         },
     )
     .await;
@@ -185,11 +187,11 @@ async fn the_acceptance_chains_compile_and_work() {
 #[tokio::test]
 async fn cache_points_go_after_what_was_added_last() {
     let (server, _factory, model) = setup().await;
-    let tools = bedrock_pool::types::ToolConfiguration::builder()
-        .tools(bedrock_pool::types::Tool::ToolSpec(
-            bedrock_pool::types::ToolSpecification::builder()
+    let tools = bedrock_pool::sdk::types::ToolConfiguration::builder()
+        .tools(bedrock_pool::sdk::types::Tool::ToolSpec(
+            bedrock_pool::sdk::types::ToolSpecification::builder()
                 .name("lookup")
-                .input_schema(bedrock_pool::types::ToolInputSchema::Json(doc(
+                .input_schema(bedrock_pool::sdk::types::ToolInputSchema::Json(doc(
                     json!({"type": "object"}),
                 )))
                 .build()
@@ -200,7 +202,7 @@ async fn cache_points_go_after_what_was_added_last() {
     model
         .converse()
         .tool_config(tools)
-        .cache_point_with_ttl(bedrock_pool::types::CacheTtl::OneHour)
+        .cache_point_with_ttl(bedrock_pool::sdk::types::CacheTtl::OneHour)
         .user("long document")
         .cache_point()
         .send()
@@ -225,7 +227,7 @@ async fn handle_defaults_apply_and_requests_win() {
         .with_top_k(7)
         .with_guardrail("gr1", "DRAFT")
         .with_latency_optimized()
-        .with_service_tier(bedrock_pool::types::ServiceTierType::Flex)
+        .with_service_tier(bedrock_pool::sdk::types::ServiceTierType::Flex)
         .with_request_metadata("team", "default-team")
         .with_request_metadata("app", "catalog")
         .with_additional_model_request_fields(doc(json!({"a": 1, "b": 2})));
@@ -312,19 +314,19 @@ async fn a_prompt_arn_follows_the_services_rules() {
 #[tokio::test]
 async fn bad_values_are_refused_before_the_network() {
     let (server, _factory, model) = setup().await;
-    let tool = bedrock_pool::types::Tool::ToolSpec(
-        bedrock_pool::types::ToolSpecification::builder()
+    let tool = bedrock_pool::sdk::types::Tool::ToolSpec(
+        bedrock_pool::sdk::types::ToolSpecification::builder()
             .name("t")
-            .input_schema(bedrock_pool::types::ToolInputSchema::Json(doc(
+            .input_schema(bedrock_pool::sdk::types::ToolInputSchema::Json(doc(
                 json!({"type": "object"}),
             )))
             .build()
             .unwrap(),
     );
-    let forced = bedrock_pool::types::ToolConfiguration::builder()
+    let forced = bedrock_pool::sdk::types::ToolConfiguration::builder()
         .tools(tool)
-        .tool_choice(bedrock_pool::types::ToolChoice::Any(
-            bedrock_pool::types::AnyToolChoice::builder().build(),
+        .tool_choice(bedrock_pool::sdk::types::ToolChoice::Any(
+            bedrock_pool::sdk::types::AnyToolChoice::builder().build(),
         ))
         .build()
         .unwrap();
@@ -356,7 +358,7 @@ async fn bad_values_are_refused_before_the_network() {
         ),
         (
             "guardrail",
-            m().guardrail_trace(bedrock_pool::types::GuardrailTrace::Enabled),
+            m().guardrail_trace(bedrock_pool::sdk::types::GuardrailTrace::Enabled),
         ),
         ("request_metadata", m().request_metadata("", "v")),
         ("request_metadata", m().request_metadata("k", "semi;colon")),
@@ -395,7 +397,7 @@ async fn a_guardrail_intervention_and_thinking_come_back_typed() {
         .converse()
         .user("tell me something forbidden")
         .guardrail("abc123def456", "1")
-        .guardrail_trace(bedrock_pool::types::GuardrailTrace::Enabled)
+        .guardrail_trace(bedrock_pool::sdk::types::GuardrailTrace::Enabled)
         .send()
         .await
         .unwrap();
@@ -467,15 +469,15 @@ async fn a_bedrock_api_key_authenticates_by_bearer_and_never_shows() {
         .unwrap();
     assert!(
         common::eventually(std::time::Duration::from_secs(5), || hb
-            .status()
+            .stats()
             .keep_warm
             .succeeded
             >= 2)
         .await,
         "{:?}",
-        hb.status()
+        hb.stats()
     );
-    assert_eq!(hb.status().identity.sent, 0);
+    assert_eq!(hb.stats().identity.sent, 0);
     assert!(server.requests_for(Operation::GetCallerIdentity).is_empty());
     hb.stop().await;
     let e = common::builder_for(&server)

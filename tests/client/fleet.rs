@@ -8,10 +8,13 @@
 //! transport. Time is scaled down (windows of a second or two).
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use bedrock_pool::{
-    BreakerConfig, FleetConfig, LimitMode, LlmFactory, LlmFactoryBuilder, ModelLimit, RetryMode,
+    LlmFactory, LlmFactoryBuilder,
+    config::{BreakerConfig, RetryMode},
+    fleet::FleetConfig,
+    limit::{LimitMode, ModelLimit},
 };
 use bedrock_pool_local::{Fault, FaultRule, LocalServer, Protocol, Quota, ServiceError};
 use common::{Ask, MODEL};
@@ -407,7 +410,7 @@ async fn an_open_breaker_takes_no_shared_slot() {
     let server = h2_server(None).await;
     let p = prefix("breaker-first");
     let factory = builder(&server)
-        .circuit_breaker(Some(bedrock_pool::BreakerConfig::new(
+        .circuit_breaker(Some(bedrock_pool::config::BreakerConfig::new(
             1,
             Duration::from_secs(60),
             Duration::from_secs(60),

@@ -1,8 +1,8 @@
 //! Statistics agree with what the local server saw.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::{ErrorKind, HttpProtocol};
+use bedrock_pool::{ErrorKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, builder_for, eventually, factory_for, server};
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! LlmFactory against the local server: one shared pool, tuned settings shown by behaviour,
 //! the idle wake-up, bad input, the handle cache, and lifetimes.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::types::{ContentBlock, ConversationRole, Message};
-use bedrock_pool::{ErrorKind, HttpProtocol, LlmFactory, Model, TimeoutKind};
+use bedrock_pool::sdk::types::{ContentBlock, ConversationRole, Message};
+use bedrock_pool::{ErrorKind, LlmFactory, Model, error::TimeoutKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
 use std::collections::BTreeSet;

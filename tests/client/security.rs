@@ -1,10 +1,13 @@
 //! Secrets never reach logs, Debug output or error messages; bad input is refused by name.
 
-mod common;
+use crate::common;
 
-use bedrock_pool::types::{
-    ContentBlock, ConversationRole, Document, Message, Tool, ToolConfiguration, ToolInputSchema,
-    ToolSpecification,
+use bedrock_pool::sdk::{
+    Document,
+    types::{
+        ContentBlock, ConversationRole, Message, Tool, ToolConfiguration, ToolInputSchema,
+        ToolSpecification,
+    },
 };
 use bedrock_pool::{HeartbeatConfig, LlmFactory};
 use bedrock_pool_local::{
@@ -84,11 +87,11 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         )
         .unwrap();
     assert!(
-        common::eventually(Duration::from_secs(5), || hb.status().identity.succeeded
+        common::eventually(Duration::from_secs(5), || hb.stats().identity.succeeded
             >= 1)
         .await
     );
-    seen.push(format!("{:?}", hb.status()));
+    seen.push(format!("{:?}", hb.stats()));
     seen.push(format!("{hb:?}"));
     hb.stop().await;
     // A call signed with a wrong secret: the rejection must not echo anything secret either.

@@ -2,10 +2,10 @@
 //! the SDK's retries where they apply; attempts never exceed the maximum; in flight returns to 0;
 //! the next request works. Every case runs on h2 (`NAME::h2`) and HTTP/1.1 (`NAME::h1`).
 
-mod common;
+use crate::common;
 
-use bedrock_pool::HttpProtocol;
-use bedrock_pool::{ErrorKind, LlmFactory, TimeoutKind};
+use bedrock_pool::stats::HttpProtocol;
+use bedrock_pool::{ErrorKind, LlmFactory, error::TimeoutKind};
 use bedrock_pool_local::{
     Fault, FaultRule, IdleFault, LocalServer, Operation, Protocol, ServiceError,
 };
@@ -304,9 +304,9 @@ async fn sts_failures_map_to_access_denied(protocol: Protocol) {
             )
             .unwrap();
         assert!(
-            common::eventually(Duration::from_secs(5), || st.status().identity.failed >= 1).await
+            common::eventually(Duration::from_secs(5), || st.stats().identity.failed >= 1).await
         );
-        let last = st.status().last_error.unwrap();
+        let last = st.stats().last_error.unwrap();
         assert_eq!(last.kind, ErrorKind::AccessDenied, "{err:?}: {last:?}");
         assert!(last.message.contains(err.name()), "{last:?}");
         st.stop().await;
@@ -477,9 +477,9 @@ both_protocols! {
 async fn the_raw_client_retires_too(protocol: Protocol) {
     let server = server(protocol).await;
     let factory = factory(&server).await;
-    let msg = bedrock_pool::types::Message::builder()
-        .role(bedrock_pool::types::ConversationRole::User)
-        .content(bedrock_pool::types::ContentBlock::Text("hi".into()))
+    let msg = bedrock_pool::sdk::types::Message::builder()
+        .role(bedrock_pool::sdk::types::ConversationRole::User)
+        .content(bedrock_pool::sdk::types::ContentBlock::Text("hi".into()))
         .build()
         .unwrap();
     let raw = factory.bedrock_client();

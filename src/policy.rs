@@ -2,7 +2,7 @@
 //! timeouts and its retry rule ([`CallPolicy`]), and the bound a unary call that is not
 //! carried must fit in.
 
-use super::Target;
+use crate::call::Target;
 use crate::config::RetryMode;
 use crate::error::{Error, Result};
 use crate::transport::RetryRule;

@@ -5,7 +5,7 @@
 //! Windows are either long (60 s, so nothing slides during a test) or short and only waited
 //! out, never raced: no assertion depends on a call landing inside a short window.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! a call to the next region and cool the failed one down; client errors never move; streams move
 //! only before their first event; region-scoped model ids stay in their regions.
 
-mod common;
+use crate::common;
 
 use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent};
 use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
