@@ -3,8 +3,8 @@
 //! succeeds and opens it again when it fails.
 //!
 //! A success clears the failures counted so far: the breaker opens on a run of failures, not on
-//! a failure rate. Only failures that say the model is in trouble in that region count (see
-//! [`counts`]); invalid input, validation and access errors are the caller's, and timeouts and
+//! a failure rate. Only failures that say the model is in trouble in that region count (the
+//! table in `crate::policy`); invalid input, validation and access errors are the caller's, and timeouts and
 //! network errors the connection's or the region's: none of them opens it.
 
 use crate::config::BreakerConfig;
@@ -13,19 +13,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Returns true when a failure counts against the breaker of the model and region it came from:
-/// throttling, the service unavailable, the model failing.
-///
-/// Timeouts and network errors do not count: one dead or closing connection fails every call
-/// on it at once (over h2, all of them), which would open the breaker of a healthy model; the
-/// crate retires such a connection, and a region that keeps failing cools down instead.
-pub(crate) fn counts(e: &Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Throttled | ErrorKind::ServiceUnavailable | ErrorKind::ModelFailure
-    )
-}
 
 /// The state of one circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,7 +225,7 @@ impl Breaker {
 
     /// A call to the pair failed with `e`; returns true when this opened the breaker.
     pub(crate) fn failure(&self, e: &Error, trial: bool, what: impl FnOnce() -> String) -> bool {
-        if !counts(e) {
+        if !crate::policy::opens_breaker(e) {
             if trial {
                 self.release();
             }

@@ -14,7 +14,7 @@ pub enum RetryMode {
     Standard,
 }
 
-/// Connection pool settings, shared by every client of one factory.
+/// Connection pool configuration, shared by every client of one factory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolConfig {
@@ -71,7 +71,7 @@ impl Default for TimeoutConfig {
     }
 }
 
-/// Retry settings of the SDK clients.
+/// Retry configuration of the SDK clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryConfig {
@@ -100,7 +100,7 @@ impl Default for RetryConfig {
     }
 }
 
-/// Circuit breaker settings, one breaker per model and region (see the README's "Fallbacks
+/// Circuit breaker configuration, one breaker per model and region (see the README's "Fallbacks
 /// and limits").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -116,7 +116,7 @@ pub struct BreakerConfig {
 }
 
 impl BreakerConfig {
-    /// Returns settings opening the breaker after `failures` failures within `window`, for
+    /// Returns a configuration opening the breaker after `failures` failures within `window`, for
     /// `cooldown`.
     pub fn new(failures: u32, window: Duration, cooldown: Duration) -> Self {
         BreakerConfig {
@@ -153,11 +153,11 @@ pub struct FactoryConfig {
     /// Allows plain `http://` endpoints on non-loopback hosts, where signed requests and
     /// session tokens would travel in the clear. Default is false.
     pub allow_insecure_http: bool,
-    /// Connection pool settings.
+    /// Connection pool configuration.
     pub pool: PoolConfig,
     /// Request timeouts.
     pub timeouts: TimeoutConfig,
-    /// Retry settings.
+    /// Retry configuration.
     pub retry: RetryConfig,
     /// A request that comes after at least this long with no traffic counts as a wake-up in
     /// the request statistics. Default is 30 s.

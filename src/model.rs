@@ -1,7 +1,8 @@
 //! `Model`: a cheap handle on one model id of a factory, with optional inference defaults.
 //!
-//! Operations plug in from their own files (`request.rs`: `converse`, `stream.rs`:
-//! `converse_stream`) through `impl Model` blocks, and run through the call driver.
+//! Operations plug in from their own modules (`request`: `converse`, `stream`:
+//! `converse_stream`, `invoke`, `embed`, `count_tokens`) through `impl Model` blocks, and run
+//! through the call driver (`call`).
 
 use crate::call::{Chain, Fallback, MAX_FALLBACKS, Target};
 use crate::error::{Error, Result};

@@ -1,9 +1,9 @@
 //! Region clients, their health, the order a call tries them in, and the failover policy.
 //!
-//! The policy lives here, apart from the loop that applies it (`call.rs`), as tower keeps a
-//! retry policy apart from the retry loop.
+//! The failover order lives here, apart from the loop that applies it (`crate::call`), as
+//! tower keeps a retry policy apart from the retry loop; which errors fail over is in
+//! `crate::policy`.
 
-use crate::error::Error;
 use crate::lanes::Lane;
 use crate::stats::{Activity, OriginPoolStats, RequestCounters, RequestStats};
 use std::sync::Arc;
@@ -12,22 +12,6 @@ use std::time::{Duration, Instant};
 
 /// Most regions one call tries: the first allowed healthy one, then at most one failover.
 pub(crate) const MAX_REGIONS_PER_CALL: usize = 2;
-
-/// Returns true when a failure in one region should move the call to the next region: one
-/// that another region might not have (timeouts, network errors, 5xx, throttling: quotas are
-/// per region). Invalid input, validation, access denied and unknown models never move, nor
-/// does a call that may have reached the model ([`Error::may_have_reached_model`]): another
-/// region would generate, and bill, the answer again.
-pub(crate) fn fails_over(e: &Error) -> bool {
-    e.is_regional() && !e.may_have_reached_model()
-}
-
-/// Returns true when a regional failure cools the whole region down (every model of the
-/// factory tries it last): timeouts, network errors and 5xx. A throttle is one model's quota
-/// in that region, and cools that model there only.
-pub(crate) fn cools_region(e: &Error) -> bool {
-    fails_over(e) && !e.is_throttled()
-}
 
 /// One region's Bedrock client and its health.
 pub(crate) struct RegionClient {

@@ -1,5 +1,6 @@
 //! The per-model limits checked after validation and before the model answers: the context
-//! window, then the quota (counted in `quota`); and the handle methods that set them.
+//! window, then the quota (counted in `quota.rs`). The server's methods that set them are in
+//! `server_limits.rs`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

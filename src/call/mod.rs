@@ -18,7 +18,8 @@ use crate::breaker::{Admit, Breaker};
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::lanes::Lane;
 use crate::limit::{Lease, Limiter};
-use crate::region::{MAX_REGIONS_PER_CALL, RegionClient, cools_region, fails_over};
+use crate::policy::{Cools, cools, fails_over, operation_falls_back};
+use crate::region::{MAX_REGIONS_PER_CALL, RegionClient};
 use crate::shared::Shared;
 use crate::stats::{CallGuard, Outcome, RequestCounters};
 use crate::transport::{CALL, CallScope, RetryRule};
@@ -299,7 +300,7 @@ where
         let rest: Vec<&Target> = chain
             .fallbacks
             .iter()
-            .filter(|f| op.may_fall_back(f.compatible))
+            .filter(|f| operation_falls_back(op, f.compatible))
             .map(|f| &f.target)
             .collect();
         let p = &mut progress;
@@ -579,12 +580,18 @@ where
                 if regional && order.len() > 1 {
                     // A throttle is the model's quota in this region: it cools the model
                     // there, and every other model keeps the region.
-                    if cools_region(&e) {
-                        shared.regions.mark_unhealthy(region);
-                        share::region_failed(target, region);
-                    } else if let Some(lane) = target.lane(region) {
-                        lane.cool_down(&shared.regions, shared.regions.cooldown());
-                        share::model_throttled(target, region);
+                    match cools(&e) {
+                        Cools::Region => {
+                            shared.regions.mark_unhealthy(region);
+                            share::region_failed(target, region);
+                        }
+                        Cools::ModelInRegion => {
+                            if let Some(lane) = target.lane(region) {
+                                lane.cool_down(&shared.regions, shared.regions.cooldown());
+                                share::model_throttled(target, region);
+                            }
+                        }
+                        Cools::Nothing => {}
                     }
                 }
                 if !regional {

@@ -39,18 +39,6 @@ impl Op {
         }
     }
 
-    /// Returns true when a call of this operation may move to a fallback model: Converse calls
-    /// to any, `invoke` and `embed` only to those declared compatible (another family's native
-    /// body is wrong, another embedding model's vectors live in another space), counting
-    /// tokens to none (the count is the asked model's).
-    pub(crate) fn may_fall_back(self, compatible: bool) -> bool {
-        match self {
-            Op::Converse | Op::ConverseStream => true,
-            Op::Invoke | Op::InvokeStream | Op::Embed => compatible,
-            Op::CountTokens => false,
-        }
-    }
-
     /// Starts the call's span at `level`, with the OpenTelemetry GenAI attributes known before
     /// the call; the others are recorded as they become known (see the README's table).
     pub(super) fn span(self, model_id: &str, level: tracing::Level) -> tracing::Span {

@@ -220,11 +220,11 @@ impl EmbedRequest {
         let n = |v: u64| Document::Number(Number::PosInt(v));
         match family {
             EmbedFamily::TitanV2 => {
-                if self.input_type.is_some() || self.truncate.is_some() {
-                    return Err(Error::invalid(
-                        "input_type",
-                        "Titan takes neither input_type nor truncate",
-                    ));
+                if self.input_type.is_some() {
+                    return Err(Error::invalid("input_type", "Titan takes no input_type"));
+                }
+                if self.truncate.is_some() {
+                    return Err(Error::invalid("truncate", "Titan takes no truncate"));
                 }
                 if let Some(d) = self.dimensions
                     && ![256, 512, 1024].contains(&d)

@@ -271,15 +271,10 @@ impl Error {
     ///
     /// The SDK has already retried these (3 attempts by default); this tells a caller whether a
     /// retry of its own, later or in another region, makes sense.
+    ///
+    /// The rule is a row of the table in [`crate::policy`].
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.inner.kind,
-            ErrorKind::Timeout
-                | ErrorKind::Throttled
-                | ErrorKind::ServiceUnavailable
-                | ErrorKind::ModelFailure
-                | ErrorKind::Network
-        )
+        crate::policy::error_rule(self.inner.kind).retryable
     }
 
     /// Returns true when a connect, read, operation or stream-stall timeout fired.
@@ -303,15 +298,11 @@ impl Error {
     }
 
     /// Returns true for failures that another region might not have: timeouts, network errors,
-    /// 5xx, and throttling left after the SDK's retries.
+    /// 5xx, and throttling left after the SDK's retries (a row of the table in
+    /// [`crate::policy`]). Such a failure moves the call to the next region unless it
+    /// [`may_have_reached_model`](Error::may_have_reached_model).
     pub fn is_regional(&self) -> bool {
-        matches!(
-            self.inner.kind,
-            ErrorKind::Timeout
-                | ErrorKind::Throttled
-                | ErrorKind::ServiceUnavailable
-                | ErrorKind::Network
-        )
+        crate::policy::error_rule(self.inner.kind).fails_over
     }
 }
 
@@ -321,16 +312,10 @@ impl Error {
     /// service unavailable, the model failing, the context window exceeded, or an open circuit
     /// breaker ([`Error::is_circuit_open`]). Invalid input,
     /// validation, access denied, unknown models, timeouts and network errors never move
-    /// (timeouts and network errors fail over to another region instead).
+    /// (timeouts and network errors fail over to another region instead). The rule is a row
+    /// of the table in [`crate::policy`].
     pub fn falls_back(&self) -> bool {
-        self.inner.circuit_open
-            || matches!(
-                self.inner.kind,
-                ErrorKind::Throttled
-                    | ErrorKind::ServiceUnavailable
-                    | ErrorKind::ModelFailure
-                    | ErrorKind::ContextWindowExceeded
-            )
+        self.inner.circuit_open || crate::policy::error_rule(self.inner.kind).falls_back
     }
 }
 

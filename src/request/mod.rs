@@ -1,7 +1,7 @@
 //! The Converse request builder (the whole Converse surface), and the unary `send`.
 //!
-//! `inputs.rs` holds what a request was given, `validate.rs` the service's rules; the
-//! streaming `send` lives in `stream.rs`.
+//! `inputs.rs` holds what a request was given, `rules.rs` the service's rules one function
+//! each, `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
 mod inputs;
 mod rules;

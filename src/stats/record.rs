@@ -1,5 +1,5 @@
-//! The recording side of the statistics: relaxed atomics, a lock-free histogram, the call
-//! guard that counts one call, and the capped per-model table.
+//! The recording side of the statistics: relaxed atomics, a lock-free histogram and the call
+//! guard that counts one call (the capped per-model table is `models.rs`).
 
 use super::{Activity, Cost, FailureStats, LatencyStats, Prices, RateStats, RequestStats};
 use crate::error::ErrorKind;

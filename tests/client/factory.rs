@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use bedrock_pool::sdk::types::{ContentBlock, ConversationRole, Message};
 use bedrock_pool::{ErrorKind, LlmFactory, Model, error::TimeoutKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};
@@ -243,69 +242,6 @@ both_protocols! {
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!((pool.closed_idle, pool.retired), (1, 0), "{pool:?}");
     }
-}
-
-fn text(role: ConversationRole, t: &str) -> Message {
-    Message::builder()
-        .role(role)
-        .content(ContentBlock::Text(t.into()))
-        .build()
-        .unwrap()
-}
-
-#[tokio::test]
-async fn bad_input_names_the_field_and_sends_nothing() {
-    let server = server(Protocol::Https).await;
-    let factory = factory_for(&server).await;
-    let m = factory.model(MODEL);
-    let cases: Vec<(&str, bedrock_pool::Result<bedrock_pool::Reply>)> = vec![
-        (
-            "model_id",
-            factory.model("").converse().user("hi").send().await,
-        ),
-        ("messages", m.converse().send().await),
-        (
-            "messages",
-            m.converse().assistant("first").user("hi").send().await,
-        ),
-        (
-            "temperature",
-            m.converse().user("hi").temperature(1.5).send().await,
-        ),
-        ("top_p", m.converse().user("hi").top_p(-0.1).send().await),
-        (
-            "max_tokens",
-            m.converse().user("hi").max_tokens(0).send().await,
-        ),
-        ("messages", m.converse().user("").send().await),
-        (
-            "messages",
-            m.converse()
-                .messages([
-                    text(ConversationRole::User, "a"),
-                    text(ConversationRole::User, "b"),
-                ])
-                .send()
-                .await,
-        ),
-        (
-            "temperature",
-            m.with_temperature(7.0).converse().user("hi").send().await,
-        ),
-    ];
-    for (field, result) in cases {
-        let e = result.expect_err(field);
-        assert!(e.is_invalid_input(), "{field}: {e:?}");
-        assert_eq!(e.field(), Some(field), "{e:?}");
-        assert!(e.to_string().contains(field), "{e}");
-    }
-    assert!(
-        server.requests().is_empty(),
-        "the server received {:?}",
-        server.requests()
-    );
-    let stats = factory.request_stats();
-    assert_eq!(stats.failures.get(ErrorKind::InvalidInput), 9);
 }
 
 #[tokio::test]

@@ -202,7 +202,23 @@ async fn embeddings_titan_and_cohere_keep_order_and_shapes() {
         .await
         .unwrap_err();
     assert_eq!(e.field(), Some("family"));
-    let _ = factory.model(arn).embed().family(EmbedFamily::TitanV2);
+    // Said, the family shapes the body for the profile. (The local server has no profiles to
+    // resolve: it knows the model from the base model id in the profile's name.)
+    let arn = "arn:aws:bedrock:us-west-2:123456789012:application-inference-profile/amazon.titan-embed-text-v2-team-a";
+    assert_eq!(EmbedFamily::from_model_id(arn), None);
+    let profiled = factory
+        .model(arn)
+        .embed()
+        .texts(["x"])
+        .family(EmbedFamily::TitanV2)
+        .dimensions(256)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profiled.vectors()[0].len(), 256);
+    let last = server.requests_for(Operation::InvokeModel).pop().unwrap();
+    assert_eq!(last.body["inputText"], "x");
+    assert_eq!(last.body["dimensions"], 256);
 }
 
 #[tokio::test]
@@ -223,6 +239,7 @@ async fn bad_embedding_inputs_are_refused_before_the_network() {
             "input_type",
             titan().texts(["a"]).input_type(InputType::Clustering),
         ),
+        ("truncate", titan().texts(["a"]).truncate(Truncate::End)),
         ("concurrency", titan().texts(["a"]).concurrency(0)),
     ] {
         let e = r.send().await.expect_err(field);

@@ -9,7 +9,7 @@ use bedrock_pool::sdk::{
         ToolSpecification,
     },
 };
-use bedrock_pool::{HeartbeatConfig, LlmFactory};
+use bedrock_pool::{ConverseRequest, HeartbeatConfig, LlmFactory};
 use bedrock_pool_local::{
     Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError, TEST_ACCESS_KEY_ID,
     TEST_SECRET_ACCESS_KEY,
@@ -194,191 +194,156 @@ fn object_schema() -> Document {
     Document::Object([("type".to_owned(), Document::String("object".into()))].into())
 }
 
-#[tokio::test]
-async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
+/// The one table of bad Converse inputs: `(label, field it must name, request)`. `start` gives
+/// a request on a model id, so that the same rows build unary and streaming requests.
+fn bad_converse_inputs<K>(
+    start: impl Fn(&str) -> ConverseRequest<K>,
+) -> Vec<(&'static str, &'static str, ConverseRequest<K>)> {
     use ConversationRole::{Assistant, User};
-    let server: LocalServer = server(Protocol::Https).await;
-    let factory = builder_for(&server).build().await.unwrap();
-    let m = factory.model(MODEL);
-    let huge = "x".repeat(17 * 1024 * 1024);
+    let m = || start(MODEL);
     let two_tools = ToolConfiguration::builder()
         .tools(tools("a", object_schema()).tools()[0].clone())
         .tools(tools("a", object_schema()).tools()[0].clone())
         .build()
         .unwrap();
-    let cases: Vec<(&str, &str, bedrock_pool::Result<bedrock_pool::Reply>)> = vec![
-        (
-            "empty model id",
-            "model_id",
-            factory.model("").converse().user("hi").send().await,
-        ),
-        (
-            "model id with a space",
-            "model_id",
-            factory.model("a b").converse().user("hi").send().await,
-        ),
+    vec![
+        ("empty model id", "model_id", start("").user("hi")),
+        ("model id with a space", "model_id", start("a b").user("hi")),
         (
             "model id with a newline",
             "model_id",
-            factory.model("a\nb").converse().user("hi").send().await,
+            start("a\nb").user("hi"),
         ),
         (
             "model id too long",
             "model_id",
-            factory
-                .model("m".repeat(2049))
-                .converse()
-                .user("hi")
-                .send()
-                .await,
+            start(&"m".repeat(2049)).user("hi"),
         ),
-        ("no messages", "messages", m.converse().send().await),
-        (
-            "assistant first",
-            "messages",
-            m.converse().assistant("x").user("y").send().await,
-        ),
+        ("no messages", "messages", m()),
+        ("assistant first", "messages", m().assistant("x").user("y")),
         (
             "roles not alternating",
             "messages",
-            m.converse()
-                .messages([msg(User, "a"), msg(User, "b")])
-                .send()
-                .await,
+            m().messages([msg(User, "a"), msg(User, "b")]),
         ),
         (
             "assistant twice",
             "messages",
-            m.converse()
-                .messages([msg(User, "a"), msg(Assistant, "b"), msg(Assistant, "c")])
-                .send()
-                .await,
+            m().messages([msg(User, "a"), msg(Assistant, "b"), msg(Assistant, "c")]),
         ),
-        ("empty text", "messages", m.converse().user("").send().await),
-        (
-            "blank text",
-            "messages",
-            m.converse().user(" \n\t").send().await,
-        ),
+        ("empty text", "messages", m().user("")),
+        ("blank text", "messages", m().user(" \n\t")),
         (
             "oversized text",
             "messages",
-            m.converse().user(huge).send().await,
+            m().user("x".repeat(17 * 1024 * 1024)),
         ),
         (
             "temperature above 1",
             "temperature",
-            m.converse().user("hi").temperature(1.5).send().await,
+            m().user("hi").temperature(1.5),
         ),
         (
             "temperature below 0",
             "temperature",
-            m.converse().user("hi").temperature(-0.1).send().await,
+            m().user("hi").temperature(-0.1),
         ),
         (
             "temperature NaN",
             "temperature",
-            m.converse().user("hi").temperature(f32::NAN).send().await,
+            m().user("hi").temperature(f32::NAN),
         ),
-        (
-            "top_p above 1",
-            "top_p",
-            m.converse().user("hi").top_p(1.1).send().await,
-        ),
-        (
-            "top_p below 0",
-            "top_p",
-            m.converse().user("hi").top_p(-0.1).send().await,
-        ),
-        (
-            "max_tokens 0",
-            "max_tokens",
-            m.converse().user("hi").max_tokens(0).send().await,
-        ),
+        ("top_p above 1", "top_p", m().user("hi").top_p(1.1)),
+        ("top_p below 0", "top_p", m().user("hi").top_p(-0.1)),
+        ("max_tokens 0", "max_tokens", m().user("hi").max_tokens(0)),
         (
             "max_tokens negative",
             "max_tokens",
-            m.converse().user("hi").max_tokens(-5).send().await,
+            m().user("hi").max_tokens(-5),
         ),
         (
             "empty stop sequence",
             "stop_sequences",
-            m.converse().user("hi").stop_sequences([""]).send().await,
+            m().user("hi").stop_sequences([""]),
         ),
         (
             "too many stop sequences",
             "stop_sequences",
-            m.converse()
-                .user("hi")
-                .stop_sequences(vec!["s"; 2501])
-                .send()
-                .await,
+            m().user("hi").stop_sequences(vec!["s"; 2501]),
         ),
-        (
-            "blank system prompt",
-            "system",
-            m.converse().system("  ").user("hi").send().await,
-        ),
-        (
-            "handle default out of range",
-            "temperature",
-            m.with_temperature(3.0).converse().user("hi").send().await,
-        ),
+        ("blank system prompt", "system", m().system("  ").user("hi")),
         (
             "tool name with a space",
             "tool_config",
-            m.converse()
-                .user("hi")
-                .tool_config(tools("my tool", object_schema()))
-                .send()
-                .await,
+            m().user("hi")
+                .tool_config(tools("my tool", object_schema())),
         ),
         (
             "tool schema not an object",
             "tool_config",
-            m.converse()
-                .user("hi")
-                .tool_config(tools("t", Document::String("x".into())))
-                .send()
-                .await,
+            m().user("hi")
+                .tool_config(tools("t", Document::String("x".into()))),
         ),
         (
             "duplicate tool names",
             "tool_config",
-            m.converse().user("hi").tool_config(two_tools).send().await,
+            m().user("hi").tool_config(two_tools),
         ),
         (
             "zero read timeout",
             "read_timeout",
-            m.converse()
-                .user("hi")
-                .read_timeout(Duration::ZERO)
-                .send()
-                .await,
+            m().user("hi").read_timeout(Duration::ZERO),
         ),
-    ];
-    assert!(cases.len() >= 20);
-    for (label, field, result) in cases {
-        let e = result.expect_err(label);
+    ]
+}
+
+#[tokio::test]
+async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
+    let server: LocalServer = server(Protocol::Https).await;
+    let factory = builder_for(&server).build().await.unwrap();
+    let m = factory.model(MODEL);
+    let check = |label: &str, field: &str, e: bedrock_pool::Error| {
         assert!(e.is_invalid_input(), "{label}: {e:?}");
         assert_eq!(e.field(), Some(field), "{label}: {e:?}");
         assert!(e.to_string().contains(field), "{label}: {e}");
+    };
+    let unary = bad_converse_inputs(|id| factory.model(id).converse());
+    let streaming = bad_converse_inputs(|id| factory.model(id).converse_stream());
+    let rows = unary.len() + streaming.len();
+    assert!(unary.len() >= 20);
+    for (label, field, request) in unary {
+        check(label, field, request.send().await.expect_err(label));
     }
-    let stream_err = m
-        .converse_stream()
-        .user("hi")
-        .stall_timeout(Duration::ZERO)
-        .send()
-        .await;
-    assert_eq!(
-        stream_err.unwrap_err().field(),
-        Some("stream_stall_timeout")
+    for (label, field, request) in streaming {
+        let e = request.send().await.map(|_| ()).expect_err(label);
+        check(&format!("{label} (stream)"), field, e);
+    }
+    // The handle's defaults go through the same rules, and a stream's own stall timeout.
+    let e = m.with_temperature(3.0).converse().user("hi").send().await;
+    check("handle default", "temperature", e.unwrap_err());
+    let e = m.with_temperature(3.0).converse_stream().user("hi").send();
+    check(
+        "handle default (stream)",
+        "temperature",
+        e.await.map(|_| ()).unwrap_err(),
+    );
+    let e = m.converse_stream().user("hi").stall_timeout(Duration::ZERO);
+    check(
+        "zero stall timeout",
+        "stream_stall_timeout",
+        e.send().await.map(|_| ()).unwrap_err(),
     );
     assert!(
         server.requests().is_empty(),
         "the server received {:?}",
         server.requests()
     );
+    let stats = factory.request_stats();
+    assert_eq!(
+        stats.failures.get(bedrock_pool::ErrorKind::InvalidInput),
+        rows as u64 + 3
+    );
+    assert_eq!(stats.in_flight, 0);
 
     // Builder values, too: zero, absurd, and endpoints that are not URLs or not safe.
     let builders: Vec<(&str, bedrock_pool::LlmFactoryBuilder)> = vec![

@@ -1,6 +1,14 @@
-//! What one call will do about time: whether a unary call is carried as a stream, its
-//! timeouts and its retry rule ([`CallPolicy`]), and the bound a unary call that is not
-//! carried must fit in.
+//! The crate's rules in one place: what one call will do about time (whether a unary call is
+//! carried as a stream, its timeouts and its retry rule: [`CallPolicy`], and the bound a unary
+//! call that is not carried must fit in), and what it does after each kind of failure (one
+//! table: [`error_rule`]).
+//!
+#![doc = include_str!("errors_table.md")]
+
+mod errors;
+
+pub use errors::{Cools, ErrorRule, error_rule};
+pub(crate) use errors::{cools, fails_over, opens_breaker, operation_falls_back};
 
 use crate::call::Target;
 use crate::config::RetryMode;

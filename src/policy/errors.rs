@@ -1,0 +1,210 @@
+//! What the crate does after each kind of failure, as one table: [`error_rule`]. The table as
+//! the docs show it is `errors_table.md` (in the `policy` module's docs); a test checks that
+//! both say the same.
+//!
+
+use crate::call::Op;
+use crate::error::{Error, ErrorKind};
+
+/// What a failure cools down: the calls after it try it last until its cooldown ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cools {
+    /// Nothing: the failure is the caller's or the request's.
+    Nothing,
+    /// The model in the region it came from (a throttle is one model's quota there).
+    ModelInRegion,
+    /// The whole region, for every model of the factory (timeouts, network errors, 5xx).
+    Region,
+}
+
+/// How the crate treats one kind of failure: one row of the table in [`crate::policy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErrorRule {
+    /// The kind of failure this row is for.
+    pub kind: ErrorKind,
+    /// May succeed when tried again later ([`Error::is_retryable`]).
+    pub retryable: bool,
+    /// Moves the call to the next region: another region might not have it
+    /// ([`Error::is_regional`]).
+    pub fails_over: bool,
+    /// What it cools down.
+    pub cools: Cools,
+    /// Moves the call to the next model of a fallback chain ([`Error::falls_back`]).
+    pub falls_back: bool,
+    /// Counts against the circuit breaker of the model and region it came from: only failures
+    /// that say the model is in trouble there. Timeouts and network errors do not count: one
+    /// dead or closing connection fails every call on it at once (over h2, all of them), which
+    /// would open the breaker of a healthy model; the crate retires such a connection, and a
+    /// region that keeps failing cools down instead.
+    pub opens_breaker: bool,
+}
+
+const fn row(
+    kind: ErrorKind,
+    retryable: bool,
+    fails_over: bool,
+    cools: Cools,
+    falls_back: bool,
+    opens_breaker: bool,
+) -> ErrorRule {
+    ErrorRule {
+        kind,
+        retryable,
+        fails_over,
+        cools,
+        falls_back,
+        opens_breaker,
+    }
+}
+
+/// Returns the row of the table for one kind of failure.
+pub const fn error_rule(kind: ErrorKind) -> ErrorRule {
+    use Cools::{ModelInRegion, Nothing, Region};
+    use ErrorKind::*;
+    match kind {
+        //                            retry  region  cools          model  breaker
+        InvalidInput => row(kind, false, false, Nothing, false, false),
+        Timeout => row(kind, true, true, Region, false, false),
+        Throttled => row(kind, true, true, ModelInRegion, true, true),
+        AccessDenied => row(kind, false, false, Nothing, false, false),
+        ModelNotFound => row(kind, false, false, Nothing, false, false),
+        Validation => row(kind, false, false, Nothing, false, false),
+        ServiceUnavailable => row(kind, true, true, Region, true, true),
+        ContextWindowExceeded => row(kind, false, false, Nothing, true, false),
+        ModelFailure => row(kind, true, false, Nothing, true, true),
+        Network => row(kind, true, true, Region, false, false),
+        Other => row(kind, false, false, Nothing, false, false),
+    }
+}
+
+/// Returns true when this failure moves the call to the next region: its kind fails over and
+/// the request cannot have reached the model.
+pub(crate) fn fails_over(e: &Error) -> bool {
+    error_rule(e.kind()).fails_over && !e.may_have_reached_model()
+}
+
+/// Returns what a failure that moved the call on cools down.
+pub(crate) fn cools(e: &Error) -> Cools {
+    if fails_over(e) {
+        error_rule(e.kind()).cools
+    } else {
+        Cools::Nothing
+    }
+}
+
+/// Returns true when a failure counts against the breaker of its model and region.
+pub(crate) fn opens_breaker(e: &Error) -> bool {
+    error_rule(e.kind()).opens_breaker
+}
+
+/// Returns true when a call of this operation may move to a fallback model: Converse calls
+/// to any, `invoke` and `embed` only to those declared compatible (another family's native
+/// body is wrong, another embedding model's vectors live in another space), counting tokens
+/// to none (the count is the asked model's).
+pub(crate) fn operation_falls_back(op: Op, compatible: bool) -> bool {
+    match op {
+        Op::Converse | Op::ConverseStream => true,
+        Op::Invoke | Op::InvokeStream | Op::Embed => compatible,
+        Op::CountTokens => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Cools::{ModelInRegion as M, Nothing as N, Region as R};
+
+    /// The table as the module docs state it, row by row.
+    #[test]
+    fn the_table_is_the_documented_one() {
+        #[rustfmt::skip]
+        let expected: [(&str, bool, bool, Cools, bool, bool); 11] = [
+            // kind                      retry  region cools model  breaker
+            ("invalid_input",            false, false, N,    false, false),
+            ("timeout",                  true,  true,  R,    false, false),
+            ("throttled",                true,  true,  M,    true,  true),
+            ("access_denied",            false, false, N,    false, false),
+            ("model_not_found",          false, false, N,    false, false),
+            ("validation",               false, false, N,    false, false),
+            ("service_unavailable",      true,  true,  R,    true,  true),
+            ("context_window_exceeded",  false, false, N,    true,  false),
+            ("model_failure",            true,  false, N,    true,  true),
+            ("network",                  true,  true,  R,    false, false),
+            ("other",                    false, false, N,    false, false),
+        ];
+        assert_eq!(ErrorKind::ALL.len(), expected.len());
+        let docs = include_str!("errors_table.md");
+        for (kind, want) in ErrorKind::ALL.into_iter().zip(expected) {
+            let r = error_rule(kind);
+            assert_eq!(r.kind, kind);
+            let got = (
+                kind.as_str(),
+                r.retryable,
+                r.fails_over,
+                r.cools,
+                r.falls_back,
+                r.opens_breaker,
+            );
+            assert_eq!(got, want);
+            // The docs' row says the same.
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let cools = match r.cools {
+                N => "nothing",
+                M => "the model in that region",
+                R => "the region",
+            };
+            let line = format!(
+                "| `{}` | {} | {} | {} | {} | {} |",
+                kind.as_str(),
+                yes(r.retryable),
+                yes(r.fails_over),
+                cools,
+                yes(r.falls_back),
+                yes(r.opens_breaker)
+            );
+            assert!(docs.contains(&line), "the docs lack {line}");
+        }
+    }
+
+    /// Each error's methods and the driver's decisions read the table, with the error's own
+    /// flags on top.
+    #[test]
+    fn errors_and_decisions_follow_the_table() {
+        for kind in ErrorKind::ALL {
+            let rule = error_rule(kind);
+            let e = Error::new(kind, "x");
+            assert_eq!(e.is_retryable(), rule.retryable, "{kind:?}");
+            assert_eq!(e.is_regional(), rule.fails_over, "{kind:?}");
+            assert_eq!(e.falls_back(), rule.falls_back, "{kind:?}");
+            assert_eq!(fails_over(&e), rule.fails_over, "{kind:?}");
+            assert_eq!(opens_breaker(&e), rule.opens_breaker, "{kind:?}");
+            assert_eq!(cools(&e), rule.cools, "{kind:?}");
+            // A call that may have reached the model moves nowhere and cools nothing.
+            let reached = Error::new(kind, "x").with_reached_model();
+            assert!(!fails_over(&reached), "{kind:?}");
+            assert_eq!(cools(&reached), Cools::Nothing, "{kind:?}");
+            // An open breaker always falls back.
+            assert!(Error::new(kind, "x").with_circuit_open().falls_back());
+        }
+    }
+
+    #[test]
+    fn operations_that_fall_back() {
+        #[rustfmt::skip]
+        let table = [
+            // operation           compatible  incompatible
+            (Op::Converse,         true,       true),
+            (Op::ConverseStream,   true,       true),
+            (Op::Invoke,           true,       false),
+            (Op::InvokeStream,     true,       false),
+            (Op::Embed,            true,       false),
+            (Op::CountTokens,      false,      false),
+        ];
+        for (op, compatible, incompatible) in table {
+            assert_eq!(operation_falls_back(op, true), compatible, "{op:?}");
+            assert_eq!(operation_falls_back(op, false), incompatible, "{op:?}");
+        }
+    }
+}
