@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo run --example fallbacks`
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::limit::{LimitMode, ModelLimit};
 use bedrock_pool_local::{LocalServer, Quota};
 use std::time::{Duration, Instant};

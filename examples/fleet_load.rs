@@ -17,6 +17,7 @@
 //! what each process saw, and exits 1 if the server throttled, counted more than the quota in a
 //! window, or a call failed. Needs `redis-server` and `redis-cli` on PATH.
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{
     LlmFactory,
     fleet::FleetConfig,

@@ -18,6 +18,7 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
+use bedrock_pool::CallMetadata;
 use bedrock_pool_local::{Fault, FaultRule, Latency, LocalServer, Protocol, ServiceError};
 use std::time::{Duration, Instant};
 

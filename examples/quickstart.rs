@@ -4,6 +4,7 @@
 //! Real Bedrock: `cargo run --example quickstart -- --live [model-id]` (or set
 //! `BEDROCK_POOL_LIVE=1`), with AWS credentials and a region from the usual environment.
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::LlmFactory;
 use bedrock_pool_local::LocalServer;
 

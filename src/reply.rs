@@ -2,6 +2,7 @@
 
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result};
+use crate::meta::{CallInfo, CallMetadata};
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::{
     CitationsContentBlock, ContentBlock, ConverseTrace, GuardrailTraceAssessment, Message,
@@ -15,10 +16,13 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub(crate) output: ConverseOutput,
-    pub(crate) model_id: String,
-    pub(crate) region: String,
-    pub(crate) attempts: u32,
-    pub(crate) latency: Duration,
+    pub(crate) info: CallInfo,
+}
+
+impl CallMetadata for Reply {
+    fn call_info(&self) -> &CallInfo {
+        &self.info
+    }
 }
 
 impl Reply {
@@ -78,27 +82,6 @@ impl Reply {
         self.output
             .metrics()
             .map(|m| Duration::from_millis(u64::try_from(m.latency_ms()).unwrap_or(0)))
-    }
-
-    /// Returns the latency measured by the client, retries included.
-    pub fn latency(&self) -> Duration {
-        self.latency
-    }
-
-    /// Returns the region that answered.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// Returns the model that answered: the handle's own, or a fallback's when the call moved
-    /// (see [`Model::with_fallbacks`](crate::Model::with_fallbacks)).
-    pub fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
-    /// Returns the attempts the SDK made in the region that answered.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
     }
 
     /// Returns the model's reasoning (extended thinking), `None` if the answer has none.
@@ -247,7 +230,6 @@ mod tests {
             .build()
             .unwrap();
         Reply {
-            model_id: "m".to_owned(),
             output: ConverseOutput::builder()
                 .output(aws_sdk_bedrockruntime::types::ConverseOutput::Message(
                     message,
@@ -255,9 +237,12 @@ mod tests {
                 .stop_reason(stop)
                 .build()
                 .unwrap(),
-            region: "r".into(),
-            attempts: 1,
-            latency: Duration::ZERO,
+            info: CallInfo {
+                model_id: "m".to_owned(),
+                region: "r".into(),
+                attempts: 1,
+                latency: Duration::ZERO,
+            },
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool_local::{Fault, FaultRule, Protocol, ServiceError};
 use common::{MODEL, factory_for, server};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};

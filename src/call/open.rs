@@ -4,17 +4,18 @@
 use super::span::record_error;
 use crate::error::Error;
 use crate::limit::Lease;
+use crate::meta::CallInfo;
 use crate::stats::{CallGuard, Outcome, Prices, Tokens};
 use crate::transport::ConnectionWatch;
 use aws_sdk_bedrockruntime::types::TokenUsage;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The figures of a call that has an answer but may not be over (a stream is over when its
 /// last event arrived): finish it with [`OpenCall::finish`]; dropping it counts as cancelled.
 pub(crate) struct OpenCall {
-    /// The model that answered (a fallback's when the call moved).
-    model_id: String,
+    /// The model and region that answered, the attempts, the latency to the answer's headers.
+    info: CallInfo,
     /// The limit's admission, corrected by the usage.
     lease: Option<Lease>,
     /// The model's prices when the call started, for its cost.
@@ -33,8 +34,6 @@ pub(crate) struct OpenCall {
     label: Arc<str>,
     server: String,
     started: Instant,
-    region: String,
-    attempts: u32,
     connection: Option<ConnectionWatch>,
 }
 
@@ -58,7 +57,12 @@ pub(super) struct Opened {
 impl OpenCall {
     pub(super) fn new(o: Opened) -> Self {
         OpenCall {
-            model_id: o.model_id,
+            info: CallInfo {
+                model_id: o.model_id,
+                region: o.region,
+                attempts: o.attempts,
+                latency: o.started.elapsed(),
+            },
             lease: o.lease,
             prices: o.prices,
             first_event: None,
@@ -70,30 +74,26 @@ impl OpenCall {
             label: o.label,
             server: o.server,
             started: o.started,
-            region: o.region,
-            attempts: o.attempts,
             connection: o.connection,
         }
     }
 
-    /// Returns the model that answered.
-    pub(crate) fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
     /// Returns the region that answered.
     pub(crate) fn region(&self) -> &str {
-        &self.region
+        &self.info.region
     }
 
-    /// Returns the attempts the SDK made in that region.
-    pub(crate) fn attempts(&self) -> u32 {
-        self.attempts
+    /// Returns the call's metadata as of its headers.
+    pub(crate) fn info(&self) -> &CallInfo {
+        &self.info
     }
 
-    /// Returns the time since the call started.
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// Returns the call's metadata for its whole answer: the latency is the time until now.
+    pub(crate) fn finished_info(&self) -> CallInfo {
+        CallInfo {
+            latency: self.started.elapsed(),
+            ..self.info.clone()
+        }
     }
 
     pub(crate) fn span(&self) -> &tracing::Span {

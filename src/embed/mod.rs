@@ -11,6 +11,7 @@
 use crate::call::{CallInput, Op, RequestAttrs, drive};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result};
+use crate::meta::CallInfo;
 use crate::model::Model;
 use crate::stats::Outcome;
 use crate::transport::RetryRule;
@@ -354,21 +355,24 @@ impl EmbedRequest {
     pub async fn send(self) -> Result<Embeddings> {
         let bodies = self.bodies()?;
         let model = self.model;
-        let results: Vec<Result<(Vec<Vec<f32>>, u64)>> = futures_util::stream::iter(bodies)
+        let results: Vec<Result<Batch>> = futures_util::stream::iter(bodies)
             .map(|b| embed_one(&model, b))
             .buffered(self.concurrency)
             .collect()
             .await;
         let mut vectors = Vec::new();
         let mut input_tokens = 0;
+        let mut calls = Vec::with_capacity(results.len());
         for r in results {
-            let (v, t) = r?;
-            vectors.extend(v);
-            input_tokens += t;
+            let b = r?;
+            vectors.extend(b.vectors);
+            input_tokens += b.input_tokens;
+            calls.push(b.info);
         }
         Ok(Embeddings {
             vectors,
             input_tokens,
+            calls,
         })
     }
 }
@@ -395,8 +399,15 @@ impl CallInput for EmbedInput {
     }
 }
 
+/// What one call answered.
+struct Batch {
+    vectors: Vec<Vec<f32>>,
+    input_tokens: u64,
+    info: CallInfo,
+}
+
 /// Sends one call and reads its vectors and input tokens.
-async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
+async fn embed_one(model: &Model, b: Body) -> Result<Batch> {
     let mut json = String::new();
     aws_smithy_json::serialize::JsonValueWriter::new(&mut json).document(&b.doc);
     let input = EmbedInput {
@@ -419,8 +430,35 @@ async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
     )
     .await?;
     let mut call = answer.call;
+    let (vectors, tokens) = match read_vectors(b.family, b.texts, answer.output.body().as_ref()) {
+        Ok(v) => v,
+        Err(e) => {
+            // An answer that holds no vectors is a failed call, not a cancelled one.
+            call.finish(Outcome::Failure(ErrorKind::Other));
+            return Err(e);
+        }
+    };
+    if tokens > 0
+        && let Ok(u) = TokenUsage::builder()
+            .input_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
+            .output_tokens(0)
+            .total_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
+            .build()
+    {
+        call.usage(&u);
+    }
+    call.finish(Outcome::Success);
+    Ok(Batch {
+        vectors,
+        input_tokens: tokens,
+        info: call.finished_info(),
+    })
+}
+
+/// Reads the vectors (one per text) and the input tokens of a family's answer body.
+fn read_vectors(family: EmbedFamily, texts: usize, body: &[u8]) -> Result<(Vec<Vec<f32>>, u64)> {
     let bad = |what: &str| Error::new(ErrorKind::Other, format!("embed: {what} in the answer"));
-    let text = std::str::from_utf8(answer.output.body().as_ref()).map_err(|_| bad("not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
     let doc = parse_json(text).map_err(|_| bad("not JSON"))?;
     let o = doc.as_object().ok_or_else(|| bad("no JSON object"))?;
     let floats = |d: &Document| -> Option<Vec<f32>> {
@@ -429,7 +467,7 @@ async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
             .map(|x| x.as_number().map(|n| n.to_f32_lossy()))
             .collect()
     };
-    let (vectors, tokens) = match b.family {
+    let (vectors, tokens) = match family {
         EmbedFamily::TitanV2 => {
             let v = o
                 .get("embedding")
@@ -453,20 +491,9 @@ async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
             (v.ok_or_else(|| bad("no embeddings"))?, 0)
         }
     };
-    if vectors.len() != b.texts {
-        call.finish(Outcome::Failure(ErrorKind::Other));
+    if vectors.len() != texts {
         return Err(bad("a vector count that is not the text count"));
     }
-    if tokens > 0
-        && let Ok(u) = TokenUsage::builder()
-            .input_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
-            .output_tokens(0)
-            .total_tokens(i32::try_from(tokens).unwrap_or(i32::MAX))
-            .build()
-    {
-        call.usage(&u);
-    }
-    call.finish(Outcome::Success);
     Ok((vectors, tokens))
 }
 
@@ -475,6 +502,7 @@ async fn embed_one(model: &Model, b: Body) -> Result<(Vec<Vec<f32>>, u64)> {
 pub struct Embeddings {
     vectors: Vec<Vec<f32>>,
     input_tokens: u64,
+    calls: Vec<CallInfo>,
 }
 
 impl Embeddings {
@@ -492,6 +520,12 @@ impl Embeddings {
     /// does not carry them, so they count 0).
     pub fn input_tokens(&self) -> u64 {
         self.input_tokens
+    }
+
+    /// Returns the metadata of each call the texts were sent in (one per batch, in input
+    /// order): the model and region that answered each, its attempts and latency.
+    pub fn calls(&self) -> &[CallInfo] {
+        &self.calls
     }
 }
 

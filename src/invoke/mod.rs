@@ -6,6 +6,7 @@ use crate::call::carry::{Carried, send_carried};
 use crate::call::{CallInput, Op, OpenCall, RequestAttrs, drive};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind, from_sdk};
+use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
 use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::request::{Streaming, Unary};
@@ -172,10 +173,13 @@ macro_rules! invoke_send {
 #[derive(Clone, Debug)]
 pub struct InvokeReply {
     body: Blob,
-    model_id: String,
-    region: String,
-    attempts: u32,
-    latency: Duration,
+    info: CallInfo,
+}
+
+impl CallMetadata for InvokeReply {
+    fn call_info(&self) -> &CallInfo {
+        &self.info
+    }
 }
 
 impl InvokeReply {
@@ -204,26 +208,6 @@ impl InvokeReply {
                 format!("invoke_model: the answer is not JSON: {e}"),
             )
         })
-    }
-
-    /// Returns the region that answered.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// Returns the model that answered (a compatible fallback's when the call moved).
-    pub fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
-    /// Returns the attempts the SDK made in that region.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    /// Returns the latency measured by the client, retries included.
-    pub fn latency(&self) -> Duration {
-        self.latency
     }
 }
 
@@ -308,10 +292,7 @@ impl InvokeRequest<Unary> {
         call.finish(Outcome::Success);
         Ok(InvokeReply {
             body,
-            model_id: call.model_id().to_owned(),
-            region: call.region().to_owned(),
-            attempts: call.attempts(),
-            latency: call.elapsed(),
+            info: call.finished_info(),
         })
     }
 }
@@ -397,17 +378,13 @@ impl fmt::Debug for InvokeStream {
     }
 }
 
+impl CallMetadata for InvokeStream {
+    fn call_info(&self) -> &CallInfo {
+        self.call.info()
+    }
+}
+
 impl InvokeStream {
-    /// Returns the region that answered.
-    pub fn region(&self) -> &str {
-        self.call.region()
-    }
-
-    /// Returns the model that answered (a compatible fallback's when the call moved).
-    pub fn model_id(&self) -> &str {
-        self.call.model_id()
-    }
-
     fn fail(&mut self, e: Error) -> Option<Result<Blob>> {
         self.done = true;
         self.call.fail(&e);
@@ -502,10 +479,7 @@ impl InvokeStream {
         };
         Ok(InvokeReply {
             body,
-            model_id: self.call.model_id().to_owned(),
-            region: self.call.region().to_owned(),
-            attempts: self.call.attempts(),
-            latency: self.call.elapsed(),
+            info: self.call.finished_info(),
         })
     }
 

@@ -384,10 +384,7 @@ impl ConverseRequest<Unary> {
         call.finish(Outcome::Success);
         Ok(Reply {
             output,
-            model_id: call.model_id().to_owned(),
-            region: call.region().to_owned(),
-            attempts: call.attempts(),
-            latency: call.elapsed(),
+            info: call.finished_info(),
         })
     }
 }

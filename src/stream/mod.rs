@@ -6,6 +6,7 @@ use crate::collect::{Accumulator, Metadata};
 use crate::error::{
     Error, ErrorKind, Result, TimeoutKind, from_sdk, is_context_overflow, kind_for_code,
 };
+use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_send};
@@ -216,6 +217,12 @@ impl fmt::Debug for ReplyStream {
     }
 }
 
+impl CallMetadata for ReplyStream {
+    fn call_info(&self) -> &CallInfo {
+        self.call.info()
+    }
+}
+
 impl ReplyStream {
     /// Returns the stream of a call that got its headers, read with `stall` between events.
     pub(crate) fn new(
@@ -234,17 +241,6 @@ impl ReplyStream {
             saw_event: false,
             done: false,
         }
-    }
-
-    /// Returns the region that answered.
-    pub fn region(&self) -> &str {
-        self.call.region()
-    }
-
-    /// Returns the model that answered: the handle's own, or a fallback's when the call moved
-    /// before the first event.
-    pub fn model_id(&self) -> &str {
-        self.call.model_id()
     }
 
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
@@ -331,10 +327,7 @@ impl ReplyStream {
         let acc = std::mem::take(&mut self.acc);
         Ok(Reply {
             output: acc.into_output()?,
-            model_id: self.call.model_id().to_owned(),
-            region: self.call.region().to_owned(),
-            attempts: self.call.attempts(),
-            latency: self.call.elapsed(),
+            info: self.call.finished_info(),
         })
     }
 

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{ErrorKind, LlmFactory, Model, error::TimeoutKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, IdleFault, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};

@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{
     ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent,
     config::{BreakerConfig, RetryMode},

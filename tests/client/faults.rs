@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::stats::HttpProtocol;
 use bedrock_pool::{ErrorKind, LlmFactory, error::TimeoutKind};
 use bedrock_pool_local::{

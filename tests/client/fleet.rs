@@ -10,6 +10,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{
     LlmFactory, LlmFactoryBuilder,
     config::{BreakerConfig, RetryMode},

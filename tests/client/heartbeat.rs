@@ -2,6 +2,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{ErrorKind, HeartbeatConfig, heartbeat::ProbeKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, IdleFault, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, PROTOCOLS, builder_for, eventually, factory_for, server};

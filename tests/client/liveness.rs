@@ -10,6 +10,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::HeartbeatConfig;
 use bedrock_pool_local::{IdleFault, Operation};
 use common::{Ask, builder_for, server};

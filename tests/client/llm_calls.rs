@@ -11,6 +11,7 @@ use crate::common;
 
 use aws_sdk_bedrockruntime::types::{Tool, ToolConfiguration, ToolInputSchema, ToolSpecification};
 use aws_smithy_types::Document;
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{ErrorKind, config::RetryMode, policy::ReadTimeoutRetry};
 use bedrock_pool_local::{Fault, FaultRule, Latency, LocalServer, Operation, ServiceError};
 use common::{MODEL, builder_for, server};

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{ErrorKind, LlmFactory, LlmFactoryBuilder, StreamEvent};
 use bedrock_pool_local::{Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, eventually};

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{
     ErrorKind, LlmFactory,
     config::RetryMode,
@@ -164,6 +165,13 @@ async fn embeddings_titan_and_cohere_keep_order_and_shapes() {
         .await
         .unwrap();
     assert_eq!(all.vectors().len(), 250);
+    // One call's metadata per batch.
+    assert_eq!(all.calls().len(), 3);
+    assert!(
+        all.calls()
+            .iter()
+            .all(|c| c.model_id == COHERE_V3 && c.attempts == 1)
+    );
     assert_eq!(all.vectors()[0], one_by_one.vectors()[0]);
     assert_eq!(all.vectors()[200], one_by_one.vectors()[1]);
     let batches = server.requests_for(Operation::InvokeModel);

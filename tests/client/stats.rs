@@ -2,6 +2,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::{ErrorKind, stats::HttpProtocol};
 use bedrock_pool_local::{Fault, FaultRule, Latency, Operation, Protocol, ServiceError};
 use common::{Ask, MODEL, builder_for, eventually, factory_for, server};

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use bedrock_pool::CallMetadata;
 use bedrock_pool::sdk::{
     Document,
     types::{
@@ -105,17 +106,23 @@ async fn collect_returns_what_unary_converse_returns() {
         .send()
         .await
         .unwrap();
-    let streamed = model
+    let stream = model
         .converse_stream()
         .system("be brief")
         .user("one two three four")
         .max_tokens(3)
         .send()
         .await
-        .unwrap()
-        .collect()
-        .await
-        .expect("collect succeeds");
+        .unwrap();
+    // The stream's metadata is its headers'; the collected reply's latency covers the events.
+    let at_headers = stream.call_info().clone();
+    assert_eq!(
+        (at_headers.model_id.as_str(), at_headers.attempts),
+        (MODEL, 1)
+    );
+    let streamed = stream.collect().await.expect("collect succeeds");
+    assert!(streamed.latency() >= at_headers.latency);
+    assert_eq!(streamed.region(), at_headers.region);
     assert_eq!(streamed.text(), "one two three");
     assert_eq!(streamed.text(), unary.text());
     assert_eq!(streamed.stop_reason(), unary.stop_reason());
