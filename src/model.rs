@@ -104,7 +104,7 @@ impl Model {
     /// timeouts and network errors never move.
     ///
     /// A call sends to at most 4 model and region pairs in all (see the README's "Fallbacks
-    /// and limits"). The reply says which model answered ([`Reply::model_id`](crate::Reply::model_id)).
+    /// and limits"). The reply says which model answered ([`CallMetadata::model_id`](crate::CallMetadata::model_id)).
     /// A stream moves only before its first event. `invoke`, `embed` and `count_tokens` do not
     /// move: see [`Model::with_compatible_fallbacks`]. The list replaces any earlier one; up
     /// to 3 ids, each a valid model id, none repeated nor this handle's own, no prompt ARN: a
