@@ -172,8 +172,8 @@ pub struct FactoryConfig {
     /// Client-side limits of one model in one region, (region, model id, limit), replacing
     /// the model's limit of `limits` there. Default is none.
     pub region_limits: Vec<(String, String, crate::limit::ModelLimit)>,
-    /// Level of each call's `tracing` span (named `bedrock.converse` or
-    /// `bedrock.converse_stream`, with the OpenTelemetry GenAI attributes). Default is INFO.
+    /// Level of each call's `tracing` span (named `bedrock.call`, with the OpenTelemetry GenAI
+    /// attributes and the operation in `rpc.method`). Default is INFO.
     pub span_level: tracing::Level,
 }
 

@@ -92,6 +92,15 @@ fn assert_common(span: &SpanData, server: &LocalServer) {
         "the local server's port is not 443"
     );
     assert_eq!(int(span, "aws.bedrock.attempts"), 1);
+    // The operation is a field (the `tracing` span name is the one static `bedrock.call`).
+    assert_eq!(string(span, "rpc.system"), "aws-api");
+    assert_eq!(string(span, "rpc.service"), "BedrockRuntime");
+    let method = string(span, "rpc.method");
+    assert!(
+        ["Converse", "ConverseStream", "InvokeModel", "InvokeModelWithResponseStream"]
+            .contains(&method.as_str()),
+        "{method}"
+    );
     for key in ["gen_ai.input.messages", "gen_ai.output.messages"] {
         assert!(attr(span, key).is_none(), "content is never recorded");
     }

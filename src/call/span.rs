@@ -4,6 +4,9 @@
 use super::RequestAttrs;
 use crate::metrics::PROVIDER;
 
+/// The name of every call's `tracing` span; the operation is in its fields.
+pub(crate) const SPAN_NAME: &str = "bedrock.call";
+
 /// The operations the driver runs; each names its span and its error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -39,18 +42,33 @@ impl Op {
         }
     }
 
+    /// Returns the service operation the call sends (`rpc.method`, as the AWS SDK
+    /// conventions name it): an embedding call is an InvokeModel.
+    pub(crate) fn rpc_method(self) -> &'static str {
+        match self {
+            Op::Converse => "Converse",
+            Op::ConverseStream => "ConverseStream",
+            Op::Invoke | Op::Embed => "InvokeModel",
+            Op::InvokeStream => "InvokeModelWithResponseStream",
+            Op::CountTokens => "CountTokens",
+        }
+    }
+
     /// Starts the call's span at `level`, with the OpenTelemetry GenAI attributes known before
     /// the call; the others are recorded as they become known (see the README's table).
+    ///
+    /// Every call has the one static span name [`SPAN_NAME`]; the operation is a field
+    /// (`rpc.method`, `gen_ai.operation.name`), and tracing-opentelemetry's `otel.name` carries
+    /// the conventions' `{operation} {model}`.
     pub(super) fn span(self, model_id: &str, level: tracing::Level) -> tracing::Span {
         use tracing::Level;
         use tracing::field::Empty;
-        // Span names and levels must be constants: a static name per operation, and
-        // tracing-opentelemetry's `otel.name` carries `{operation} {model}`.
+        // A span's level must be a constant: one expansion per level.
         macro_rules! span {
-            ($level:expr, $name:literal) => {
+            ($level:expr) => {
                 tracing::span!(
                     $level,
-                    $name,
+                    SPAN_NAME,
                     otel.name = Empty,
                     otel.kind = "client",
                     otel.status_code = Empty,
@@ -66,6 +84,9 @@ impl Op {
                     gen_ai.usage.output_tokens = Empty,
                     gen_ai.usage.cache_read.input_tokens = Empty,
                     gen_ai.usage.cache_creation.input_tokens = Empty,
+                    rpc.system = "aws-api",
+                    rpc.service = "BedrockRuntime",
+                    rpc.method = self.rpc_method(),
                     server.address = Empty,
                     server.port = Empty,
                     cloud.region = Empty,
@@ -76,24 +97,12 @@ impl Op {
                 )
             };
         }
-        macro_rules! at_level {
-            ($name:literal) => {
-                match level {
-                    Level::ERROR => span!(Level::ERROR, $name),
-                    Level::WARN => span!(Level::WARN, $name),
-                    Level::INFO => span!(Level::INFO, $name),
-                    Level::DEBUG => span!(Level::DEBUG, $name),
-                    Level::TRACE => span!(Level::TRACE, $name),
-                }
-            };
-        }
-        let span = match self {
-            Op::Converse => at_level!("bedrock.converse"),
-            Op::ConverseStream => at_level!("bedrock.converse_stream"),
-            Op::Invoke => at_level!("bedrock.invoke_model"),
-            Op::InvokeStream => at_level!("bedrock.invoke_model_stream"),
-            Op::CountTokens => at_level!("bedrock.count_tokens"),
-            Op::Embed => at_level!("bedrock.embed"),
+        let span = match level {
+            Level::ERROR => span!(Level::ERROR),
+            Level::WARN => span!(Level::WARN),
+            Level::INFO => span!(Level::INFO),
+            Level::DEBUG => span!(Level::DEBUG),
+            Level::TRACE => span!(Level::TRACE),
         };
         if !span.is_disabled() {
             span.record(

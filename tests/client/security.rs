@@ -142,7 +142,7 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         "trace logging was captured ({} bytes)",
         text.len()
     );
-    assert!(text.contains("bedrock.converse"), "the call span is logged");
+    assert!(text.contains("bedrock.call"), "the call span is logged");
     assert!(
         text.contains(r#"gen_ai.operation.name="chat""#)
             && text.contains(r#"gen_ai.provider.name="aws.bedrock""#)
