@@ -74,13 +74,19 @@ pub struct HeartbeatStats {
     /// Time of the last successful probe.
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "last_success_unix_ms", serialize_with = "crate::stats::json::unix_ms")
+        serde(
+            rename = "last_success_unix_ms",
+            serialize_with = "crate::stats::json::unix_ms"
+        )
     )]
     pub last_success: Option<SystemTime>,
     /// Time of the last failed probe.
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "last_failure_unix_ms", serialize_with = "crate::stats::json::unix_ms")
+        serde(
+            rename = "last_failure_unix_ms",
+            serialize_with = "crate::stats::json::unix_ms"
+        )
     )]
     pub last_failure: Option<SystemTime>,
     /// Failed probes since the last success.

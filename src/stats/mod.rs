@@ -107,19 +107,34 @@ pub struct OriginPoolStats {
     /// Connection establishments that failed (DNS, TCP, TLS).
     pub establishment_failures: u64,
     /// Time the most recent connection took to establish.
-    #[cfg_attr(feature = "serde", serde(rename = "establishment_last_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_last_ms", serialize_with = "json::ms")
+    )]
     pub establishment_last: Duration,
     /// Mean establishment time.
-    #[cfg_attr(feature = "serde", serde(rename = "establishment_mean_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_mean_ms", serialize_with = "json::ms")
+    )]
     pub establishment_mean: Duration,
     /// Longest establishment time.
-    #[cfg_attr(feature = "serde", serde(rename = "establishment_max_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_max_ms", serialize_with = "json::ms")
+    )]
     pub establishment_max: Duration,
     /// Mean time of the transport part (DNS + TCP).
-    #[cfg_attr(feature = "serde", serde(rename = "transport_mean_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "transport_mean_ms", serialize_with = "json::ms")
+    )]
     pub transport_mean: Duration,
     /// Mean time of the protocol handshake part (TLS and ALPN), when the pool reports it.
-    #[cfg_attr(feature = "serde", serde(rename = "handshake_mean_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "handshake_mean_ms", serialize_with = "json::ms")
+    )]
     pub handshake_mean: Duration,
 }
 
@@ -165,19 +180,34 @@ pub struct LatencyStats {
     /// Requests measured.
     pub count: u64,
     /// Mean latency.
-    #[cfg_attr(feature = "serde", serde(rename = "mean_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "mean_ms", serialize_with = "json::ms")
+    )]
     pub mean: Duration,
     /// Median (within the histogram's 6% bucket width).
-    #[cfg_attr(feature = "serde", serde(rename = "p50_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p50_ms", serialize_with = "json::ms")
+    )]
     pub p50: Duration,
     /// 90th percentile.
-    #[cfg_attr(feature = "serde", serde(rename = "p90_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p90_ms", serialize_with = "json::ms")
+    )]
     pub p90: Duration,
     /// 99th percentile.
-    #[cfg_attr(feature = "serde", serde(rename = "p99_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p99_ms", serialize_with = "json::ms")
+    )]
     pub p99: Duration,
     /// Longest latency seen.
-    #[cfg_attr(feature = "serde", serde(rename = "max_ms", serialize_with = "json::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "max_ms", serialize_with = "json::ms")
+    )]
     pub max: Duration,
 }
 

@@ -1,7 +1,7 @@
 //! Per-model request counters, capped so that a stream of distinct model ids cannot grow them.
 
-use super::{ModelStats, RequestStats};
 use super::record::RequestCounters;
+use super::{ModelStats, RequestStats};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -49,7 +49,9 @@ fn requests() -> RequestStats {
             p90: 95,
             max: 96,
         },
-        cost: Some(Cost { nano_usd: 1_500_000 }),
+        cost: Some(Cost {
+            nano_usd: 1_500_000,
+        }),
         fallbacks: 0,
     }
 }
@@ -160,7 +162,11 @@ fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
 fn the_factory_snapshot_serialises_as_the_pinned_json() {
     let json = serde_json::to_string_pretty(&factory_stats()).unwrap();
     let expected = include_str!("snapshot.json");
-    assert_eq!(json, expected.trim_end(), "the JSON format changed:\n{json}");
+    assert_eq!(
+        json,
+        expected.trim_end(),
+        "the JSON format changed:\n{json}"
+    );
     // No serde default for a Duration anywhere: every key holding a time ends in `_ms`.
     let mut keys = Vec::new();
     walk(&serde_json::from_str(&json).unwrap(), "", &mut keys);
