@@ -207,9 +207,7 @@ fn criterion_groups(c: &mut Criterion, s: &Setup) {
     g.bench_function("model_cache_hit", |b| {
         b.iter(|| s.factory.model(black_box(MODEL)))
     });
-    g.bench_function("request_stats_snapshot", |b| {
-        b.iter(|| s.factory.request_stats())
-    });
+    g.bench_function("stats_snapshot", |b| b.iter(|| s.factory.stats()));
     let refused = s.factory.model("an invalid id");
     g.bench_function("call_refused_before_network", |b| {
         b.iter(|| s.rt.block_on(refused.converse().user("x").send()).is_err())
@@ -383,7 +381,7 @@ mod fleet {
                 per(all[0]),
                 per(all[1]),
                 (per(all[1]).as_secs_f64() - per(all[0]).as_secs_f64()) * 1e6,
-                shared.fleet_stats().map_or(0, |f| f.fallbacks),
+                shared.stats().fleet.map_or(0, |f| f.fallbacks),
             );
         }
         let _ = child.kill();
@@ -508,10 +506,10 @@ fn main() {
         black_box(s.rt.block_on(refused.converse().user("x").send()).is_err());
     });
     let snap = time_per_call(5, 20_000, || {
-        black_box(s.factory.request_stats());
+        black_box(s.factory.stats());
     });
     println!(
-        "bookkeeping: a call refused before the network (stats start/finish, validation, span, block_on) {guard:.1?} = {:.2}% of a local round trip ({r1:.1?}); factory - raw at c=1: {:.1} us; request_stats() snapshot {snap:.1?}",
+        "bookkeeping: a call refused before the network (stats start/finish, validation, span, block_on) {guard:.1?} = {:.2}% of a local round trip ({r1:.1?}); factory - raw at c=1: {:.1} us; stats() snapshot {snap:.1?}",
         100.0 * guard.as_secs_f64() / r1.as_secs_f64(),
         f1.as_secs_f64() * 1e6 - r1.as_secs_f64() * 1e6,
     );

@@ -61,14 +61,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "server: admitted {}, throttled {}, most in any 1 s window {} (quota 20)",
         quota.admitted, quota.throttled, quota.max_requests_in_window
     );
-    let limit = factory.limit_stats(PRIMARY).ok_or("a limit")?;
+    let stats = factory.stats();
+    for limit in stats.limits.iter().filter(|l| l.model_id == PRIMARY) {
+        println!(
+            "client limit in {}: admitted {}, refused {}",
+            limit.region, limit.admitted, limit.rejected
+        );
+    }
+    let primary_stats = stats.model(PRIMARY).ok_or("stats")?;
     println!(
-        "client limit: admitted {}, refused {}",
-        limit.admitted, limit.rejected
+        "fallbacks from {PRIMARY}: {}",
+        primary_stats.requests.fallbacks
     );
-    let stats = factory.model_request_stats(PRIMARY).ok_or("stats")?;
-    println!("fallbacks from {PRIMARY}: {}", stats.fallbacks);
-    for b in factory.breaker_stats() {
+    for b in &stats.breakers {
         println!("breaker {} in {}: {:?}", b.model_id, b.region, b.state);
     }
     Ok(())

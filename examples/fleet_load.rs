@@ -227,7 +227,7 @@ fn worker() -> Result<(), Box<dyn std::error::Error>> {
         let watch = tokio::spawn(async move {
             let (mut longest, mut since) = (Duration::ZERO, None::<Instant>);
             while tokio::time::Instant::now() < end {
-                let up = f.fleet_stats().is_some_and(|s| s.up);
+                let up = f.stats().fleet.is_some_and(|s| s.up);
                 match (up, since) {
                     (false, None) => since = Some(Instant::now()),
                     (true, Some(s)) => {

@@ -71,8 +71,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let errors = run(&model, callers, per_caller).await?;
     let took = start.elapsed();
     let sent = (per_caller * callers) as f64;
-    let stats = factory.request_stats();
-    let pool = factory.pool_stats().bedrock;
+    let stats = factory.stats().requests;
+    let pool = factory.stats().pool.bedrock;
     let rss1 = rss_kib();
     let conns = server.bedrock_connections();
     drop((model, factory, server));

@@ -68,13 +68,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .user("And again?")
         .send()
         .await?;
-    println!("cache:       {:?}", factory.cache_stats());
-    let pool = factory.pool_stats().bedrock;
+    println!("cache:       {:?}", factory.stats().cache);
+    let pool = factory.stats().pool.bedrock;
     println!(
         "pool:        {} opened, {} open, protocol {:?}, establishment {:?}",
         pool.opened, pool.open, pool.protocol, pool.establishment_mean
     );
-    let req = factory.request_stats();
+    let req = factory.stats().requests;
     println!(
         "requests:    {} ok of {}, p50 {:?}, p99 {:?}",
         req.successes, req.requests, req.latency.p50, req.latency.p99

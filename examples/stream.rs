@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let stats = factory.request_stats();
+    let stats = factory.stats().requests;
     println!(
         "time to first token: {:?} ({} stream, {} succeeded)",
         stats.time_to_first_token.max, stats.time_to_first_token.count, stats.successes

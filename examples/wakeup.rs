@@ -132,8 +132,8 @@ impl Sender {
         match self {
             Sender::Raw(_) => (None, 0),
             Sender::Factory(f, ..) => (
-                f.pool_stats().bedrock.protocol,
-                f.request_stats().retired_connections,
+                f.stats().pool.bedrock.protocol,
+                f.stats().requests.retired_connections,
             ),
         }
     }

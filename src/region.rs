@@ -67,7 +67,8 @@ fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
 }
 
 /// Health and traffic figures of one region.
-#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RegionStats {
     /// The region name.

@@ -55,10 +55,10 @@ async fn fifty_callers(protocol: Protocol) {
         errors += w.await.unwrap();
     }
     assert_eq!(errors, 0);
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!((s.requests, s.successes, s.in_flight), (2000, 2000, 0));
     let conns = server.bedrock_connections();
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     if protocol == Protocol::HttpsH1Only {
         assert!(conns.accepted <= 50 && conns.max_open <= 50, "{conns:?}");
         assert_eq!(pool.opened, conns.accepted);
@@ -154,18 +154,21 @@ async fn futures_dropped(protocol: Protocol) {
         t.await.unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(5), || factory.request_stats().in_flight
+        eventually(Duration::from_secs(5), || factory
+            .stats()
+            .requests
+            .in_flight
             == 0)
         .await,
         "{:?}",
-        factory.request_stats()
+        factory.stats().requests
     );
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     // 300 calls and the warming one.
     assert_eq!(s.requests, 301);
     assert_eq!(s.successes + s.failures.total() + s.cancelled, 301, "{s:?}");
     assert!(s.cancelled > 0, "some calls were cancelled: {s:?}");
-    assert!(factory.pool_stats().bedrock.open <= 50);
+    assert!(factory.stats().pool.bedrock.open <= 50);
     // Cancelled exchanges are discarded, never reused half-read: the next calls all work.
     for _ in 0..20 {
         model
@@ -178,7 +181,7 @@ async fn futures_dropped(protocol: Protocol) {
     // What the pool held: its cap counts a connection until the pool closes it. The server's
     // own count can briefly pass 50 when a cancelled HTTP/1.1 exchange's connection is closed
     // and replaced: it counts the old one until the client's close reaches it.
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     assert!(pool.max_open <= 50, "{pool:?}");
     let conns = server.bedrock_connections();
     // A cancelled call is no evidence against its connection: over h2 retiring it would cut
@@ -187,10 +190,10 @@ async fn futures_dropped(protocol: Protocol) {
     if pool.closed_by_peer == 0 && conns.errors == 0 {
         assert_eq!(pool.retired, 0, "{pool:?}");
         assert_eq!(
-            factory.request_stats().retired_connections,
+            factory.stats().requests.retired_connections,
             0,
             "{protocol:?} {pool:?} {conns:?} {:?}",
-            factory.request_stats()
+            factory.stats().requests
         );
     }
     if protocol == Protocol::Https {

@@ -97,8 +97,13 @@ fn assert_common(span: &SpanData, server: &LocalServer) {
     assert_eq!(string(span, "rpc.service"), "BedrockRuntime");
     let method = string(span, "rpc.method");
     assert!(
-        ["Converse", "ConverseStream", "InvokeModel", "InvokeModelWithResponseStream"]
-            .contains(&method.as_str()),
+        [
+            "Converse",
+            "ConverseStream",
+            "InvokeModel",
+            "InvokeModelWithResponseStream"
+        ]
+        .contains(&method.as_str()),
         "{method}"
     );
     for key in ["gen_ai.input.messages", "gen_ai.output.messages"] {

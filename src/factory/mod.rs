@@ -1,19 +1,17 @@
 //! `LlmFactory`: one shared, tuned Bedrock client (per region), the model-handle cache, and
-//! the statistics getters. Its builder sits beside it, in `builder.rs`.
+//! the statistics snapshot. Its builder sits beside it, in `builder.rs`.
 
 mod builder;
 mod validate;
 
 pub use builder::LlmFactoryBuilder;
 
-use crate::breaker::BreakerStats;
 use crate::config::FactoryConfig;
 use crate::error::Result;
-use crate::limit::LimitStats;
 use crate::model::{Model, validate_model_id};
 use crate::region::RegionStats;
-use crate::shared::{MAX_TRACKED_MODELS, Shared};
-use crate::stats::{CacheStats, OriginPoolStats, PoolStats, Prices, RequestStats};
+use crate::shared::{MAX_TRACKED_MODELS, RegionLimiters, Shared};
+use crate::stats::{CacheStats, FactoryStats, ModelStats, PoolStats, Prices};
 use crate::transport::sum_origins;
 use aws_config::SdkConfig;
 use std::collections::HashMap;
@@ -71,7 +69,7 @@ impl fmt::Debug for LlmFactory {
             .field("pool", &s.config.pool)
             .field("timeouts", &s.config.timeouts)
             .field("retry", &s.config.retry)
-            .field("cache", &self.cache_stats())
+            .field("cache", &self.cache())
             .finish_non_exhaustive()
     }
 }
@@ -164,13 +162,64 @@ impl LlmFactory {
         self.inner.invalidated.fetch_add(n as u64, Relaxed);
     }
 
-    /// Removes every cached handle (the same as [`invalidate_all`](Self::invalidate_all)).
-    pub fn clear_cache(&self) {
-        self.invalidate_all();
+    /// Returns every statistic of the factory in one snapshot: the pool, the requests (all
+    /// models, each model, each region), the handle cache, the circuit breakers, the
+    /// client-side limits and the fleet. With the feature `serde` it serialises (as JSON, say)
+    /// as it is.
+    ///
+    /// Each figure is read on its own (relaxed atomics, short locks): approximate while calls
+    /// run. It costs a few allocations per model, region, breaker and limit; for one model's
+    /// figures on a hot path, [`model_stats`](Self::model_stats) reads only those.
+    pub fn stats(&self) -> FactoryStats {
+        let s = &self.inner.shared;
+        let regions: Vec<&str> = s.regions.iter().map(|r| r.region.as_str()).collect();
+        let mut limits: Vec<(&String, &RegionLimiters)> = s.limits.iter().collect();
+        limits.sort_by(|a, b| a.0.cmp(b.0));
+        FactoryStats {
+            pool: self.pool(),
+            requests: s.overall.snapshot(),
+            models: s.models.all(),
+            regions: s
+                .regions
+                .iter()
+                .map(|r| RegionStats {
+                    region: r.region.clone(),
+                    endpoint_url: r.endpoint_url.clone(),
+                    healthy: s.regions.is_healthy(r),
+                    failovers: r.failovers.load(Relaxed),
+                    requests: r.counters.snapshot(),
+                    pool: s.transport.origin_stats(&r.endpoint_url),
+                })
+                .collect(),
+            cache: self.cache(),
+            breakers: s.breakers.all(&regions),
+            limits: limits
+                .into_iter()
+                .flat_map(|(_, per_region)| per_region.iter().flatten().map(|l| l.stats()))
+                .collect(),
+            #[cfg(feature = "redis")]
+            fleet: s.fleet.as_ref().map(|f| f.stats()),
+        }
     }
 
-    /// Returns the model handle cache figures.
-    pub fn cache_stats(&self) -> CacheStats {
+    /// Returns the request figures of one model id, if it was used: the entry of
+    /// [`FactoryStats::models`] alone, without the rest of the snapshot.
+    ///
+    /// At most 256 ids are counted apart (the first ones used); calls for later ids are counted
+    /// together under the id `other`, so that a stream of distinct ids cannot grow the figures
+    /// (or the `metrics` labels) without bound. [`invalidate`](Self::invalidate) forgets an id.
+    pub fn model_stats(&self, model_id: &str) -> Option<ModelStats> {
+        self.inner
+            .shared
+            .models
+            .get(model_id)
+            .map(|requests| ModelStats {
+                model_id: model_id.to_owned(),
+                requests,
+            })
+    }
+
+    fn cache(&self) -> CacheStats {
         CacheStats {
             cached: self
                 .inner
@@ -184,8 +233,7 @@ impl LlmFactory {
         }
     }
 
-    /// Returns the connection pool figures: Bedrock (all regions summed) and STS.
-    pub fn pool_stats(&self) -> PoolStats {
+    fn pool(&self) -> PoolStats {
         let s = &self.inner.shared;
         PoolStats {
             bedrock: sum_origins(
@@ -213,86 +261,6 @@ impl LlmFactory {
             .unwrap_or_else(|e| e.into_inner())
             .insert(model_id.to_owned(), prices);
         Ok(())
-    }
-
-    /// Returns the pool figures of each region's Bedrock origin, primary first.
-    pub fn pool_stats_by_region(&self) -> Vec<(String, OriginPoolStats)> {
-        let s = &self.inner.shared;
-        s.regions
-            .iter()
-            .map(|r| (r.region.clone(), s.transport.origin_stats(&r.endpoint_url)))
-            .collect()
-    }
-
-    /// Returns the request figures of every call made through this factory's handles.
-    pub fn request_stats(&self) -> RequestStats {
-        self.inner.shared.overall.snapshot()
-    }
-
-    /// Returns the request figures of one model id, if it was used.
-    ///
-    /// At most 256 ids are counted apart (the first ones used); calls for later ids are counted
-    /// together under the id `other`, so that a stream of distinct ids cannot grow the figures
-    /// (or the `metrics` labels) without bound. [`invalidate`](Self::invalidate) forgets an id.
-    pub fn model_request_stats(&self, model_id: &str) -> Option<RequestStats> {
-        self.inner.shared.models.get(model_id)
-    }
-
-    /// Returns the request figures of every model id used, sorted by id, with `other` last
-    /// when ids beyond the cap were used (see [`model_request_stats`](Self::model_request_stats)).
-    pub fn request_stats_by_model(&self) -> Vec<(String, RequestStats)> {
-        self.inner.shared.models.all()
-    }
-
-    /// Returns health and traffic figures of each region, primary first.
-    pub fn region_stats(&self) -> Vec<RegionStats> {
-        let s = &self.inner.shared;
-        s.regions
-            .iter()
-            .map(|r| RegionStats {
-                region: r.region.clone(),
-                endpoint_url: r.endpoint_url.clone(),
-                healthy: s.regions.is_healthy(r),
-                failovers: r.failovers.load(Relaxed),
-                requests: r.counters.snapshot(),
-                pool: s.transport.origin_stats(&r.endpoint_url),
-            })
-            .collect()
-    }
-
-    /// Returns the circuit breakers' figures: each model id called so far (up to the tracked
-    /// cap) in each region, sorted by model id then region.
-    pub fn breaker_stats(&self) -> Vec<BreakerStats> {
-        let s = &self.inner.shared;
-        let regions: Vec<&str> = s.regions.iter().map(|r| r.region.as_str()).collect();
-        s.breakers.all(&regions)
-    }
-
-    /// Returns the figures of `model_id`'s client-side limits, summed over the regions, if it
-    /// has one.
-    pub fn limit_stats(&self, model_id: &str) -> Option<LimitStats> {
-        let limiters = self.inner.shared.limits.get(model_id)?;
-        limiters
-            .iter()
-            .flatten()
-            .map(|l| l.stats())
-            .reduce(LimitStats::add)
-    }
-
-    /// Returns the figures of `model_id`'s client-side limit in `region`, if it has one there.
-    pub fn limit_stats_in(&self, model_id: &str, region: &str) -> Option<LimitStats> {
-        let s = &self.inner.shared;
-        let i = s.regions.iter().position(|r| r.region == region)?;
-        s.limits.get(model_id)?.get(i)?.as_ref().map(|l| l.stats())
-    }
-
-    /// Returns the figures of the fleet's shared Redis (feature `redis`), when the factory was
-    /// built with [`fleet`](LlmFactoryBuilder::fleet): whether it answers, round trips, and the
-    /// calls that fell back to the local limits while it did not.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn fleet_stats(&self) -> Option<crate::fleet::FleetStats> {
-        self.inner.shared.fleet.as_ref().map(|f| f.stats())
     }
 
     /// Returns the regions, primary first.

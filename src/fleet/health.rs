@@ -7,6 +7,7 @@ use tokio::time::Instant;
 /// A snapshot of the shared store's state and counters (feature `redis`).
 ///
 /// Read from relaxed atomics: approximate while calls are in flight.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetStats {

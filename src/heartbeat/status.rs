@@ -39,6 +39,7 @@ impl std::fmt::Display for ProbeKind {
 }
 
 /// Counts of one probe kind.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProbeStats {
@@ -53,6 +54,7 @@ pub struct ProbeStats {
 }
 
 /// The last probe error: its kind and message (never a secret).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProbeError {
@@ -65,12 +67,27 @@ pub struct ProbeError {
 }
 
 /// A snapshot of the heartbeat's state.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeartbeatStats {
     /// Time of the last successful probe.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "last_success_unix_ms",
+            serialize_with = "crate::stats::json::unix_ms"
+        )
+    )]
     pub last_success: Option<SystemTime>,
     /// Time of the last failed probe.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "last_failure_unix_ms",
+            serialize_with = "crate::stats::json::unix_ms"
+        )
+    )]
     pub last_failure: Option<SystemTime>,
     /// Failed probes since the last success.
     pub consecutive_failures: u32,

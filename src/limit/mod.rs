@@ -130,10 +130,15 @@ impl ModelLimit {
     }
 }
 
-/// The figures of one model's client-side limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The figures of one model's client-side limit in one region.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LimitStats {
+    /// The model id.
+    pub model_id: String,
+    /// The region whose quota the limit mirrors.
+    pub region: String,
     /// Calls admitted (sent).
     pub admitted: u64,
     /// Calls that waited for room before they were admitted.
@@ -152,26 +157,6 @@ pub struct LimitStats {
     pub requests_in_window: u64,
     /// Tokens in this process's window now (estimates, corrected by the usage reported).
     pub tokens_in_window: u64,
-}
-
-impl LimitStats {
-    /// Returns the sum of two limits' figures (the queue wait: the larger of the two).
-    pub(crate) fn add(self, o: LimitStats) -> LimitStats {
-        LimitStats {
-            admitted: self.admitted + o.admitted,
-            waited: self.waited + o.waited,
-            queue_wait: if o.queue_wait.count > self.queue_wait.count {
-                o.queue_wait
-            } else {
-                self.queue_wait
-            },
-            rejected: self.rejected + o.rejected,
-            expired: self.expired + o.expired,
-            queued: self.queued + o.queued,
-            requests_in_window: self.requests_in_window + o.requests_in_window,
-            tokens_in_window: self.tokens_in_window + o.tokens_in_window,
-        }
-    }
 }
 
 struct State {
@@ -583,6 +568,8 @@ impl Limiter {
         #[cfg(feature = "redis")]
         let queued = queued + self.shared_waiting.load(Relaxed) as u64;
         LimitStats {
+            model_id: self.label.to_string(),
+            region: self.region.to_string(),
             admitted: self.admitted.load(Relaxed),
             waited: self.waited.load(Relaxed),
             queue_wait: self.wait.summary(),

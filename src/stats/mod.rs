@@ -1,18 +1,34 @@
-//! Statistics: `Copy` snapshots read from relaxed atomics.
+//! Statistics: snapshots read from relaxed atomics, all of them in one
+//! [`LlmFactory::stats`](crate::LlmFactory::stats) call ([`FactoryStats`]).
+//!
+//! With the feature `serde`, every statistics type is `serde::Serialize`, so that a service can
+//! expose the snapshot as JSON. Durations serialise as milliseconds, a floating-point number
+//! (`f64`, sub-millisecond precision kept), in fields whose name ends in `_ms` (`p50_ms`);
+//! enums as their `as_str` names (`"h2"`, `"half_open"`, `"throttled"`); failures as an object
+//! of every [`ErrorKind`] name to its count; a float that is not finite as `null`; times of
+//! day as milliseconds since the Unix epoch (`*_unix_ms`).
 //!
 //! Every figure is approximate under load: counters are read one by one, not as one
 //! transaction, so a snapshot taken while requests run may be off by the requests in flight.
 
 mod activity;
+#[cfg(feature = "serde")]
+pub(crate) mod json;
 mod models;
 mod record;
+mod snapshot;
 
 pub(crate) use activity::Activity;
 pub(crate) use models::{ModelTable, OTHER_MODELS};
 pub(crate) use record::{CallGuard, Histogram, Outcome, RequestCounters, Tokens};
 
 pub use crate::breaker::{BreakerState, BreakerStats};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::fleet::FleetStats;
+pub use crate::limit::LimitStats;
 pub use crate::region::RegionStats;
+pub use snapshot::{FactoryStats, ModelStats};
 
 use crate::error::ErrorKind;
 use std::time::Duration;
@@ -44,6 +60,7 @@ impl std::fmt::Display for HttpProtocol {
 }
 
 /// Connection pool figures for one origin (one Bedrock region, or STS).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct OriginPoolStats {
@@ -60,6 +77,7 @@ pub struct OriginPoolStats {
     /// Requests waiting for a connection now (the pool is exhausted when this is above 0).
     pub waiting: usize,
     /// Share of the cap in use now, `0.0..=1.0`.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "json::finite"))]
     pub utilization: f64,
     /// Protocol negotiated by the most recent connection, if any was opened.
     pub protocol: Option<HttpProtocol>,
@@ -89,14 +107,34 @@ pub struct OriginPoolStats {
     /// Connection establishments that failed (DNS, TCP, TLS).
     pub establishment_failures: u64,
     /// Time the most recent connection took to establish.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_last_ms", serialize_with = "json::ms")
+    )]
     pub establishment_last: Duration,
     /// Mean establishment time.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_mean_ms", serialize_with = "json::ms")
+    )]
     pub establishment_mean: Duration,
     /// Longest establishment time.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "establishment_max_ms", serialize_with = "json::ms")
+    )]
     pub establishment_max: Duration,
     /// Mean time of the transport part (DNS + TCP).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "transport_mean_ms", serialize_with = "json::ms")
+    )]
     pub transport_mean: Duration,
     /// Mean time of the protocol handshake part (TLS and ALPN), when the pool reports it.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "handshake_mean_ms", serialize_with = "json::ms")
+    )]
     pub handshake_mean: Duration,
 }
 
@@ -108,17 +146,19 @@ impl OriginPoolStats {
 }
 
 /// Connection pool figures of a factory: Bedrock (all regions summed) and STS.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// The Bedrock Runtime origins, summed over regions (see
-    /// [`LlmFactory::pool_stats_by_region`](crate::LlmFactory::pool_stats_by_region)).
+    /// The Bedrock Runtime origins, summed over regions (each region's own figures are in
+    /// [`FactoryStats::regions`]).
     pub bedrock: OriginPoolStats,
     /// The STS origin.
     pub sts: OriginPoolStats,
 }
 
 /// Model handle cache figures.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
@@ -133,20 +173,41 @@ pub struct CacheStats {
 }
 
 /// Latency distribution of a set of requests.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LatencyStats {
     /// Requests measured.
     pub count: u64,
     /// Mean latency.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "mean_ms", serialize_with = "json::ms")
+    )]
     pub mean: Duration,
     /// Median (within the histogram's 6% bucket width).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p50_ms", serialize_with = "json::ms")
+    )]
     pub p50: Duration,
     /// 90th percentile.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p90_ms", serialize_with = "json::ms")
+    )]
     pub p90: Duration,
     /// 99th percentile.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "p99_ms", serialize_with = "json::ms")
+    )]
     pub p99: Duration,
     /// Longest latency seen.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "max_ms", serialize_with = "json::ms")
+    )]
     pub max: Duration,
 }
 
@@ -179,6 +240,7 @@ impl FailureStats {
 }
 
 /// Request figures, overall or for one model id or region.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestStats {
@@ -235,6 +297,7 @@ pub struct RequestStats {
 }
 
 /// A distribution of rates (whole units per second), e.g. output tokens per second of streams.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateStats {
@@ -252,6 +315,7 @@ pub struct RateStats {
 
 /// An amount of US dollars, in nano-dollars (10^-9 $) so that snapshots stay `Eq` and sums
 /// stay exact.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cost {
     /// The amount in nano-dollars.

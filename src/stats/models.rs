@@ -1,7 +1,7 @@
 //! Per-model request counters, capped so that a stream of distinct model ids cannot grow them.
 
-use super::RequestStats;
 use super::record::RequestCounters;
+use super::{ModelStats, RequestStats};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -65,15 +65,21 @@ impl ModelTable {
     }
 
     /// Returns every tracked id's figures sorted by id, with "other" last when it was used.
-    pub(crate) fn all(&self) -> Vec<(String, RequestStats)> {
+    pub(crate) fn all(&self) -> Vec<ModelStats> {
         let mut v: Vec<_> = self
             .lock()
             .iter()
-            .map(|(k, (c, _))| (k.clone(), c.snapshot()))
+            .map(|(k, (c, _))| ModelStats {
+                model_id: k.clone(),
+                requests: c.snapshot(),
+            })
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by(|a, b| a.model_id.cmp(&b.model_id));
         if self.has_other() {
-            v.push((OTHER_MODELS.to_owned(), self.other.0.snapshot()));
+            v.push(ModelStats {
+                model_id: OTHER_MODELS.to_owned(),
+                requests: self.other.0.snapshot(),
+            });
         }
         v
     }

@@ -71,7 +71,7 @@ both_protocols! {
             "one Bedrock connection for 200 calls"
         );
         assert_eq!(server.sts_connections().accepted, 1);
-        let pool = factory.pool_stats();
+        let pool = factory.stats().pool;
         assert_eq!(pool.bedrock.opened, 1);
         assert_eq!(pool.sts.opened, 1);
         assert_eq!(pool.bedrock.protocol, Some(negotiated(protocol)));
@@ -141,7 +141,7 @@ async fn a_503_is_attempted_exactly_three_times() {
         .map(|r| r.attempt)
         .collect();
     assert_eq!(attempts, vec![Some(1), Some(2), Some(3)]);
-    assert_eq!(factory.request_stats().retries, 2);
+    assert_eq!(factory.stats().requests.retries, 2);
 }
 
 both_protocols! {
@@ -161,7 +161,7 @@ both_protocols! {
         }
         let conns = server.bedrock_connections();
         assert!(conns.max_open <= 50, "{conns:?}");
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         let carried: BTreeSet<u64> = server
             .requests_for(Operation::ConverseStream)
@@ -204,7 +204,7 @@ both_protocols! {
             "the idle connection was not closed: {:?}",
             server.bedrock_connections()
         );
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.closed_idle, 1, "{pool:?}");
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
     }
@@ -239,7 +239,7 @@ both_protocols! {
             2,
             "a fresh connection served it"
         );
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!((pool.closed_idle, pool.retired), (1, 0), "{pool:?}");
     }
@@ -253,7 +253,7 @@ async fn the_same_id_gives_the_same_cached_handle() {
     let b = factory.model(MODEL);
     assert!(a.same_handle(&b));
     assert!(!a.same_handle(&factory.model("other.model-v1")));
-    let c = factory.cache_stats();
+    let c = factory.stats().cache;
     assert_eq!((c.cached, c.hits, c.misses), (2, 1, 2));
     factory.invalidate(MODEL);
     assert!(!a.same_handle(&factory.model(MODEL)));
@@ -279,17 +279,17 @@ both_protocols! {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        factory.clear_cache();
-        assert_eq!(factory.cache_stats().cached, 0);
+        factory.invalidate_all();
+        assert_eq!(factory.stats().cache.cached, 0);
         for c in calls {
             c.await
                 .unwrap()
-                .expect("in-flight call survives clear_cache");
+                .expect("in-flight call survives invalidate_all");
         }
         factory.ask("after").await
             .unwrap();
         assert!(server.bedrock_connections().accepted <= 10);
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         if protocol == Protocol::Https {
             // The ten calls shared the one h2 connection.
@@ -367,7 +367,7 @@ fn a_factory_works_from_other_runtimes_while_its_own_lives() {
             "one pooled connection served them all"
         );
         assert_eq!(
-            factory.pool_stats().bedrock.protocol,
+            factory.stats().pool.bedrock.protocol,
             Some(negotiated(protocol))
         );
         drop(factory);

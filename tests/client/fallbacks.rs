@@ -78,14 +78,14 @@ both_protocols! {
         assert_eq!(reply.text(), "hello");
         assert_eq!(asked(&server), [MODEL, SECOND, THIRD]);
 
-        let first = factory.model_request_stats(MODEL).unwrap();
+        let first = factory.model_stats(MODEL).unwrap().requests;
         assert_eq!((first.requests, first.fallbacks, first.throttles), (1, 1, 1));
-        let second = factory.model_request_stats(SECOND).unwrap();
+        let second = factory.model_stats(SECOND).unwrap().requests;
         assert_eq!((second.requests, second.fallbacks), (1, 1));
         assert_eq!(second.failures.get(ErrorKind::ServiceUnavailable), 1);
-        let third = factory.model_request_stats(THIRD).unwrap();
+        let third = factory.model_stats(THIRD).unwrap().requests;
         assert_eq!((third.requests, third.successes, third.fallbacks), (1, 1, 0));
-        let overall = factory.request_stats();
+        let overall = factory.stats().requests;
         assert_eq!((overall.requests, overall.successes, overall.fallbacks), (1, 1, 2));
     }
 }
@@ -168,7 +168,7 @@ async fn validation_access_not_found_and_invalid_input_never_fall_back() {
         .unwrap_err();
     assert_eq!(e.field(), Some("temperature"));
     assert!(server.requests().is_empty(), "invalid input is never sent");
-    assert_eq!(factory.model_request_stats(MODEL).unwrap().fallbacks, 0);
+    assert_eq!(factory.model_stats(MODEL).unwrap().requests.fallbacks, 0);
 }
 
 #[tokio::test]
@@ -214,7 +214,8 @@ async fn the_breaker_opens_lets_one_trial_through_and_closes() {
         assert_eq!(reply.model_id(), SECOND);
     }
     let state = |f: &LlmFactory| {
-        f.breaker_stats()
+        f.stats()
+            .breakers
             .into_iter()
             .find(|b| b.model_id == MODEL)
             .expect("the first model has a breaker")
@@ -268,7 +269,7 @@ async fn a_failed_trial_opens_the_breaker_again() {
     let e = model.converse().user("hi").send().await.unwrap_err();
     assert!(e.message().contains("circuit open"), "{e}");
     assert_eq!(server.requests_for(Operation::ConverseStream).len(), 2);
-    let b = factory.breaker_stats();
+    let b = factory.stats().breakers;
     assert_eq!(b[0].opened, 2);
 }
 
@@ -292,7 +293,7 @@ async fn breakers_can_be_turned_off() {
         assert!(!e.message().contains("circuit"));
     }
     assert_eq!(server.requests_for(Operation::ConverseStream).len(), 10);
-    assert!(factory.breaker_stats().is_empty());
+    assert!(factory.stats().breakers.is_empty());
 }
 
 /// A stream that fails before its first event moves; the stream says which model answers.
@@ -419,7 +420,7 @@ async fn region_failover_and_fallback_compose_within_four_sends() {
             vec![MODEL.to_owned()]
         )
     );
-    assert_eq!(factory.model_request_stats(MODEL).unwrap().fallbacks, 1);
+    assert_eq!(factory.model_stats(MODEL).unwrap().requests.fallbacks, 1);
 
     for s in [&west, &east] {
         s.clear_requests();
@@ -454,7 +455,7 @@ both_protocols! {
             }
         }
         let breaker = factory
-            .breaker_stats()
+            .stats().breakers
             .into_iter()
             .find(|b| b.model_id == MODEL)
             .unwrap();

@@ -35,7 +35,7 @@ async fn after_fault(server: &LocalServer, factory: &LlmFactory, label: &str) {
         attempts.iter().all(|a| *a <= MAX_ATTEMPTS),
         "{label}: attempts {attempts:?}"
     );
-    assert_eq!(factory.request_stats().in_flight, 0, "{label}");
+    assert_eq!(factory.stats().requests.in_flight, 0, "{label}");
     server.clear_faults();
     factory
         .ask("next")
@@ -98,7 +98,7 @@ async fn every_error_status_maps_to_its_kind(protocol: Protocol) {
         after_fault(&server, &factory, &label).await;
     }
     // Error answers came on a healthy connection: none was retired, one carried everything.
-    assert_eq!(factory.pool_stats().bedrock.retired, 0);
+    assert_eq!(factory.stats().pool.bedrock.retired, 0);
     assert_eq!(server.bedrock_connections().accepted, 1);
 }
 }
@@ -119,7 +119,7 @@ async fn transient_network_faults_succeed_after_a_retry(protocol: Protocol) {
         let reply = factory.ask("hi").await
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
         assert_eq!(reply.attempts(), 2, "{label}");
-        assert_eq!(factory.request_stats().retries, 1, "{label}");
+        assert_eq!(factory.stats().requests.retries, 1, "{label}");
         // The retry went to a new connection: the failed one is never used again.
         assert_eq!(server.bedrock_connections().accepted, 2, "{label}");
         let conns: Vec<u64> = server
@@ -278,7 +278,7 @@ async fn idle_faults_with_eviction_are_never_hit(protocol: Protocol) {
             .unwrap();
         assert_eq!(reply.attempts(), 1, "{fault:?}");
         assert!(start.elapsed() < Duration::from_secs(2), "{fault:?}");
-        assert_eq!(factory.pool_stats().bedrock.retired, 0, "{fault:?}");
+        assert_eq!(factory.stats().pool.bedrock.retired, 0, "{fault:?}");
     }
 }
 }
@@ -344,7 +344,7 @@ async fn a_server_restarted_on_the_same_port_is_reached_again() {
     let reply = factory.ask("back").await.unwrap();
     assert_eq!(reply.text(), "back");
     assert_eq!(second.bedrock_connections().accepted, 1);
-    assert_eq!(factory.request_stats().in_flight, 0);
+    assert_eq!(factory.stats().requests.in_flight, 0);
 }
 
 /// Returns the protocol the factory's pool should negotiate with a server speaking `protocol`.
@@ -366,10 +366,10 @@ async fn a_5xx_keeps_its_connection(protocol: Protocol) {
     let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.attempts(), 3);
     assert_eq!(server.bedrock_connections().accepted, 1);
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     assert_eq!(pool.protocol, Some(negotiated(protocol)));
     assert_eq!((pool.retired, pool.closed_error), (0, 0));
-    assert_eq!(factory.request_stats().retired_connections, 0);
+    assert_eq!(factory.stats().requests.retired_connections, 0);
 }
 }
 
@@ -394,15 +394,15 @@ async fn a_read_timeout_retires_its_connection(protocol: Protocol) {
     factory.ask("next").await.unwrap();
     let last = server.requests_for(Operation::ConverseStream);
     assert_eq!(last.last().map(|r| r.connection_id), Some(conns[2]));
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     assert_eq!(pool.retired, 1);
     assert_eq!(pool.opened, 2);
     assert!(
-        common::eventually(Duration::from_secs(3), || factory.pool_stats().bedrock.closed_error >= 1)
+        common::eventually(Duration::from_secs(3), || factory.stats().pool.bedrock.closed_error >= 1)
             .await
     );
-    assert_eq!(factory.request_stats().retired_connections, 1);
-    assert_eq!(factory.request_stats().retries, 1);
+    assert_eq!(factory.stats().requests.retired_connections, 1);
+    assert_eq!(factory.stats().requests.retries, 1);
 }
 }
 
@@ -434,8 +434,8 @@ async fn a_stream_stall_retires_its_connection(protocol: Protocol) {
     }
     let e = error.expect("the stream stalls");
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::StreamStall), "{e:?}");
-    assert_eq!(factory.pool_stats().bedrock.retired, 1);
-    assert_eq!(factory.request_stats().retired_connections, 1);
+    assert_eq!(factory.stats().pool.bedrock.retired, 1);
+    assert_eq!(factory.stats().requests.retired_connections, 1);
     factory.ask("next").await.unwrap();
     assert_eq!(server.bedrock_connections().accepted, 2);
 }
@@ -465,7 +465,7 @@ async fn an_in_stream_exception_keeps_its_connection(protocol: Protocol) {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ModelFailure, "{e:?}");
     factory.ask("next").await.unwrap();
-    assert_eq!(factory.pool_stats().bedrock.retired, 0);
+    assert_eq!(factory.stats().pool.bedrock.retired, 0);
     if protocol == Protocol::Https {
         assert_eq!(server.bedrock_connections().accepted, 1);
     } // Over HTTP/1.1 the unread rest of the body makes the pool close it (incomplete exchange).
@@ -488,7 +488,7 @@ async fn the_raw_client_retires_too(protocol: Protocol) {
     server.push_fault(FaultRule::new(Fault::Delay(Duration::from_secs(3))).times(1));
     raw.converse().model_id(MODEL).messages(msg).send().await.unwrap();
     assert_eq!(server.bedrock_connections().accepted, 2);
-    assert_eq!(factory.pool_stats().bedrock.retired, 1);
+    assert_eq!(factory.stats().pool.bedrock.retired, 1);
 }
 }
 
@@ -507,7 +507,7 @@ async fn concurrent_calls_per_connection(protocol: Protocol) {
     for r in futures_util::future::join_all(calls).await {
         r.unwrap();
     }
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     let accepted = server.bedrock_connections().accepted;
     match protocol {
         Protocol::Https => {
@@ -607,7 +607,7 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
         assert_eq!(resent, 20);
     }
     assert!(resent >= 1, "the call on the reused connection was sent again");
-    assert_eq!(factory.request_stats().repeats, resent);
+    assert_eq!(factory.stats().requests.repeats, resent);
     for (i, h) in streams.into_iter().enumerate() {
         match h.await.unwrap() {
             Ok(_) => {}
@@ -618,7 +618,7 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
             ),
         }
     }
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     assert!(pool.retired >= silenced as u64, "{pool:?} silenced {silenced}");
     let start = std::time::Instant::now();
     let reply = factory.ask("later").await.unwrap();
@@ -626,7 +626,7 @@ async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
     assert!(start.elapsed() < read_timeout);
     let last = server.requests_for(Operation::Converse);
     assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
-    assert_eq!(factory.request_stats().in_flight, 0);
+    assert_eq!(factory.stats().requests.in_flight, 0);
 }
 }
 
@@ -668,7 +668,7 @@ async fn goaway_loses_no_call(protocol: Protocol) {
     factory.ask("after").await.unwrap();
     let last = server.requests_for(Operation::ConverseStream);
     assert_ne!(last.last().map(|r| r.connection_id), Some(first_conn));
-    assert_eq!(factory.pool_stats().bedrock.retired, 0);
-    assert_eq!(factory.request_stats().failures.total(), 0);
+    assert_eq!(factory.stats().pool.bedrock.retired, 0);
+    assert_eq!(factory.stats().requests.failures.total(), 0);
 }
 }

@@ -194,7 +194,7 @@ async fn two_factories_stay_under_one_limit_together() {
     assert_eq!(q.throttled, 0, "the server never throttled: {q:?}");
     assert!(q.max_requests_in_window <= 5, "{q:?}");
     for f in [&a, &b] {
-        let s = f.fleet_stats().unwrap();
+        let s = f.stats().fleet.unwrap();
         assert_eq!((s.fallbacks, s.errors), (0, 0), "no call fell back: {s:?}");
         assert!(s.up && s.round_trips > 0, "{s:?}");
     }
@@ -236,7 +236,8 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
     assert!(!e.is_circuit_open(), "sent, and failed: {e}");
     assert!(
         common::eventually(Duration::from_secs(5), || a
-            .fleet_stats()
+            .stats()
+            .fleet
             .unwrap()
             .cooldowns_set
             == 1)
@@ -262,7 +263,7 @@ async fn a_cooldown_set_by_one_factory_is_honoured_by_another_within_one_call() 
     assert_eq!(asked, [SECOND]);
     let e = b.ask("hi").await.unwrap_err();
     assert!(e.is_circuit_open(), "{e}");
-    assert_eq!(b.fleet_stats().unwrap().fallbacks, 0);
+    assert_eq!(b.stats().fleet.unwrap().fallbacks, 0);
 }
 
 /// A throttle cools the model in that region across the fleet, never the region: the other
@@ -289,7 +290,8 @@ async fn a_throttle_seen_by_one_factory_cools_the_model_not_the_region_for_the_o
     assert_eq!(reply.region(), "us-east-1", "failed over");
     assert!(
         common::eventually(Duration::from_secs(5), || a
-            .fleet_stats()
+            .stats()
+            .fleet
             .unwrap()
             .cooldowns_set
             == 1)
@@ -300,7 +302,7 @@ async fn a_throttle_seen_by_one_factory_cools_the_model_not_the_region_for_the_o
     assert_eq!(reply.region(), "us-east-1", "the model tries west last");
     let other = b.model(OTHER).converse().user("hi").send().await.unwrap();
     assert_eq!(other.region(), "us-west-2", "another model keeps west");
-    assert!(b.region_stats().iter().all(|r| r.healthy));
+    assert!(b.stats().regions.iter().all(|r| r.healthy));
 }
 
 #[tokio::test]
@@ -325,7 +327,8 @@ async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
     assert_eq!(reply.region(), "us-east-1", "failed over");
     assert!(
         common::eventually(Duration::from_secs(5), || a
-            .fleet_stats()
+            .stats()
+            .fleet
             .unwrap()
             .cooldowns_set
             == 1)
@@ -340,7 +343,8 @@ async fn a_region_cooldown_set_by_one_factory_reorders_the_other() {
     );
     assert!(west.requests().is_empty());
     let healthy: Vec<_> = b
-        .region_stats()
+        .stats()
+        .regions
         .into_iter()
         .map(|r| (r.region, r.healthy))
         .collect();
@@ -383,7 +387,7 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
             e.is_throttled() && e.message().contains("the limit is reached"),
             "over its share: {e}"
         );
-        let s = f.fleet_stats().unwrap();
+        let s = f.stats().fleet.unwrap();
         assert!(s.fallbacks >= 1 && !s.up && s.processes == 2, "{s:?}");
     }
 
@@ -398,7 +402,7 @@ async fn redis_killed_mid_run_fails_no_call_and_sharing_resumes() {
         }
     }
     assert_eq!(answered, 3);
-    assert!(a.fleet_stats().unwrap().up);
+    assert!(a.stats().fleet.unwrap().up);
     let e = b.ask("hi").await.unwrap_err();
     assert!(e.message().contains("fleet's limit"), "shared again: {e}");
 }
@@ -441,7 +445,7 @@ async fn an_open_breaker_takes_no_shared_slot() {
         let reply = model.converse().user("hi").send().await.unwrap();
         assert_eq!(reply.model_id(), "amazon.nova-lite-v1:0");
     }
-    let stats = factory.limit_stats(MODEL).unwrap();
+    let stats = common::limit_of(&factory, MODEL);
     assert_eq!(stats.admitted, 1, "only the call that was sent: {stats:?}");
 }
 
@@ -479,7 +483,8 @@ async fn one_process_of_the_fleet_sends_the_trial() {
     );
     assert!(
         common::eventually(Duration::from_secs(5), || a
-            .fleet_stats()
+            .stats()
+            .fleet
             .unwrap()
             .cooldowns_set
             == 1)

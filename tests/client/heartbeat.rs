@@ -116,7 +116,7 @@ both_protocols! {
             "the warm connection was reused"
         );
         assert!(hb.stats().keep_warm.succeeded >= 3, "{:?}", hb.stats());
-        assert_eq!(warm.pool_stats().bedrock.protocol, Some(negotiated(protocol)));
+        assert_eq!(warm.stats().pool.bedrock.protocol, Some(negotiated(protocol)));
 
         // Keep-warm off and idle eviction off: the dead connection is reused and waits.
         let server_b = server(protocol).await;
@@ -145,10 +145,10 @@ both_protocols! {
         );
         assert_eq!(server_b.bedrock_connections().accepted, 2);
         // The timed-out attempt retired the dead connection (over h2 nothing else would).
-        let pool = cold.pool_stats().bedrock;
+        let pool = cold.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!((pool.retired, pool.opened), (1, 2), "{pool:?}");
-        assert_eq!(cold.request_stats().retired_connections, 1);
+        assert_eq!(cold.stats().requests.retired_connections, 1);
         hb.stop().await;
     }
 }
@@ -187,7 +187,7 @@ both_protocols! {
             1,
             "the probe came too late and found the connection evicted"
         );
-        assert_eq!(factory.pool_stats().bedrock.protocol, Some(negotiated(protocol)));
+        assert_eq!(factory.stats().pool.bedrock.protocol, Some(negotiated(protocol)));
     }
 }
 
@@ -222,7 +222,7 @@ both_protocols! {
             .await
         );
         assert_eq!(server.bedrock_connections().accepted, 1);
-        assert_eq!(factory.pool_stats().bedrock.protocol, Some(negotiated(protocol)));
+        assert_eq!(factory.stats().pool.bedrock.protocol, Some(negotiated(protocol)));
     }
 }
 
@@ -281,7 +281,7 @@ both_protocols! {
         );
         assert!(!text.contains(bedrock_pool_local::TEST_SECRET_ACCESS_KEY));
         // An error answer is no reason to retire the connection it came on.
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!(pool.retired, 0, "{pool:?}");
         assert_eq!(server.bedrock_connections().accepted, 1);
@@ -410,7 +410,7 @@ both_protocols! {
             "{:?}",
             server.bedrock_connections()
         );
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!(pool.open, warmed as usize, "{pool:?}");
         let accepted = server.bedrock_connections().accepted;
@@ -470,7 +470,7 @@ both_protocols! {
             count(&server, Operation::ListAsyncInvokes) >= 3 * st.keep_warm.succeeded as usize,
             "{st:?}"
         );
-        let pool = factory.pool_stats().bedrock;
+        let pool = factory.stats().pool.bedrock;
         assert_eq!(pool.protocol, Some(negotiated(protocol)));
         assert_eq!(pool.closed_idle, 0, "a kept-warm connection was evicted: {pool:?}");
         let probed_on = connections_of(&server, Operation::ListAsyncInvokes);

@@ -69,9 +69,9 @@ async fn the_requests_limit_holds_at_the_server_and_refuses_the_rest() {
     assert!(refused.retry_after().is_some_and(|r| r <= window * 2));
     let q = server.quota_stats(MODEL).unwrap();
     assert_eq!((q.admitted, q.throttled), (5, 0));
-    let l = factory.limit_stats(MODEL).unwrap();
+    let l = common::limit_of(&factory, MODEL);
     assert_eq!((l.admitted, l.rejected, l.requests_in_window), (5, 15, 5));
-    let m = factory.model_request_stats(MODEL).unwrap();
+    let m = factory.model_stats(MODEL).unwrap().requests;
     assert_eq!(m.throttles, 15);
 }
 
@@ -93,7 +93,7 @@ async fn the_tokens_limit_counts_the_estimate_and_the_usage_corrects_it() {
         .send()
         .await
         .expect("fits");
-    assert_eq!(factory.limit_stats(MODEL).unwrap().tokens_in_window, 2);
+    assert_eq!(common::limit_of(&factory, MODEL).tokens_in_window, 2);
     // Only because the first was corrected does this one fit (2 + 201 <= 300).
     model
         .converse()
@@ -161,7 +161,7 @@ async fn waiting_calls_go_when_room_comes_and_expire_at_their_deadline() {
     );
     // Six calls, two per window: at least two windows of waiting.
     assert!(started.elapsed() >= window * 2, "{:?}", started.elapsed());
-    let l = factory.limit_stats(MODEL).unwrap();
+    let l = common::limit_of(&factory, MODEL);
     assert_eq!((l.admitted, l.waited, l.rejected, l.expired), (6, 4, 0, 0));
     assert!(l.queue_wait.max >= window, "{:?}", l.queue_wait);
     let q = server.quota_stats(MODEL).unwrap();
@@ -191,7 +191,7 @@ async fn waiting_calls_go_when_room_comes_and_expire_at_their_deadline() {
         .unwrap_err();
     assert!(e.is_throttled() && e.message().contains("waited"), "{e}");
     assert!(started.elapsed() >= Duration::from_millis(200));
-    assert_eq!(factory.limit_stats(MODEL).unwrap().expired, 1);
+    assert_eq!(common::limit_of(&factory, MODEL).expired, 1);
     assert_eq!(server.quota_stats(MODEL).unwrap().admitted, 1);
 }
 
@@ -268,7 +268,7 @@ async fn under_load_nothing_passes_the_limit_and_the_fallback_takes_the_overflow
     assert_eq!(q.throttled, 0, "{q:?}");
     assert!(q.max_requests_in_window <= 60, "{q:?}");
     assert_eq!(
-        factory.model_request_stats(MODEL).unwrap().fallbacks as usize,
+        factory.model_stats(MODEL).unwrap().requests.fallbacks as usize,
         by_second,
         "each overflow call counted one fallback (the first run's refusals, without a chain, none)"
     );
@@ -347,7 +347,13 @@ async fn each_region_counts_against_its_own_limit() {
         .await
         .expect("east answers");
     assert_eq!(reply.region(), "us-east-1");
-    let stats = |r| factory.limit_stats_in(MODEL, r).expect("a limit there");
+    let stats = |r| {
+        factory
+            .stats()
+            .limit(MODEL, r)
+            .cloned()
+            .expect("a limit there")
+    };
     assert_eq!(stats("us-west-2").admitted, 1);
     assert_eq!(stats("us-east-1").admitted, 1);
     // West cools down: the next call goes to east first, whose own limit (1) is full, though
@@ -356,8 +362,11 @@ async fn each_region_counts_against_its_own_limit() {
     assert_eq!(e.kind(), ErrorKind::Throttled, "{e}");
     assert!(e.message().contains("in us-east-1"), "{e}");
     assert_eq!(stats("us-west-2").admitted, 1);
-    let total = factory.limit_stats(MODEL).expect("limits");
-    assert_eq!((total.admitted, total.rejected), (2, 1));
+    let limits = factory.stats().limits;
+    assert_eq!(limits.len(), 2, "one limit in each region: {limits:?}");
+    let admitted: u64 = limits.iter().map(|l| l.admitted).sum();
+    let rejected: u64 = limits.iter().map(|l| l.rejected).sum();
+    assert_eq!((admitted, rejected), (2, 1));
     // A region not of the factory is refused at build, naming the field.
     let e = common::two_region_builder(&west, &east)
         .model_limit_in("eu-west-1", MODEL, limit(1))

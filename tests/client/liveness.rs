@@ -48,7 +48,7 @@ async fn keep_warm_probe_finds_a_dead_connection(protocol: Protocol) {
         "the probe on the dead connection fails: {:?}",
         hb.stats()
     );
-    assert!(factory.pool_stats().bedrock.retired >= 1);
+    assert!(factory.stats().pool.bedrock.retired >= 1);
     hb.stop().await;
     server.set_idle_fault(None);
     let start = Instant::now();

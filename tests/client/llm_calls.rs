@@ -79,7 +79,7 @@ both_protocols! {
             .filter(|r| r.model_id.as_deref() == Some(MODEL))
             .collect();
         assert_eq!(primary.len(), 3, "one attempt per call on the throttled model");
-        let first = factory.model_request_stats(MODEL).unwrap();
+        let first = factory.model_stats(MODEL).unwrap().requests;
         assert_eq!(first.retries, 0, "{first:?}");
         assert_eq!(first.fallbacks, 3);
     }
@@ -137,7 +137,7 @@ both_protocols! {
             worst < warm * 10 + Duration::from_millis(400),
             "the other model's slowest call took {worst:?} (warm {warm:?})"
         );
-        assert_eq!(factory.model_request_stats(OTHER).unwrap().failures.total(), 0);
+        assert_eq!(factory.model_stats(OTHER).unwrap().requests.failures.total(), 0);
     }
 }
 
@@ -159,7 +159,7 @@ async fn a_throttle_cools_the_model_not_the_region() {
         .await
         .unwrap();
     assert_eq!(reply.region(), "us-east-1", "the throttle failed over");
-    let regions = factory.region_stats();
+    let regions = factory.stats().regions;
     assert!(regions.iter().all(|r| r.healthy), "{regions:?}");
     let other = factory
         .model(OTHER)
@@ -203,7 +203,7 @@ both_protocols! {
         assert_eq!(reply.attempts(), 1);
         assert_eq!(count(&server, Operation::ConverseStream), 1);
         assert_eq!(count(&server, Operation::Converse), 0);
-        let stats = factory.request_stats();
+        let stats = factory.stats().requests;
         assert_eq!((stats.successes, stats.repeats), (1, 0));
         assert!(reply.usage().is_some());
     }
@@ -255,7 +255,7 @@ both_protocols! {
         assert_eq!(reply.text(), "after");
         assert_eq!(reply.attempts(), 2, "one read timeout, then a new connection");
         assert!(took < READ * 4, "took {took:?}");
-        let stats = factory.request_stats();
+        let stats = factory.stats().requests;
         assert_eq!(stats.retired_connections, 1);
         assert_eq!(stats.repeats, 0, "a stream's read timeout never reached a model");
     }
@@ -303,7 +303,7 @@ both_protocols! {
         assert!(e.is_timeout(), "{e:?}");
         assert!(e.may_have_reached_model(), "{e:?}");
         assert_eq!(server.requests().len(), 1, "sent once, to one model");
-        assert_eq!(factory.request_stats().repeats, 0);
+        assert_eq!(factory.stats().requests.repeats, 0);
     }
 }
 
@@ -324,7 +324,7 @@ both_protocols! {
         server.silence_connections();
         let reply = model.converse().user("again").max_tokens(20).send().await.unwrap();
         assert_eq!(reply.attempts(), 2);
-        assert_eq!(factory.request_stats().repeats, 1);
+        assert_eq!(factory.stats().requests.repeats, 1);
 
         let slow = slow_server(protocol).await;
         let factory = builder_for(&slow)
@@ -338,7 +338,7 @@ both_protocols! {
         let e = factory.model(MODEL).converse().user("slow").max_tokens(20).send().await.unwrap_err();
         assert!(e.is_timeout() && !e.may_have_reached_model(), "{e:?}");
         assert_eq!(slow.requests().len(), 3, "sent on every attempt, as asked");
-        assert_eq!(factory.request_stats().repeats, 2);
+        assert_eq!(factory.stats().requests.repeats, 2);
     }
 }
 
@@ -367,7 +367,7 @@ both_protocols! {
         llama.converse().user("again").tool_config(tools).send().await.unwrap();
         assert_eq!(count(&server, Operation::ConverseStream), 1);
         assert_eq!(count(&server, Operation::Converse), 2);
-        assert_eq!(factory.request_stats().failures.total(), 0);
+        assert_eq!(factory.stats().requests.failures.total(), 0);
     }
 }
 

@@ -68,7 +68,7 @@ async fn a_503_region_fails_over_cools_down_and_comes_back() {
     assert_eq!(reply.text(), "hello");
     assert_eq!(model_calls(&west), 1);
     assert_eq!(model_calls(&east), 1);
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert_eq!(stats[0].region, "us-west-2");
     assert!(!stats[0].healthy, "{stats:?}");
     assert_eq!(stats[0].failovers, 1);
@@ -82,7 +82,7 @@ async fn a_503_region_fails_over_cools_down_and_comes_back() {
     assert!(stats[1].healthy);
     assert_eq!(stats[1].failovers, 0);
     assert_eq!(stats[1].requests.successes, 1);
-    let overall = factory.request_stats();
+    let overall = factory.stats().requests;
     assert_eq!(
         (overall.requests, overall.successes, overall.in_flight),
         (1, 1, 0)
@@ -104,19 +104,21 @@ async fn a_503_region_fails_over_cools_down_and_comes_back() {
         "the cooling region received nothing new"
     );
     assert_eq!(model_calls(&east), 4);
-    assert_eq!(factory.region_stats()[0].failovers, 1, "no new failover");
+    assert_eq!(factory.stats().regions[0].failovers, 1, "no new failover");
 
     // After the cooldown, with the fault cleared, calls return to the primary.
     west.clear_faults();
     assert!(
-        eventually(Duration::from_secs(5), || factory.region_stats()[0].healthy).await,
+        eventually(Duration::from_secs(5), || factory.stats().regions[0]
+            .healthy)
+        .await,
         "the primary never left its cooldown"
     );
     let reply = model.converse().user("back").send().await.unwrap();
     assert_eq!(reply.region(), "us-west-2");
     assert_eq!(model_calls(&west), 2);
     assert_eq!(model_calls(&east), 4);
-    assert!(factory.region_stats()[0].healthy);
+    assert!(factory.stats().regions[0].healthy);
 }
 
 #[tokio::test]
@@ -126,7 +128,7 @@ async fn a_reset_before_headers_fails_over() {
     let factory = factory(&west, &east).await;
     let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.region(), "us-east-1");
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert!(!stats[0].healthy);
     assert_eq!(stats[0].failovers, 1);
     assert_eq!(
@@ -153,7 +155,7 @@ async fn a_read_timeout_fails_over() {
         start.elapsed() < Duration::from_secs(4),
         "waited the primary's delay"
     );
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert!(!stats[0].healthy);
     assert_eq!(stats[0].failovers, 1);
     assert_eq!(stats[0].requests.timeouts, 1, "{stats:?}");
@@ -193,7 +195,7 @@ async fn client_errors_never_fail_over() {
         assert_eq!(model_calls(&west), 2 * (i + 1));
     }
     assert_eq!(model_calls(&east), 0, "{:?}", east.requests());
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert!(stats[0].healthy, "{stats:?}");
     assert_eq!(stats[0].failovers, 0);
 }
@@ -219,7 +221,7 @@ async fn invalid_input_neither_sends_nor_fails_over() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidInput);
     assert!(west.requests().is_empty());
     assert!(east.requests().is_empty());
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert!(
         stats.iter().all(|r| r.healthy && r.failovers == 0),
         "{stats:?}"
@@ -240,14 +242,14 @@ async fn a_stream_fails_over_before_its_first_event() {
         .expect("served by the second");
     assert_eq!(stream.region(), "us-east-1");
     assert_eq!(
-        factory.region_stats()[1].requests.in_flight,
+        factory.stats().regions[1].requests.in_flight,
         1,
         "the open stream is in flight"
     );
     let reply = stream.collect().await.unwrap();
     assert_eq!(reply.region(), "us-east-1");
     assert_eq!(reply.text(), "one two three");
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert!(!stats[0].healthy);
     assert_eq!(stats[0].failovers, 1);
     let east_calls = stats[1].requests;
@@ -290,7 +292,7 @@ async fn a_stream_broken_after_events_does_not_fail_over() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0], StreamEvent::MessageStart);
     assert_eq!(model_calls(&east), 0, "{:?}", east.requests());
-    let stats = factory.region_stats();
+    let stats = factory.stats().regions;
     assert_eq!(stats[0].failovers, 0);
     // The region's figures tell the same story as the call's: a failure, not a success.
     let west_calls = stats[0].requests;
@@ -335,7 +337,7 @@ async fn a_us_profile_goes_to_us_regions_only() {
         1,
         "the us profile never went to eu-west-1"
     );
-    assert_eq!(factory.region_stats()[1].failovers, 0);
+    assert_eq!(factory.stats().regions[1].failovers, 0);
 }
 
 /// Observed behaviour: an `eu.` profile with no eu-* region configured is not refused; it uses
@@ -405,7 +407,7 @@ async fn an_arn_goes_to_the_region_it_names() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e:?}");
     assert!(west.requests().is_empty(), "{:?}", west.requests());
-    assert!(factory.region_stats().iter().all(|r| r.failovers == 0));
+    assert!(factory.stats().regions.iter().all(|r| r.failovers == 0));
 }
 
 #[tokio::test]

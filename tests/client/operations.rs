@@ -74,10 +74,10 @@ async fn invoke_unary_and_stream() {
         text.split_whitespace().collect::<Vec<_>>(),
         ["hello", "from", "invoke"]
     );
-    let stats = factory.request_stats();
+    let stats = factory.stats().requests;
     assert_eq!((stats.requests, stats.successes), (2, 2));
     // Traffic on the region, as Converse's is (keep-warm skips a region in use).
-    assert_eq!(factory.region_stats()[0].requests.successes, 2);
+    assert_eq!(factory.stats().regions[0].requests.successes, 2);
     assert!(factory.idle_for().is_some());
     assert!(
         stats.input_tokens > 0 && stats.output_tokens > 0,
@@ -315,7 +315,7 @@ async fn operations_retry_and_fail_over_like_converse() {
             .len(),
         1
     );
-    assert_eq!(factory.region_stats()[0].failovers, 1);
+    assert_eq!(factory.stats().regions[0].failovers, 1);
     // Validation never fails over: one request in all, wherever it went.
     first.clear_faults();
     for s in [&first, &second] {

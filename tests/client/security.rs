@@ -338,7 +338,7 @@ async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
         "the server received {:?}",
         server.requests()
     );
-    let stats = factory.request_stats();
+    let stats = factory.stats().requests;
     assert_eq!(
         stats.failures.get(bedrock_pool::ErrorKind::InvalidInput),
         rows as u64 + 3

@@ -27,7 +27,7 @@ async fn connections_opened_equal_connections_accepted() {
         .send()
         .await
         .unwrap();
-    let pool = factory.pool_stats();
+    let pool = factory.stats().pool;
     assert_eq!(pool.bedrock.opened, server.bedrock_connections().accepted);
     assert_eq!(pool.sts.opened, server.sts_connections().accepted);
     assert_eq!(pool.bedrock.protocol, Some(HttpProtocol::Http1));
@@ -38,9 +38,9 @@ async fn connections_opened_equal_connections_accepted() {
         pool.bedrock.open, pool.bedrock.opened as usize,
         "none closed yet"
     );
-    let by_region = factory.pool_stats_by_region();
-    assert_eq!(by_region.len(), 1);
-    assert_eq!(by_region[0].1.opened, pool.bedrock.opened);
+    let regions = factory.stats().regions;
+    assert_eq!(regions.len(), 1);
+    assert_eq!(regions[0].pool.opened, pool.bedrock.opened);
 }
 
 #[tokio::test]
@@ -57,7 +57,7 @@ async fn h2_is_reported_and_shares_one_connection() {
     for c in futures_util::future::join_all(calls).await {
         c.unwrap().unwrap();
     }
-    let pool = factory.pool_stats().bedrock;
+    let pool = factory.stats().pool.bedrock;
     assert_eq!(pool.protocol, Some(HttpProtocol::Http2));
     assert_eq!(pool.opened, 1);
     assert_eq!(server.bedrock_connections().accepted, 1);
@@ -76,10 +76,10 @@ async fn retries_equal_the_extra_attempts_the_server_received() {
     let reply = factory.ask("hi").await.unwrap();
     assert_eq!(reply.attempts(), 3);
     let received = server.requests_for(Operation::ConverseStream).len() as u64;
-    let stats = factory.request_stats();
+    let stats = factory.stats().requests;
     assert_eq!(stats.retries, received - 1);
     assert_eq!((stats.requests, stats.successes), (1, 1));
-    let per_model = factory.model_request_stats(MODEL).unwrap();
+    let per_model = factory.model_stats(MODEL).unwrap().requests;
     assert_eq!(per_model.retries, 2);
 }
 
@@ -99,7 +99,7 @@ async fn percentiles_of_a_known_latency_mix_fall_near_the_truth() {
         let text = if i % 10 == 9 { "slow" } else { "fast" };
         model.converse().user(text).send().await.unwrap();
     }
-    let l = factory.request_stats().latency;
+    let l = factory.stats().requests.latency;
     assert_eq!(l.count, 100);
     assert!(
         l.p50 >= Duration::from_millis(4) && l.p50 < Duration::from_millis(150),
@@ -125,7 +125,10 @@ async fn in_flight_returns_to_zero_after_cancelled_calls() {
         })
         .collect();
     assert!(
-        eventually(Duration::from_secs(5), || factory.request_stats().in_flight
+        eventually(Duration::from_secs(5), || factory
+            .stats()
+            .requests
+            .in_flight
             == 10)
         .await
     );
@@ -133,13 +136,16 @@ async fn in_flight_returns_to_zero_after_cancelled_calls() {
         t.abort();
     }
     assert!(
-        eventually(Duration::from_secs(5), || factory.request_stats().in_flight
+        eventually(Duration::from_secs(5), || factory
+            .stats()
+            .requests
+            .in_flight
             == 0)
         .await,
         "{:?}",
-        factory.request_stats()
+        factory.stats().requests
     );
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!((s.cancelled, s.successes, s.failures.total()), (10, 0, 0));
     // The pool recovers: the next call works.
     server.set_latency(Latency::none());
@@ -166,7 +172,7 @@ async fn a_full_pool_shows_utilization_one_waiting_calls_and_a_warning() {
         .collect();
     let mut seen = None;
     let full = eventually(Duration::from_secs(5), || {
-        let p = factory.pool_stats().bedrock;
+        let p = factory.stats().pool.bedrock;
         seen = Some(p);
         p.utilization >= 1.0 && p.waiting > 0
     })
@@ -209,19 +215,19 @@ async fn counters_stay_exact_under_concurrency() {
     for t in tasks {
         t.await.unwrap();
     }
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!(s.requests, 200);
     assert_eq!(s.successes, 160);
     assert_eq!(s.failures.get(ErrorKind::Validation), 40);
     assert_eq!(s.in_flight, 0);
     assert_eq!(s.latency.count, 200);
-    let good = factory.model_request_stats(MODEL).unwrap();
-    let bad = factory.model_request_stats("bad.model-v1").unwrap();
+    let good = factory.model_stats(MODEL).unwrap().requests;
+    let bad = factory.model_stats("bad.model-v1").unwrap().requests;
     assert_eq!(good.requests + bad.requests, s.requests);
-    let c = factory.cache_stats();
+    let c = factory.stats().cache;
     assert_eq!(c.hits + c.misses, 200);
     assert_eq!(c.cached, 2);
-    assert_eq!(factory.request_stats_by_model().len(), 2);
+    assert_eq!(factory.stats().models.len(), 2);
 }
 
 #[tokio::test]
@@ -235,10 +241,10 @@ async fn wakeups_count_calls_after_an_idle_threshold() {
     let model = factory.model(MODEL);
     model.converse().user("first").send().await.unwrap();
     model.converse().user("second").send().await.unwrap();
-    assert_eq!(factory.request_stats().wakeups, 0);
+    assert_eq!(factory.stats().requests.wakeups, 0);
     tokio::time::sleep(Duration::from_millis(400)).await;
     model.converse().user("after idle").send().await.unwrap();
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!(s.wakeups, 1);
     assert_eq!(s.wakeup_latency.count, 1);
     assert!(factory.idle_for().unwrap() < Duration::from_millis(300));
@@ -258,12 +264,12 @@ async fn distinct_model_ids_do_not_grow_the_tables() {
         let _good = factory.model(format!("vendor.model-{i}"));
     }
     assert!(
-        factory.cache_stats().cached <= CAP,
+        factory.stats().cache.cached <= CAP,
         "{:?}",
-        factory.cache_stats()
+        factory.stats().cache
     );
-    assert!(factory.request_stats_by_model().len() <= CAP + 1);
-    assert_eq!(factory.model_request_stats("bad id 7"), None);
+    assert!(factory.stats().models.len() <= CAP + 1);
+    assert_eq!(factory.model_stats("bad id 7"), None);
     // Calls with ids past the cap are counted under `other`.
     factory
         .model("vendor.model-9999")
@@ -280,17 +286,19 @@ async fn distinct_model_ids_do_not_grow_the_tables() {
         .await
         .unwrap_err();
     assert!(e.is_invalid_input());
-    let by_model = factory.request_stats_by_model();
+    let snapshot = factory.stats();
+    let by_model = &snapshot.models;
     assert!(by_model.len() <= CAP + 1, "{}", by_model.len());
-    let other = factory
-        .model_request_stats("other")
-        .expect("an `other` entry");
-    assert_eq!(other.successes, 1);
-    assert_eq!(factory.request_stats().requests, 2);
+    assert_eq!(by_model.last().map(|m| m.model_id.as_str()), Some("other"));
+    let other = snapshot.model("other").expect("an `other` entry");
+    assert_eq!(other.requests.successes, 1);
+    assert_eq!(factory.model_stats("other").as_ref(), Some(other));
+    assert_eq!(factory.stats().requests.requests, 2);
     // A tracked id is pruned by invalidate; its slot is free again.
-    assert!(factory.model_request_stats("vendor.model-0").is_some());
+    assert!(factory.model_stats("vendor.model-0").is_some());
     factory.invalidate("vendor.model-0");
-    assert_eq!(factory.model_request_stats("vendor.model-0"), None);
+    assert_eq!(factory.model_stats("vendor.model-0"), None);
+    assert!(factory.stats().model("vendor.model-0").is_none());
     factory
         .model("vendor.model-new")
         .converse()
@@ -300,8 +308,92 @@ async fn distinct_model_ids_do_not_grow_the_tables() {
         .unwrap();
     assert_eq!(
         factory
-            .model_request_stats("vendor.model-new")
-            .map(|s| s.successes),
+            .model_stats("vendor.model-new")
+            .map(|s| s.requests.successes),
         Some(1)
+    );
+}
+
+/// The snapshot of a factory that made real calls serialises to JSON with the documented
+/// names: durations as numbers of milliseconds in `*_ms` keys, enums as their names, never
+/// serde's `{secs, nanos}`.
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn the_snapshot_serialises_to_json_with_ms_durations() {
+    use bedrock_pool::limit::{LimitMode, ModelLimit};
+
+    let server = server(Protocol::Https).await;
+    server.set_latency(Latency::fixed(Duration::from_millis(20)));
+    server.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::Validation("no".into()))).model("bad.model-v1"),
+    );
+    let limit = ModelLimit::per_window(Duration::from_secs(60))
+        .requests(100)
+        .mode(LimitMode::Reject);
+    let factory = builder_for(&server)
+        .model_limit(MODEL, limit)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        factory
+            .model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .unwrap();
+    }
+    let e = factory
+        .model("bad.model-v1")
+        .converse()
+        .user("hi")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Validation, "{e}");
+
+    let stats = factory.stats();
+    let json = serde_json::to_string(&stats).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let p50 = &v["requests"]["latency"]["p50_ms"];
+    assert!(p50.as_f64().is_some_and(|ms| ms > 10.0), "{p50} in {json}");
+    let expected = stats.requests.latency.p50.as_secs_f64() * 1e3;
+    assert!((p50.as_f64().unwrap() - expected).abs() < 1e-6, "{json}");
+    assert_eq!(v["requests"]["requests"], 4, "{json}");
+    assert_eq!(v["requests"]["failures"]["validation"], 1, "{json}");
+    assert_eq!(v["requests"]["failures"]["throttled"], 0, "{json}");
+    let models: Vec<_> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        models,
+        ["anthropic.claude-3-haiku-20240307-v1:0", "bad.model-v1"]
+    );
+    assert_eq!(models[0], MODEL);
+    assert_eq!(v["models"][0]["requests"]["successes"], 3, "{json}");
+    assert_eq!(v["regions"][0]["region"], factory.regions()[0].as_str());
+    assert_eq!(v["regions"][0]["pool"]["protocol"], "h2", "{json}");
+    assert!(
+        v["pool"]["bedrock"]["establishment_mean_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(v["pool"]["bedrock"]["utilization"].is_number(), "{json}");
+    assert_eq!(v["cache"]["misses"], 2, "{json}");
+    assert_eq!(v["breakers"][0]["state"], "closed", "{json}");
+    assert!(v["breakers"][0]["remaining_ms"].is_null(), "{json}");
+    assert_eq!(v["limits"][0]["model_id"], MODEL, "{json}");
+    assert_eq!(v["limits"][0]["admitted"], 3, "{json}");
+    assert!(v["limits"][0]["queue_wait"]["max_ms"].is_number(), "{json}");
+    assert!(v.get("fleet").is_none(), "no fleet, no key: {json}");
+    // Nowhere a `Duration` in serde's default form.
+    assert!(
+        !json.contains("\"secs\"") && !json.contains("\"nanos\""),
+        "{json}"
     );
 }

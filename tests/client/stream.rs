@@ -245,7 +245,7 @@ async fn into_stream_works_with_stream_ext() {
     let events: Vec<StreamEvent> = stream.map(|e| e.expect("event")).collect().await;
     assert_eq!(texts(&events).concat(), "red green blue");
     assert!(matches!(events.last(), Some(StreamEvent::Metadata { .. })));
-    assert_eq!(factory.request_stats().successes, 1);
+    assert_eq!(factory.stats().requests.successes, 1);
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn a_stall_longer_than_the_stall_timeout_fails_as_a_stall() {
         start.elapsed() < Duration::from_secs(4),
         "waited out the stall"
     );
-    let stats = factory.request_stats();
+    let stats = factory.stats().requests;
     assert_eq!(stats.failures.get(ErrorKind::Timeout), 1);
     assert_eq!(stats.timeouts, 1);
     assert_eq!(stats.in_flight, 0);
@@ -385,7 +385,7 @@ async fn in_stream_exceptions_map_to_kinds() {
         assert_eq!(e.code(), Some(code), "{e:?}");
         assert!(e.to_string().contains(error.message()), "{e}");
         assert_eq!(events.len(), 2, "{code}: {events:?}");
-        let s = factory.model_request_stats(&model_id).unwrap();
+        let s = factory.model_stats(&model_id).unwrap().requests;
         assert_eq!(s.failures.get(kind), 1, "{code}: {s:?}");
         assert_eq!(s.in_flight, 0);
     }
@@ -429,7 +429,7 @@ async fn a_stream_cut_before_message_stop_is_a_network_error() {
         .await
         .expect_err("collect reports the truncation too");
     assert_eq!(e.kind(), ErrorKind::Network, "{e:?}");
-    assert_eq!(factory.request_stats().failures.get(ErrorKind::Network), 2);
+    assert_eq!(factory.stats().requests.failures.get(ErrorKind::Network), 2);
 }
 
 #[tokio::test]
@@ -450,7 +450,7 @@ async fn a_reset_after_the_headers_is_a_network_error() {
         let e = err.unwrap_or_else(|| panic!("{protocol:?}: no error after {events:?}"));
         assert_eq!(e.kind(), ErrorKind::Network, "{protocol:?}: {e:?}");
         assert!(events.len() <= 1, "{events:?}");
-        let stats = factory.request_stats();
+        let stats = factory.stats().requests;
         assert_eq!(stats.failures.get(ErrorKind::Network), 1);
         assert_eq!(stats.in_flight, 0);
         // The next call gets a fresh connection and succeeds.
@@ -477,15 +477,15 @@ async fn request_stats_count_streams() {
     // Success: time to first token recorded, nothing left in flight.
     let mut stream = model.converse_stream().user("a b c").send().await.unwrap();
     assert_eq!(
-        factory.request_stats().in_flight,
+        factory.stats().requests.in_flight,
         1,
         "an open stream is in flight"
     );
-    assert_eq!(factory.request_stats().time_to_first_token.count, 0);
+    assert_eq!(factory.stats().requests.time_to_first_token.count, 0);
     stream.next().await.unwrap().unwrap();
-    assert_eq!(factory.request_stats().time_to_first_token.count, 1);
+    assert_eq!(factory.stats().requests.time_to_first_token.count, 1);
     stream.collect().await.unwrap();
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!((s.requests, s.successes, s.in_flight), (1, 1, 0), "{s:?}");
     assert_eq!(s.latency.count, 1);
 
@@ -500,7 +500,7 @@ async fn request_stats_count_streams() {
         .collect()
         .await;
     assert!(e.is_err());
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!(s.failures.get(ErrorKind::Network), 1, "{s:?}");
     assert_eq!(s.in_flight, 0);
     assert_eq!(s.time_to_first_token.count, 2);
@@ -514,15 +514,15 @@ async fn request_stats_count_streams() {
         .unwrap();
     stream.next().await.unwrap().unwrap();
     stream.next().await.unwrap().unwrap();
-    assert_eq!(factory.request_stats().in_flight, 1);
+    assert_eq!(factory.stats().requests.in_flight, 1);
     drop(stream);
-    let s = factory.request_stats();
+    let s = factory.stats().requests;
     assert_eq!(s.cancelled, 1, "{s:?}");
     assert_eq!(s.in_flight, 0);
     assert_eq!((s.requests, s.successes), (3, 1));
-    let per_model = factory.model_request_stats(MODEL).unwrap();
+    let per_model = factory.model_stats(MODEL).unwrap().requests;
     assert_eq!((per_model.cancelled, per_model.in_flight), (1, 0));
-    let region = factory.region_stats()[0].requests;
+    let region = factory.stats().regions[0].requests;
     assert_eq!(
         (region.successes, region.cancelled, region.in_flight),
         (1, 1, 0),
@@ -541,7 +541,10 @@ async fn request_stats_count_streams() {
         .await;
     assert_eq!(reply.unwrap().text(), "after drop");
     assert!(
-        eventually(Duration::from_secs(2), || factory.request_stats().in_flight
+        eventually(Duration::from_secs(2), || factory
+            .stats()
+            .requests
+            .in_flight
             == 0)
         .await
     );

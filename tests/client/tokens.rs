@@ -61,9 +61,9 @@ async fn token_totals_match_the_reported_usage() {
     let (input, output, read, write) = totals(&replies);
     assert!(read > 0 && write > 0, "the cache was used: {read} {write}");
     for stats in [
-        factory.request_stats(),
-        factory.model_request_stats(MODEL).unwrap(),
-        factory.region_stats()[0].requests,
+        factory.stats().requests,
+        factory.model_stats(MODEL).unwrap().requests,
+        factory.stats().regions[0].requests,
     ] {
         assert_eq!(
             (
@@ -89,7 +89,7 @@ async fn token_totals_match_the_reported_usage() {
         .collect()
         .await;
     assert!(cut.is_err());
-    assert_eq!(factory.request_stats().output_tokens, output);
+    assert_eq!(factory.stats().requests.output_tokens, output);
 }
 
 #[tokio::test]
@@ -113,10 +113,10 @@ async fn cost_is_the_hand_computed_sum() {
     let (i, o, r, w) = totals(&replies);
     // Dollars per million tokens = thousands of nano-dollars per token.
     let expected = i * 3_000 + o * 15_000 + r * 300 + w * 3_750;
-    let stats = factory.model_request_stats(MODEL).unwrap();
+    let stats = factory.model_stats(MODEL).unwrap().requests;
     assert_eq!(stats.cost, Some(Cost { nano_usd: expected }));
     assert_eq!(
-        factory.request_stats().cost,
+        factory.stats().requests.cost,
         Some(Cost { nano_usd: expected })
     );
     // Another model has no prices: its own cost is absent, the total counts priced calls only.
@@ -128,9 +128,9 @@ async fn cost_is_the_hand_computed_sum() {
         .send()
         .await
         .unwrap();
-    assert_eq!(factory.model_request_stats(other).unwrap().cost, None);
+    assert_eq!(factory.model_stats(other).unwrap().requests.cost, None);
     assert_eq!(
-        factory.request_stats().cost,
+        factory.stats().requests.cost,
         Some(Cost { nano_usd: expected })
     );
     // A price set later applies to later calls, at sub-micro-dollar precision.
@@ -147,11 +147,11 @@ async fn cost_is_the_hand_computed_sum() {
     let u = reply.usage().unwrap();
     let nova = u.input_tokens() as u64 * 35 + u.output_tokens() as u64 * 140;
     assert_eq!(
-        factory.model_request_stats(other).unwrap().cost,
+        factory.model_stats(other).unwrap().requests.cost,
         Some(Cost { nano_usd: nova })
     );
     assert_eq!(
-        factory.request_stats().cost,
+        factory.stats().requests.cost,
         Some(Cost {
             nano_usd: expected + nova
         })

@@ -61,6 +61,16 @@ pub fn two_region_builder(first: &LocalServer, second: &LocalServer) -> LlmFacto
 }
 
 /// Polls `f` until it is true or `timeout` passes; returns the last value.
+/// Returns the figures of `model`'s limit in the factory's primary region.
+pub fn limit_of(factory: &LlmFactory, model: &str) -> bedrock_pool::limit::LimitStats {
+    let primary = &factory.regions()[0];
+    factory
+        .stats()
+        .limit(model, primary)
+        .cloned()
+        .unwrap_or_else(|| panic!("{model} has a limit in {primary}"))
+}
+
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + timeout;
     loop {
