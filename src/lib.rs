@@ -94,8 +94,3 @@ pub mod sdk {
     pub use aws_sdk_bedrockruntime::*;
     pub use aws_smithy_types::Document;
 }
-
-/// The README's examples, run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
