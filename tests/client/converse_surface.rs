@@ -268,6 +268,52 @@ async fn handle_defaults_apply_and_requests_win() {
 }
 
 #[tokio::test]
+async fn handle_defaults_apply_and_requests_win_unary_and_stream() {
+    let (server, _factory, model) = setup().await;
+    let tuned = model
+        .with_system("handle system")
+        .with_temperature(0.25)
+        .with_max_tokens(64)
+        .with_request_metadata("team", "default-team");
+    // The request sets nothing: every default reaches the wire.
+    let (unary, stream) = both_ways(&server, &tuned, |r| r.user("hi"), |r| r.user("hi")).await;
+    for body in [&unary, &stream] {
+        assert_eq!(body["system"], json!([{"text": "handle system"}]), "{body}");
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.25, "{body}");
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 64, "{body}");
+        assert_eq!(body["requestMetadata"], json!({"team": "default-team"}));
+    }
+    // The request's own values win over the handle's.
+    let (unary, stream) = both_ways(
+        &server,
+        &tuned,
+        |r| {
+            r.system("request system")
+                .temperature(0.5)
+                .request_metadata("team", "search")
+                .user("hi")
+        },
+        |r| {
+            r.system("request system")
+                .temperature(0.5)
+                .request_metadata("team", "search")
+                .user("hi")
+        },
+    )
+    .await;
+    for body in [&unary, &stream] {
+        assert_eq!(
+            body["system"],
+            json!([{"text": "request system"}]),
+            "{body}"
+        );
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.5, "{body}");
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 64, "{body}");
+        assert_eq!(body["requestMetadata"], json!({"team": "search"}));
+    }
+}
+
+#[tokio::test]
 async fn a_prompt_arn_follows_the_services_rules() {
     let (server, factory, _model) = setup().await;
     let arn = "arn:aws:bedrock:us-east-1:123456789012:prompt/PROMPT12345:1";
