@@ -187,6 +187,7 @@ struct ConverseOut {
 
 /// Answers a Converse or ConverseStream request: validation, guardrail, limits, the model's
 /// answer, then the unary or stream shape.
+// Long because the answer's figures (guardrail, tokens, cache, usage) follow the service's order in one pass.
 async fn converse(c: Converse<'_>, faults: invoke::Faults) -> Answer {
     let (shared, rec, model_id) = (c.shared, c.rec, c.model_id.as_str());
     let body = &rec.body;

@@ -17,7 +17,7 @@ pub enum LimitMode {
         /// Longest wait of one call.
         deadline: Duration,
     },
-    /// Fail at once with `Throttled` (and [`Error::retry_after`]).
+    /// Fail at once with `Throttled` (and [`Error::retry_after`](crate::error::Error::retry_after)).
     Reject,
 }
 

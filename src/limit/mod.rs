@@ -314,6 +314,7 @@ impl Limiter {
     ///
     /// # Errors
     /// `Throttled` when the call is refused (see [`LimitMode`]).
+    // Long because the admission loop (room, queue, deadline) is one state machine.
     pub(crate) async fn acquire(self: &Arc<Self>, model_id: &str, tokens: u64) -> Result<Lease> {
         let tokens = tokens.max(1);
         #[cfg(feature = "redis")]

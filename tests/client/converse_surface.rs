@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The whole Converse surface through model handles: every option reaches the wire (as the
 //! local server recorded it), for unary calls and streams alike; handle defaults apply and a
 //! request's own values win; bad values are refused before the network, each naming its field.
@@ -63,6 +64,7 @@ async fn both_ways(
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn every_option_reaches_the_wire_unary_and_stream() {
     let (server, _factory, model) = setup().await;
     let schema =

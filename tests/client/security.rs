@@ -32,6 +32,7 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn no_secret_reaches_logs_debug_or_errors() {
     let (logs, _guard) = common::capture_logs(tracing::Level::TRACE);
 
@@ -195,6 +196,7 @@ fn object_schema() -> Document {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn a_table_of_bad_inputs_is_refused_by_name_before_the_network() {
     use ConversationRole::{Assistant, User};
     let server: LocalServer = server(Protocol::Https).await;
