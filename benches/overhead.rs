@@ -1,3 +1,4 @@
+// Long because the benchmark is one program: its scenarios and their report read in order.
 //! What the factory costs and saves, against the local server (TLS, HTTP/1.1 unless
 //! `OVERHEAD_PROTOCOL=h2`, no model latency): converse through a model handle versus the raw SDK
 //! client on the same pool and a raw SDK client on a plain pool (concurrency 1 and 50), a cached
@@ -427,6 +428,7 @@ fn connections(rt: &Runtime, per_model_clients: bool) -> u64 {
     server.bedrock_connections().accepted
 }
 
+// Long because it is the benchmark's run, end to end.
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

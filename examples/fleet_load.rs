@@ -51,6 +51,7 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by the coordinator"))
 }
 
+// Long because it is one run of the example, end to end.
 fn coordinator() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let server = runtime.block_on(
@@ -160,6 +161,7 @@ fn coordinator() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+// Long because it is one run of the example, end to end.
 fn worker() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

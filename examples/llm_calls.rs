@@ -79,6 +79,7 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-6)
 }
 
+// Long because it is one run of the example, end to end.
 async fn run(protocol: Protocol) -> Result<(), Box<dyn std::error::Error>> {
     let server = LocalServer::builder().protocol(protocol).start().await?;
     let raw = before(&server);

@@ -1,3 +1,4 @@
+// Long because the example is one program: its phases, tables and verdicts read in order.
 //! Wake-up latency after idle, over HTTP/1.1 and HTTP/2: the plain SDK client versus the factory,
 //! against the local server playing a middlebox that kills idle connections (silently, with a
 //! FIN, or with an RST). One table per protocol, then the goals as verdicts.
@@ -364,6 +365,7 @@ fn bound(s: &Sample) -> f64 {
 
 /// Prints one protocol's table and verdicts, and appends its cells to the JSON array; returns
 /// true when every goal was met and every call ran on the protocol under test.
+// Long because it prints one protocol's table and verdicts, row by row.
 fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<String>) -> bool {
     println!(
         "\n== {} ({:?} on the local server) ==",
@@ -492,6 +494,7 @@ fn report(proto: Proto, cells: &[Vec<Sample>], trace: bool, json: &mut Vec<Strin
 
 /// Prints the goals of one protocol: idle 2x the middlebox limit, over the three faults;
 /// returns true when every goal was met.
+// Long because it prints each goal's verdict in turn.
 fn verdicts(proto: Proto, cells: &[Vec<Sample>]) -> bool {
     let met = std::cell::Cell::new(true);
     let verdict = |ok: bool| {
@@ -594,6 +597,7 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) -> bool {
 }
 
 #[tokio::main]
+// Long because it is one run of the example, end to end.
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut reps, mut json, mut trace) = (3usize, None::<String>, false);

@@ -64,6 +64,7 @@ impl MessageBuilder {
     ///
     /// # Errors
     /// An `error` event, or an event out of order.
+    // Long because one match over Anthropic's stream event types reads best whole.
     pub(crate) fn push(&mut self, event: &Document) -> Result<()> {
         let Some(o) = event.as_object() else {
             return Err(bad("a chunk that is not a JSON object"));

@@ -6,6 +6,7 @@
 
 use crate::call::{Chain, Fallback, MAX_FALLBACKS, Target};
 use crate::error::{Error, Result};
+use crate::request::inputs::Inputs;
 use crate::shared::Shared;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, ServiceTierType, SystemContentBlock,
@@ -14,28 +15,14 @@ use aws_smithy_types::Document;
 use std::fmt;
 use std::sync::Arc;
 
-/// Defaults carried by a handle; a request's own values win (request metadata and additional
-/// model request fields merge, the request's keys winning).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct InferenceDefaults {
-    pub(crate) temperature: Option<f32>,
-    pub(crate) max_tokens: Option<i32>,
-    pub(crate) top_p: Option<f32>,
-    pub(crate) top_k: Option<i32>,
-    pub(crate) thinking: Option<i32>,
-    pub(crate) system: Option<Vec<SystemContentBlock>>,
-    pub(crate) additional_fields: Option<Document>,
-    pub(crate) guardrail: Option<(String, String)>,
-    pub(crate) latency_optimized: bool,
-    pub(crate) service_tier: Option<ServiceTierType>,
-    pub(crate) request_metadata: Vec<(String, String)>,
-}
-
 /// The data behind a handle: what its calls target, the defaults its requests start from, and
 /// the models its calls may fall back to.
 pub(crate) struct ModelInner {
     pub(crate) target: Target,
-    pub(crate) defaults: InferenceDefaults,
+    /// The handle's defaults: the prototype request each of its requests starts from (a
+    /// request's own values win; request metadata and additional model request fields merge,
+    /// the request's keys winning).
+    pub(crate) defaults: Inputs,
     pub(crate) fallbacks: Arc<[Fallback]>,
     /// Why the fallback list is unusable (reported on every call, naming `fallbacks`).
     pub(crate) fallbacks_invalid: Option<Error>,
@@ -67,7 +54,7 @@ impl Model {
         Model {
             inner: Arc::new(ModelInner {
                 target: Target::new(id, shared, invalid),
-                defaults: InferenceDefaults::default(),
+                defaults: Inputs::default(),
                 fallbacks: Arc::new([]),
                 fallbacks_invalid: None,
             }),
@@ -182,7 +169,7 @@ impl Model {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn with(&self, f: impl FnOnce(&mut InferenceDefaults)) -> Model {
+    fn with(&self, f: impl FnOnce(&mut Inputs)) -> Model {
         let mut defaults = self.inner.defaults.clone();
         f(&mut defaults);
         Model {
@@ -217,7 +204,7 @@ impl Model {
     /// Returns a handle whose calls default to this system prompt.
     pub fn with_system(&self, system: impl Into<String>) -> Model {
         let text = system.into();
-        self.with(|d| d.system = Some(vec![SystemContentBlock::Text(text)]))
+        self.with(|d| d.system = vec![SystemContentBlock::Text(text)])
     }
 
     /// Returns a handle whose calls default to this system prompt followed by a cache point,
@@ -225,10 +212,10 @@ impl Model {
     pub fn with_cached_system(&self, system: impl Into<String>) -> Model {
         let text = system.into();
         self.with(|d| {
-            d.system = Some(vec![
+            d.system = vec![
                 SystemContentBlock::Text(text),
                 SystemContentBlock::CachePoint(cache_point(None)),
-            ])
+            ]
         })
     }
 

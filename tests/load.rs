@@ -102,6 +102,7 @@ fn futures_dropped_at_random_points_leak_nothing() {
     }
 }
 
+// Long because it is one scenario checked step by step.
 async fn futures_dropped(protocol: Protocol) {
     let server = LocalServer::builder()
         .protocol(protocol)

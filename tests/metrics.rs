@@ -42,6 +42,7 @@ fn totals(entries: &[Entry]) -> HashMap<String, f64> {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn figures_reach_the_metrics_recorder() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

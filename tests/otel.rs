@@ -112,6 +112,7 @@ fn assert_common(span: &SpanData, server: &LocalServer) {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn unary_stream_and_failed_calls_export_gen_ai_spans() {
     let pipeline = Pipeline::install(LevelFilter::TRACE);
     let server = server(Protocol::Https).await;

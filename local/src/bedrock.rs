@@ -58,9 +58,73 @@ pub(crate) async fn handle(
     rec: &RecordedRequest,
     started: Instant,
 ) -> Answer {
-    let fail = |err: ServiceError| Answer::error(Listener::Bedrock, &err);
+    if let Err(err) = authenticate(shared, parts, body, rec) {
+        return fail(err);
+    }
+    let faults = match take_faults(shared, rec).await {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
+    let model_id = match rec.operation {
+        Operation::ListAsyncInvokes => {
+            let res = wire::json_response(200, &json!({ "asyncInvokeSummaries": [] }));
+            return Answer::Respond(res, None);
+        }
+        _ => match rec.model_id.clone() {
+            Some(id) if valid_model_id(&id) => id,
+            _ => return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned())),
+        },
+    };
+    match rec.operation {
+        Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
+            invoke::handle(invoke::Invoke {
+                shared,
+                conn,
+                parts,
+                raw: body,
+                rec,
+                model_id: &model_id,
+                faults,
+                started,
+            })
+            .await
+        }
+        Operation::CountTokens => {
+            let tokens = match count_tokens(&rec.body, &model_id) {
+                Ok(n) => n,
+                Err(msg) => return fail(ServiceError::Validation(msg)),
+            };
+            tokio::time::sleep(shared.latency().for_request(rec)).await;
+            let bytes = Bytes::from(json!({ "inputTokens": tokens }).to_string());
+            unary(bytes, conn, faults.reset_after_headers)
+        }
+        _ => {
+            let to = Converse {
+                shared,
+                conn,
+                rec,
+                model_id,
+                started,
+            };
+            converse(to, faults).await
+        }
+    }
+}
+
+/// Returns the error answer of `err`.
+fn fail(err: ServiceError) -> Answer {
+    Answer::error(Listener::Bedrock, &err)
+}
+
+/// Refuses an unknown operation, then checks the request's API key or SigV4 signature.
+fn authenticate(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    rec: &RecordedRequest,
+) -> Result<(), ServiceError> {
     if rec.operation == Operation::Other {
-        return fail(ServiceError::custom(
+        return Err(ServiceError::custom(
             404,
             "UnknownOperationException",
             format!("unknown operation: {} {}", parts.method, parts.uri.path()),
@@ -74,68 +138,66 @@ pub(crate) async fn handle(
     };
     match bearer_key(parts) {
         Some(key) if key != shared.api_key => {
-            return fail(ServiceError::AccessDenied(INVALID_API_KEY.to_owned()));
+            Err(ServiceError::AccessDenied(INVALID_API_KEY.to_owned()))
         }
-        Some(_) => {}
-        None => {
-            if let Err(err) = sigv4::verify(parts, body, &expected) {
-                return fail(err);
-            }
-        }
+        Some(_) => Ok(()),
+        None => sigv4::verify(parts, body, &expected),
     }
+}
 
-    let mut reset_after_headers = false;
-    let mut stream_fault = None;
+/// Takes the request's fault: one that answers now (an error, a reset or a close before the
+/// headers) is the error; a delay is slept; the others are left to the answer.
+async fn take_faults(shared: &Shared, rec: &RecordedRequest) -> Result<invoke::Faults, Answer> {
+    let mut faults = invoke::Faults {
+        reset_after_headers: false,
+        stream: None,
+    };
     match shared.take_fault(rec) {
         None => {}
-        Some(Fault::Error(err)) => return fail(err),
+        Some(Fault::Error(err)) => return Err(fail(err)),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(Fault::ResetBeforeHeaders) => return Answer::Reset,
-        Some(Fault::CloseBeforeHeaders) => return Answer::Close,
-        Some(Fault::ResetAfterHeaders) => reset_after_headers = true,
-        Some(f) => stream_fault = Some(f),
+        Some(Fault::ResetBeforeHeaders) => return Err(Answer::Reset),
+        Some(Fault::CloseBeforeHeaders) => return Err(Answer::Close),
+        Some(Fault::ResetAfterHeaders) => faults.reset_after_headers = true,
+        Some(f) => faults.stream = Some(f),
     }
+    Ok(faults)
+}
 
-    let model_id = match rec.operation {
-        Operation::ListAsyncInvokes => {
-            let res = wire::json_response(200, &json!({ "asyncInvokeSummaries": [] }));
-            return Answer::Respond(res, None);
-        }
-        _ => match rec.model_id.clone() {
-            Some(id) if valid_model_id(&id) => id,
-            _ => return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned())),
-        },
-    };
+/// A Converse or ConverseStream request to answer (authenticated, model id valid).
+struct Converse<'a> {
+    shared: &'a Shared,
+    conn: &'a std::sync::Arc<ConnShared>,
+    rec: &'a RecordedRequest,
+    model_id: String,
+    started: Instant,
+}
 
-    if matches!(
-        rec.operation,
-        Operation::InvokeModel | Operation::InvokeModelWithResponseStream
-    ) {
-        let faults = invoke::Faults {
-            reset_after_headers,
-            stream: stream_fault,
-        };
-        return invoke::handle(shared, conn, parts, body, rec, &model_id, faults, started).await;
-    }
+/// What a Converse answer carries, in either shape.
+struct ConverseOut {
+    content: Vec<Value>,
+    stop_reason: String,
+    usage: Value,
+    metrics: Value,
+    /// Top-level members echoed (`performanceConfig`, `serviceTier`) and the guardrail's trace.
+    extra: serde_json::Map<String, Value>,
+    /// The additional model response fields asked for.
+    fields: Option<Value>,
+}
 
-    if rec.operation == Operation::CountTokens {
-        let tokens = match count_tokens(&rec.body, &model_id) {
-            Ok(n) => n,
-            Err(msg) => return fail(ServiceError::Validation(msg)),
-        };
-        tokio::time::sleep(shared.latency().for_request(rec)).await;
-        let bytes = Bytes::from(json!({ "inputTokens": tokens }).to_string());
-        return unary(bytes, conn, reset_after_headers);
-    }
-
+/// Answers a Converse or ConverseStream request: validation, guardrail, limits, the model's
+/// answer, then the unary or stream shape.
+// Long because the answer's figures (guardrail, tokens, cache, usage) follow the service's order in one pass.
+async fn converse(c: Converse<'_>, faults: invoke::Faults) -> Answer {
+    let (shared, rec, model_id) = (c.shared, c.rec, c.model_id.as_str());
     let body = &rec.body;
     let stream = rec.operation == Operation::ConverseStream;
-    if let Err(msg) = validate_converse(body, &model_id, stream)
+    if let Err(msg) = validate_converse(body, model_id, stream)
         .and_then(|()| surface::check_signatures(shared, body))
     {
         return fail(ServiceError::Validation(msg));
     }
-    let call = ConverseCall::from_body(model_id.clone(), body.clone());
+    let call = ConverseCall::from_body(model_id.to_owned(), body.clone());
     let last_user = call.last_user_text.as_deref();
     let intervention = match surface::guardrail_check(shared, body, last_user) {
         Ok(i) => i,
@@ -144,7 +206,7 @@ pub(crate) async fn handle(
     let input_tokens = request_words(body);
     let ticket = match shared
         .limits
-        .admit(&model_id, input_tokens, converse_max_tokens(body))
+        .admit(model_id, input_tokens, converse_max_tokens(body))
     {
         Ok(t) => t,
         Err(err) => return fail(err),
@@ -164,7 +226,7 @@ pub(crate) async fn handle(
     } else {
         content.iter().map(surface::block_tokens).sum()
     };
-    let (cache_read, cache_write) = surface::cache_usage(shared, &model_id, body);
+    let (cache_read, cache_write) = surface::cache_usage(shared, model_id, body);
     let uncached = input_tokens.saturating_sub(cache_read + cache_write);
     shared
         .limits
@@ -184,7 +246,7 @@ pub(crate) async fn handle(
         usage["cacheReadInputTokens"] = json!(cache_read);
         usage["cacheWriteInputTokens"] = json!(cache_write);
     }
-    let metrics = json!({ "latencyMs": started.elapsed().as_millis() as u64 });
+    let metrics = json!({ "latencyMs": c.started.elapsed().as_millis() as u64 });
     let mut extra = serde_json::Map::new();
     for member in ["performanceConfig", "serviceTier"] {
         if let Some(v) = body.get(member).filter(|v| !v.is_null()) {
@@ -195,41 +257,67 @@ pub(crate) async fn handle(
         extra.insert("trace".to_owned(), t);
     }
     let fields = surface::response_fields(body, &stop_reason, last_user.unwrap_or(""));
-
+    let out = ConverseOut {
+        content,
+        stop_reason,
+        usage,
+        metrics,
+        extra,
+        fields,
+    };
     if rec.operation == Operation::Converse {
-        let mut out = json!({
-            "output": { "message": { "role": "assistant", "content": content } },
-            "stopReason": stop_reason,
-            "usage": usage,
-            "metrics": metrics,
-        });
-        if let Some(f) = fields {
-            out["additionalModelResponseFields"] = f;
-        }
-        for (k, v) in extra {
-            out[k.as_str()] = v;
-        }
-        return unary(Bytes::from(out.to_string()), conn, reset_after_headers);
+        return converse_unary(out, c.conn, faults.reset_after_headers);
     }
+    converse_stream(out, c.conn, faults, generation)
+}
 
-    let mut stop = json!({ "stopReason": stop_reason });
-    if let Some(f) = fields {
+/// Returns the unary Converse answer.
+fn converse_unary(
+    out: ConverseOut,
+    conn: &std::sync::Arc<ConnShared>,
+    reset_after_headers: bool,
+) -> Answer {
+    let mut json = json!({
+        "output": { "message": { "role": "assistant", "content": out.content } },
+        "stopReason": out.stop_reason,
+        "usage": out.usage,
+        "metrics": out.metrics,
+    });
+    if let Some(f) = out.fields {
+        json["additionalModelResponseFields"] = f;
+    }
+    for (k, v) in out.extra {
+        json[k.as_str()] = v;
+    }
+    unary(Bytes::from(json.to_string()), conn, reset_after_headers)
+}
+
+/// Returns the ConverseStream answer, paced over `generation`, with the request's stream
+/// faults.
+fn converse_stream(
+    out: ConverseOut,
+    conn: &std::sync::Arc<ConnShared>,
+    faults: invoke::Faults,
+    generation: std::time::Duration,
+) -> Answer {
+    let mut stop = json!({ "stopReason": out.stop_reason });
+    if let Some(f) = out.fields {
         stop["additionalModelResponseFields"] = f;
     }
-    let mut metadata = json!({ "usage": usage, "metrics": metrics });
-    for (k, v) in extra {
+    let mut metadata = json!({ "usage": out.usage, "metrics": out.metrics });
+    for (k, v) in out.extra {
         metadata[k.as_str()] = v;
     }
-    let frames = stream_frames(&content, &stop, &metadata);
+    let frames = stream_frames(&out.content, &stop, &metadata);
     let mut error = None;
-    let steps = if reset_after_headers {
+    let steps = if faults.reset_after_headers {
         vec![
             wire::Step::Data(frames.first().cloned().unwrap_or_default()),
             wire::Step::Reset(conn.clone()),
         ]
     } else {
         pace(
-            apply_stream_fault(frames, stream_fault, &mut error),
+            apply_stream_fault(frames, faults.stream, &mut error),
             generation,
         )
     };

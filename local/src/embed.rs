@@ -138,6 +138,7 @@ const COHERE_V3_MAX_CHARS: usize = 2048;
 const COHERE_V3_MAX_TOKENS: u64 = 512;
 const COHERE_V4_MAX_TOKENS: u64 = 128_000;
 
+// Long because it checks each Cohere field in the service's order and builds the answer in one pass.
 fn cohere(family: Family, obj: &Map<String, Value>) -> Result<Embedding, String> {
     let v4 = family == Family::CohereV4;
     for key in ["images", "inputs"] {

@@ -60,58 +60,30 @@ fn check_media(parts: &http::request::Parts, name: &str, accept: bool) -> Result
     }
 }
 
-/// Answers an InvokeModel or InvokeModelWithResponseStream request (authenticated, model id valid).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn handle(
-    shared: &Shared,
-    conn: &Arc<ConnShared>,
-    parts: &http::request::Parts,
-    raw: &[u8],
-    rec: &RecordedRequest,
-    model_id: &str,
-    faults: Faults,
-    started: Instant,
-) -> Answer {
-    let stream = rec.operation == Operation::InvokeModelWithResponseStream;
-    let accept = if stream {
-        "x-amzn-bedrock-accept"
-    } else {
-        "accept"
-    };
-    if let Err(m) = check_media(parts, "content-type", false).and(check_media(parts, accept, true))
-    {
+/// An InvokeModel or InvokeModelWithResponseStream request to answer (authenticated, model id
+/// valid), with what the Bedrock handler took for it.
+pub(crate) struct Invoke<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) conn: &'a Arc<ConnShared>,
+    pub(crate) parts: &'a http::request::Parts,
+    /// The body as received (`rec.body` is its JSON).
+    pub(crate) raw: &'a [u8],
+    pub(crate) rec: &'a RecordedRequest,
+    pub(crate) model_id: &'a str,
+    pub(crate) faults: Faults,
+    pub(crate) started: Instant,
+}
+
+/// Answers an InvokeModel or InvokeModelWithResponseStream request.
+pub(crate) async fn handle(c: Invoke<'_>) -> Answer {
+    let stream = c.rec.operation == Operation::InvokeModelWithResponseStream;
+    if let Err(m) = check_request(&c, stream) {
         return fail(m);
     }
-    let body = &rec.body;
-    if !body.is_object() {
-        return fail(if raw.is_empty() || !body.is_null() {
-            "body: must be a JSON object"
-        } else {
-            "body: malformed JSON"
-        });
-    }
-
+    let (shared, body, model_id) = (c.shared, &c.rec.body, c.model_id);
     if let Some(family) = embed::family(model_id) {
-        if stream {
-            return fail("The model is unsupported for streaming.");
-        }
-        let e = match embed::answer(family, body) {
-            Ok(e) => e,
-            Err(m) => return fail(m),
-        };
-        // Embeddings answer no tokens: they are charged their input only.
-        if let Err(err) = shared.limits.admit(model_id, e.input_tokens, 0) {
-            return Answer::error(Listener::Bedrock, &err);
-        }
-        tokio::time::sleep(shared.latency().for_request(rec)).await;
-        let ans = unary(
-            Bytes::from(e.body.to_string()),
-            conn,
-            faults.reset_after_headers,
-        );
-        return with_usage(ans, e.input_tokens, 0, started);
+        return embed_answer(&c, family, stream).await;
     }
-
     let anthropic = body.get("anthropic_version").is_some() || body.get("messages").is_some();
     let converse = if anthropic {
         match converse_body(body) {
@@ -135,8 +107,90 @@ pub(crate) async fn handle(
     };
     let call = ConverseCall::from_body(model_id.to_owned(), converse.clone());
     let reply = shared.responder().reply(&call);
-    let content: Vec<Value> = reply
-        .content
+    let (content, output_tokens) = reply_content(shared, &reply.content);
+    shared.limits.settle(ticket, input_tokens, 0, output_tokens);
+    let stop_reason = reply.stop_reason.clone();
+    tokio::time::sleep(shared.latency().for_request(c.rec)).await;
+    let generation = shared.generation().for_request(c.rec);
+    if !stream {
+        // A unary answer's headers wait for the whole generation.
+        tokio::time::sleep(generation).await;
+    }
+    let latency_ms = c.started.elapsed().as_millis() as u64;
+    let metrics = json!({
+        "inputTokenCount": input_tokens,
+        "outputTokenCount": output_tokens,
+        "invocationLatency": latency_ms,
+        "firstByteLatency": latency_ms,
+    });
+    let tokens = (input_tokens, output_tokens);
+    let out = if anthropic {
+        anthropic_message(&call, model_id, content, &stop_reason, tokens)
+    } else {
+        text_output(&content, tokens)
+    };
+    if !stream {
+        let ans = unary(
+            Bytes::from(out.to_string()),
+            c.conn,
+            c.faults.reset_after_headers,
+        );
+        return with_usage(ans, input_tokens, output_tokens, c.started);
+    }
+    let events = if anthropic {
+        anthropic_events(&out, &metrics)
+    } else {
+        text_events(&out, metrics)
+    };
+    stream_answer(c.conn, &events, c.faults, generation)
+}
+
+/// Checks the media type headers and that the body is a JSON object.
+fn check_request(c: &Invoke<'_>, stream: bool) -> Result<(), String> {
+    let accept = if stream {
+        "x-amzn-bedrock-accept"
+    } else {
+        "accept"
+    };
+    check_media(c.parts, "content-type", false).and(check_media(c.parts, accept, true))?;
+    let body = &c.rec.body;
+    if !body.is_object() {
+        return Err(if c.raw.is_empty() || !body.is_null() {
+            "body: must be a JSON object"
+        } else {
+            "body: malformed JSON"
+        }
+        .to_owned());
+    }
+    Ok(())
+}
+
+/// Answers an embedding model's request (never streamed).
+async fn embed_answer(c: &Invoke<'_>, family: embed::Family, stream: bool) -> Answer {
+    if stream {
+        return fail("The model is unsupported for streaming.");
+    }
+    let e = match embed::answer(family, &c.rec.body) {
+        Ok(e) => e,
+        Err(m) => return fail(m),
+    };
+    // Embeddings answer no tokens: they are charged their input only.
+    if let Err(err) = c.shared.limits.admit(c.model_id, e.input_tokens, 0) {
+        return Answer::error(Listener::Bedrock, &err);
+    }
+    tokio::time::sleep(c.shared.latency().for_request(c.rec)).await;
+    let ans = unary(
+        Bytes::from(e.body.to_string()),
+        c.conn,
+        c.faults.reset_after_headers,
+    );
+    with_usage(ans, e.input_tokens, 0, c.started)
+}
+
+/// Returns the reply's blocks in Anthropic's shape (a reasoning block without a signature gets
+/// the server's own) and their output tokens.
+fn reply_content(shared: &Shared, blocks: &[ReplyBlock]) -> (Vec<Value>, u64) {
+    let content: Vec<Value> = blocks
         .iter()
         .map(|b| match b {
             ReplyBlock::Text(t) => json!({ "type": "text", "text": t }),
@@ -159,86 +213,78 @@ pub(crate) async fn handle(
             _ => count_words(&b["input"].to_string()),
         })
         .sum();
-    shared.limits.settle(ticket, input_tokens, 0, output_tokens);
-    let stop_reason = reply.stop_reason.clone();
-    tokio::time::sleep(shared.latency().for_request(rec)).await;
-    let generation = shared.generation().for_request(rec);
-    if !stream {
-        // A unary answer's headers wait for the whole generation.
-        tokio::time::sleep(generation).await;
-    }
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let metrics = json!({
-        "inputTokenCount": input_tokens,
-        "outputTokenCount": output_tokens,
-        "invocationLatency": latency_ms,
-        "firstByteLatency": latency_ms,
-    });
+    (content, output_tokens)
+}
 
-    let frames = if anthropic {
-        let stop_sequence = (stop_reason == "stop_sequence")
-            .then(|| {
-                let text = call.last_user_text.as_deref().unwrap_or("");
-                call.stop_sequences
-                    .iter()
-                    .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
-                    .min()
-                    .map(|(_, s)| s.clone())
-            })
-            .flatten();
-        let message = json!({
-            "id": format!("msg_bdrk_{}", wire::request_id().replace('-', "")),
-            "type": "message",
-            "role": "assistant",
-            "model": model_id,
-            "content": content,
-            "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence,
-            "usage": { "input_tokens": input_tokens, "output_tokens": output_tokens },
-        });
-        if !stream {
-            let ans = unary(
-                Bytes::from(message.to_string()),
-                conn,
-                faults.reset_after_headers,
-            );
-            return with_usage(ans, input_tokens, output_tokens, started);
-        }
-        anthropic_events(&message, &metrics)
-    } else {
-        let text: String = content
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        if !stream {
-            let out = json!({
-                "outputText": text,
-                "inputTextTokenCount": input_tokens,
-                "outputTextTokenCount": output_tokens,
-                "completionReason": "FINISH",
-            });
-            let ans = unary(
-                Bytes::from(out.to_string()),
-                conn,
-                faults.reset_after_headers,
-            );
-            return with_usage(ans, input_tokens, output_tokens, started);
-        }
-        let mut events: Vec<Value> = split_pieces(&text)
-            .into_iter()
-            .map(|p| json!({ "outputText": p, "index": 0 }))
-            .collect();
-        events.push(
-            json!({ "outputText": "", "index": 0, "completionReason": "FINISH",
-                            "inputTextTokenCount": input_tokens,
-                            "totalOutputTextTokenCount": output_tokens }),
-        );
-        events.push(json!({ "amazon-bedrock-invocationMetrics": metrics }));
-        events
-    };
+/// Returns Anthropic's message of a reply; `tokens` are the input and output tokens.
+fn anthropic_message(
+    call: &ConverseCall,
+    model_id: &str,
+    content: Vec<Value>,
+    stop_reason: &str,
+    tokens: (u64, u64),
+) -> Value {
+    let stop_sequence = (stop_reason == "stop_sequence")
+        .then(|| {
+            let text = call.last_user_text.as_deref().unwrap_or("");
+            call.stop_sequences
+                .iter()
+                .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+                .min()
+                .map(|(_, s)| s.clone())
+        })
+        .flatten();
+    json!({
+        "id": format!("msg_bdrk_{}", wire::request_id().replace('-', "")),
+        "type": "message",
+        "role": "assistant",
+        "model": model_id,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": { "input_tokens": tokens.0, "output_tokens": tokens.1 },
+    })
+}
 
-    let frames: Vec<Bytes> = frames.iter().map(chunk_frame).collect();
+/// Returns the plain text answer of a reply; `tokens` are the input and output tokens.
+fn text_output(content: &[Value], tokens: (u64, u64)) -> Value {
+    let text: String = content
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    json!({
+        "outputText": text,
+        "inputTextTokenCount": tokens.0,
+        "outputTextTokenCount": tokens.1,
+        "completionReason": "FINISH",
+    })
+}
+
+/// Returns the stream events of a plain text answer: its pieces, the completion, the metrics.
+fn text_events(out: &Value, metrics: Value) -> Vec<Value> {
+    let mut events: Vec<Value> = split_pieces(out["outputText"].as_str().unwrap_or(""))
+        .into_iter()
+        .map(|p| json!({ "outputText": p, "index": 0 }))
+        .collect();
+    events.push(
+        json!({ "outputText": "", "index": 0, "completionReason": "FINISH",
+                        "inputTextTokenCount": out["inputTextTokenCount"],
+                        "totalOutputTextTokenCount": out["outputTextTokenCount"] }),
+    );
+    events.push(json!({ "amazon-bedrock-invocationMetrics": metrics }));
+    events
+}
+
+/// Returns the stream answer of `events` (as `chunk` frames), paced over `generation`, with
+/// the request's stream faults.
+fn stream_answer(
+    conn: &Arc<ConnShared>,
+    events: &[Value],
+    faults: Faults,
+    generation: std::time::Duration,
+) -> Answer {
+    let frames: Vec<Bytes> = events.iter().map(chunk_frame).collect();
     let mut error = None;
     let steps = if faults.reset_after_headers {
         vec![

@@ -252,6 +252,7 @@ pub(crate) fn thinking_budget(body: &Value) -> Option<u64> {
 
 /// Checks `additionalModelRequestFields` as Anthropic models do: thinking budget, sampling and
 /// forced tool choice with thinking, `top_k`.
+// Long because it lists the service's thinking rules in the order the service checks them.
 fn validate_thinking(body: &Value) -> Result<(), String> {
     let Some(fields) = member(body, "additionalModelRequestFields") else {
         return Ok(());

@@ -28,6 +28,7 @@ const MISMATCH: &str = "The request signature we calculated does not match the s
 
 /// Returns Ok if the request carries a valid SigV4 signature for `expected`, else the error AWS
 /// answers with (Bedrock names, or STS names when `expected.service` is `sts`).
+// Long because it follows SigV4's verification steps in order, each refusal worded as the service words it.
 pub(crate) fn verify(
     parts: &http::request::Parts,
     body: &[u8],

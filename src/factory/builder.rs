@@ -1,19 +1,20 @@
 //! `LlmFactoryBuilder`: every knob with its default, the validation of the whole
-//! configuration, and the assembly of the pool, the clients and the shared state.
+//! configuration, and the assembly of the pool, the clients and the shared state (the
+//! endpoints and SDK clients in `builder/assemble.rs`).
+
+mod assemble;
 
 use super::validate::{validate, validate_region, validate_url};
 use super::{LlmFactory, check_prices};
-use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
+use crate::config::{FactoryConfig, RetryMode};
 use crate::error::{Error, Result};
 use crate::model::validate_model_id;
-use crate::region::{RegionClient, Regions};
+use crate::region::Regions;
 use crate::shared::Shared;
 use crate::stats::Prices;
-use crate::transport::{AttemptCounter, ModelCallClassifier, Transport};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use crate::transport::Transport;
+use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_types::retry::{ReconnectMode, RetryConfig as SdkRetryConfig};
-use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -352,146 +353,21 @@ impl LlmFactoryBuilder {
             validate_url(url, "region_endpoint_url", config.allow_insecure_http)?;
         }
         let transport = Transport::new(&config)?;
-        let timeouts = SdkTimeoutConfig::builder()
-            .connect_timeout(config.timeouts.connect)
-            .read_timeout(config.timeouts.read)
-            .build();
-        let retry = match config.retry.mode {
-            RetryMode::Adaptive => SdkRetryConfig::adaptive(),
-            RetryMode::Standard => SdkRetryConfig::standard(),
-        }
-        .with_max_attempts(config.retry.max_attempts)
-        // Only the transport retires connections, after a timeout or an IO error; a 5xx
-        // answered on a healthy connection says nothing about that connection.
-        .with_reconnect_mode(ReconnectMode::ReuseAllConnections);
         let factory_id = next_factory_id();
-
-        let sdk_config = match self.sdk_config {
-            Some(base) => {
-                let mut b = base.to_builder();
-                b.set_http_client(Some(transport.http_client()));
-                b.set_timeout_config(Some(timeouts));
-                b.set_retry_config(Some(retry));
-                if let Some(c) = self.credentials {
-                    b.set_credentials_provider(Some(c));
-                }
-                b.build()
-            }
-            None => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .http_client(transport.http_client())
-                    .timeout_config(timeouts)
-                    .retry_config(retry);
-                if let Some(r) = config.regions.first() {
-                    loader = loader.region(Region::new(r.clone()));
-                }
-                if let Some(c) = self.credentials {
-                    loader = loader.credentials_provider(c);
-                }
-                loader.load().await
-            }
+        let sdk_config =
+            assemble::sdk_config(&config, &transport, self.sdk_config, self.credentials).await;
+        assemble::settle_regions(&mut config, &sdk_config, &self.region_endpoints)?;
+        let overrides = assemble::overrides(&config, &sdk_config)?;
+        let parts = assemble::ClientParts {
+            config: &config,
+            sdk_config: &sdk_config,
+            factory_id,
+            region_endpoints: &self.region_endpoints,
+            api_key: self.api_key.as_deref(),
         };
-        if config.regions.is_empty() {
-            config.regions = vec![
-                sdk_config
-                    .region()
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
-            ];
-        }
-        if let Some((region, _)) = self
-            .region_endpoints
-            .iter()
-            .find(|(r, _)| !config.regions.contains(r))
-        {
-            return Err(Error::invalid(
-                "region_endpoint_url",
-                format!(
-                    "{region} is not one of the factory's regions ({}): add it with regions(..)",
-                    config.regions.join(", ")
-                ),
-            ));
-        }
-        // The SDK reads AWS_ENDPOINT_URL_* itself; read them here too so statistics know the origin.
-        let env_url = |service: &str| {
-            std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
-                .ok()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-                .filter(|u| !u.is_empty())
-        };
-        let bedrock_override = config
-            .bedrock_endpoint_url
-            .clone()
-            .or_else(|| sdk_config.endpoint_url().map(str::to_owned))
-            .or_else(|| env_url("BEDROCK_RUNTIME"));
-        let sts_override = config
-            .sts_endpoint_url
-            .clone()
-            .or_else(|| sdk_config.endpoint_url().map(str::to_owned))
-            .or_else(|| env_url("STS"));
-        for (name, url) in [
-            ("bedrock_endpoint_url", &bedrock_override),
-            ("sts_endpoint_url", &sts_override),
-        ] {
-            if let Some(u) = url {
-                validate_url(u, name, config.allow_insecure_http)?;
-            }
-        }
-
-        let interceptor = || AttemptCounter;
-        let mut regions = Vec::new();
-        for (i, region) in config.regions.iter().enumerate() {
-            let explicit = self
-                .region_endpoints
-                .iter()
-                .find(|(r, _)| r == region)
-                .map(|(_, u)| u.clone());
-            let url = explicit.clone().or_else(|| {
-                if i == 0 {
-                    bedrock_override.clone()
-                } else {
-                    None
-                }
-            });
-            let mut b = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config)
-                .region(Region::new(region.clone()))
-                .retry_partition(crate::lanes::partition(factory_id, region))
-                .retry_classifier(ModelCallClassifier)
-                .interceptor(interceptor());
-            if let Some(u) = &url {
-                b = b.endpoint_url(u.clone());
-            }
-            if let Some(key) = &self.api_key {
-                b = b
-                    .bearer_token(aws_sdk_bedrockruntime::config::Token::new(
-                        key.clone(),
-                        None,
-                    ))
-                    .auth_scheme_preference([
-                        aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID,
-                    ]);
-            }
-            let endpoint_url =
-                url.unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-            regions.push(RegionClient::new(
-                region.clone(),
-                aws_sdk_bedrockruntime::Client::from_conf(b.build()),
-                endpoint_url,
-                config.wakeup_threshold,
-            ));
-        }
-        let primary = config.regions[0].clone();
-        let mut sts_b = aws_sdk_sts::config::Builder::from(&sdk_config)
-            .region(Region::new(primary.clone()))
-            .retry_partition(crate::lanes::partition(factory_id, "sts"))
-            .interceptor(interceptor());
-        if let Some(u) = &sts_override {
-            sts_b = sts_b.endpoint_url(u.clone());
-        }
-        let sts_url =
-            sts_override.unwrap_or_else(|| format!("https://sts.{primary}.amazonaws.com"));
+        let regions = assemble::region_clients(&parts, overrides.bedrock.as_deref());
+        let (sts, sts_url) = assemble::sts_client(&parts, overrides.sts);
         let regions = Regions::new(regions, config.failover_cooldown);
-        let sts = aws_sdk_sts::Client::from_conf(sts_b.build());
         let mut shared = Shared::new(
             config, transport, sdk_config, regions, sts, sts_url, factory_id,
         );

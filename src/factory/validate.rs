@@ -106,6 +106,7 @@ pub(crate) fn validate_url(url: &str, field: &'static str, allow_insecure: bool)
     }
 }
 
+// Long because it is the list of the configuration's rules, one per knob, in the order they are reported.
 pub(super) fn validate(c: &FactoryConfig) -> Result<()> {
     if c.pool.max_connections_per_host == 0 {
         return Err(Error::invalid(

@@ -55,6 +55,7 @@ impl Limiter {
     /// Admits a call of `tokens` through the fleet's shared window, reading the cooldowns of
     /// `keys` in the same round trip. `None` when Redis did not answer: the caller uses the
     /// local window.
+    // Long because the fleet admission and its fallbacks (outage share, local limiter) read as one sequence.
     pub(crate) async fn acquire_shared(
         self: &Arc<Self>,
         fleet: &Fleet,

@@ -17,8 +17,9 @@ pub(crate) enum LastAdded {
     Message,
 }
 
-/// The inputs of a request, as given.
-#[derive(Default)]
+/// The inputs of a request, as given; also a handle's defaults (its prototype request, which
+/// each of its requests starts from: see [`Inputs::start_from`]).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Inputs {
     pub(crate) system: Vec<SystemContentBlock>,
     pub(crate) messages: Vec<Message>,
@@ -45,16 +46,48 @@ pub(crate) struct Inputs {
     pub(crate) last: LastAdded,
     /// A cache point asked for with nothing before it, reported when the request is sent.
     pub(crate) misplaced_cache_point: bool,
+    /// `system` holds the handle's blocks: the request's first block replaces them.
+    pub(crate) system_inherited: bool,
+    /// The handle's additional model request fields, which the request's are merged over.
+    pub(crate) inherited_fields: Option<Document>,
 }
 
 impl Inputs {
+    /// Returns the inputs a request of a handle starts from: a copy of the handle's prototype
+    /// `defaults`. For a prompt ARN (`prompt`) only the guardrail, latency, service tier and
+    /// request metadata apply: the service refuses the rest with a prompt.
+    pub(crate) fn start_from(defaults: &Inputs, prompt: bool) -> Inputs {
+        if prompt {
+            return Inputs {
+                guardrail: defaults.guardrail.clone(),
+                latency_optimized: defaults.latency_optimized,
+                service_tier: defaults.service_tier.clone(),
+                request_metadata: defaults.request_metadata.clone(),
+                ..Inputs::default()
+            };
+        }
+        let mut i = defaults.clone();
+        i.system_inherited = !i.system.is_empty();
+        i.inherited_fields = i.additional_fields.take();
+        i
+    }
+
+    /// Appends a system block of the request; its first replaces the handle's blocks.
+    pub(crate) fn push_system(&mut self, block: SystemContentBlock) {
+        if self.system_inherited {
+            self.system.clear();
+            self.system_inherited = false;
+        }
+        self.system.push(block);
+    }
+
     /// Appends a cache point after what was added last: the system prompt, the tools, or the
     /// latest message.
     pub(crate) fn add_cache_point(&mut self, ttl: Option<CacheTtl>) {
         let cp = crate::model::cache_point(ttl);
         match self.last {
             LastAdded::Nothing => self.misplaced_cache_point = true,
-            LastAdded::System => self.system.push(SystemContentBlock::CachePoint(cp)),
+            LastAdded::System => self.push_system(SystemContentBlock::CachePoint(cp)),
             LastAdded::Tools => {
                 if let Some(tc) = self.tool_config.take() {
                     let mut tools = tc.tools().to_vec();

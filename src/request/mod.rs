@@ -3,7 +3,7 @@
 //! `inputs.rs` holds what a request was given, `rules.rs` the service's rules one function
 //! each, `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
-mod inputs;
+pub(crate) mod inputs;
 mod rules;
 mod validate;
 
@@ -12,7 +12,7 @@ pub(crate) use validate::Validated;
 use crate::call::carry::{Carried, send_carried};
 use crate::call::{Op, drive};
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Model, is_prompt_arn};
 use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
 use crate::reply::Reply;
 use crate::stats::Outcome;
@@ -96,10 +96,13 @@ impl<K> fmt::Debug for ConverseRequest<K> {
 }
 
 impl<K> ConverseRequest<K> {
+    /// Starts a request of `model` from the handle's defaults (its prototype request).
     pub(crate) fn new(model: Model) -> Self {
+        let inner = model.inner();
+        let inputs = Inputs::start_from(&inner.defaults, is_prompt_arn(&inner.target.id));
         ConverseRequest {
             model,
-            inputs: Inputs::default(),
+            inputs,
             kind: PhantomData,
         }
     }
@@ -129,7 +132,9 @@ impl<K> ConverseRequest<K> {
     /// Adds SDK system content blocks: text, guard content, cache points.
     pub fn system_blocks(self, blocks: impl IntoIterator<Item = SystemContentBlock>) -> Self {
         self.with(|i| {
-            i.system.extend(blocks);
+            for b in blocks {
+                i.push_system(b);
+            }
             i.last = LastAdded::System;
         })
     }

@@ -132,22 +132,29 @@ impl Validated {
 
 /// Checks every input of a request for the handle `m` and returns what the SDK call needs.
 ///
-/// With a prompt ARN (Prompt management) the service refuses `system`, `inferenceConfig`,
-/// `toolConfig` and additional fields and makes messages optional: the request's own values
-/// for those are refused here, and the handle's defaults for them are not applied.
+/// The handle's defaults are already in `i` (see [`Inputs::start_from`]). With a prompt ARN
+/// (Prompt management) the service refuses `system`, `inferenceConfig`, `toolConfig` and
+/// additional fields and makes messages optional: the request's own values for those are
+/// refused here.
 pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
-    let prompt = is_prompt_arn(&m.target.id);
-    let d = if prompt {
-        &crate::model::InferenceDefaults {
-            guardrail: m.defaults.guardrail.clone(),
-            latency_optimized: m.defaults.latency_optimized,
-            service_tier: m.defaults.service_tier.clone(),
-            request_metadata: m.defaults.request_metadata.clone(),
-            ..Default::default()
-        }
-    } else {
-        &m.defaults
-    };
+    check_content(&i, is_prompt_arn(&m.target.id))?;
+    let sampling = check_sampling(&i)?;
+    check_sizes(&i)?;
+    assemble(i, sampling, m)
+}
+
+/// The sampling values a request sends, checked; `max_tokens` as thinking needs it.
+struct Sampling {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    thinking: Option<i32>,
+    max_tokens: Option<i32>,
+}
+
+/// Checks what the request says: a cache point's place, the prompt ARN's rules, the system
+/// blocks and the messages.
+fn check_content(i: &Inputs, prompt: bool) -> Result<()> {
     if i.misplaced_cache_point {
         return Err(Error::invalid(
             "cache_point",
@@ -155,21 +162,14 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
         ));
     }
     if prompt {
-        refuse_with_prompt(&i)?;
+        refuse_with_prompt(i)?;
     } else if !i.prompt_variables.is_empty() {
         return Err(Error::invalid(
             "prompt_variables",
             "prompt variables need a prompt ARN (arn:aws:bedrock:...:prompt/...) as the model id",
         ));
     }
-
-    // System prompt: the request's blocks, else the handle's.
-    let system = if i.system.is_empty() {
-        d.system.clone().unwrap_or_default()
-    } else {
-        i.system
-    };
-    for (n, b) in system.iter().enumerate() {
+    for (n, b) in i.system.iter().enumerate() {
         if let SystemContentBlock::Text(t) = b
             && t.trim().is_empty()
         {
@@ -182,12 +182,14 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
     if !prompt || !i.messages.is_empty() {
         validate_messages(&i.messages)?;
     }
+    Ok(())
+}
 
-    let temperature = i.temperature.or(d.temperature);
-    let top_p = i.top_p.or(d.top_p);
-    let top_k = i.top_k.or(d.top_k);
-    let thinking = i.thinking.or(d.thinking);
-    let mut max_tokens = i.max_tokens.or(d.max_tokens);
+/// Checks the inference settings, stop sequences, tools and thinking; returns the sampling
+/// values to send.
+fn check_sampling(i: &Inputs) -> Result<Sampling> {
+    let (temperature, top_p, top_k, thinking) = (i.temperature, i.top_p, i.top_k, i.thinking);
+    let mut max_tokens = i.max_tokens;
     if let Some(t) = temperature
         && !(0.0..=1.0).contains(&t)
     {
@@ -237,7 +239,18 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
             i.tool_config.as_ref(),
         )?);
     }
-    let cache_points = system.iter().filter(|b| b.is_cache_point()).count()
+    Ok(Sampling {
+        temperature,
+        top_p,
+        top_k,
+        thinking,
+        max_tokens,
+    })
+}
+
+/// Checks the count of cache points and the timeouts.
+fn check_sizes(i: &Inputs) -> Result<()> {
+    let cache_points = i.system.iter().filter(|b| b.is_cache_point()).count()
         + i.messages
             .iter()
             .flat_map(|m| m.content())
@@ -264,52 +277,35 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
             return Err(Error::invalid(field, "must be greater than zero"));
         }
     }
+    Ok(())
+}
 
+/// Builds what the SDK call needs from checked inputs, checking the members built on the way
+/// (additional fields, guardrail, metadata, output schema, service tier).
+fn assemble(i: Inputs, s: Sampling, m: &ModelInner) -> Result<Validated> {
     let additional_fields = additional_fields(
-        d.additional_fields.as_ref(),
+        i.inherited_fields.as_ref(),
         i.additional_fields,
-        thinking,
-        top_k,
+        s.thinking,
+        s.top_k,
         i.interleaved_thinking,
     )?;
-    let guardrail = match i.guardrail.or_else(|| d.guardrail.clone()) {
-        Some((id, version)) => {
-            check_guardrail(&id, &version)?;
-            Some(GuardrailSpec {
-                id,
-                version,
-                trace: i.guardrail_trace,
-                stream_mode: i.stream_processing_mode,
-            })
-        }
-        None if i.guardrail_trace.is_some() || i.stream_processing_mode.is_some() => {
-            return Err(Error::invalid(
-                "guardrail",
-                "a guardrail trace or processing mode needs a guardrail: add .guardrail(id, version)",
-            ));
-        }
-        None => None,
-    };
-    let mut metadata = d.request_metadata.clone();
-    for (k, v) in i.request_metadata {
-        metadata.retain(|(key, _)| *key != k);
-        metadata.push((k, v));
-    }
+    let guardrail = guardrail_spec(i.guardrail, i.guardrail_trace, i.stream_processing_mode)?;
+    let metadata = i.request_metadata;
     check_metadata(&metadata)?;
     let output_config = match i.output_schema {
         Some((name, schema)) => Some(output_config(name, &schema)?),
         None => None,
     };
-
-    let inference = (temperature.is_some()
-        || top_p.is_some()
-        || max_tokens.is_some()
+    let inference = (s.temperature.is_some()
+        || s.top_p.is_some()
+        || s.max_tokens.is_some()
         || i.stop_sequences.is_some())
     .then(|| {
         InferenceConfiguration::builder()
-            .set_temperature(temperature)
-            .set_top_p(top_p)
-            .set_max_tokens(max_tokens)
+            .set_temperature(s.temperature)
+            .set_top_p(s.top_p)
+            .set_max_tokens(s.max_tokens)
             .set_stop_sequences(i.stop_sequences)
             .build()
     });
@@ -319,6 +315,7 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
             .read_timeout(rt)
             .build()
     });
+    let system = i.system;
     Ok(Validated {
         system: (!system.is_empty()).then_some(system),
         messages: (!i.messages.is_empty()).then_some(i.messages),
@@ -328,14 +325,13 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
         response_field_paths: (!i.response_field_paths.is_empty())
             .then_some(i.response_field_paths),
         guardrail,
-        performance: (i.latency_optimized || d.latency_optimized).then(|| {
+        performance: i.latency_optimized.then(|| {
             PerformanceConfiguration::builder()
                 .latency(PerformanceConfigLatency::Optimized)
                 .build()
         }),
         service_tier: i
             .service_tier
-            .or_else(|| d.service_tier.clone())
             .map(|t| ServiceTier::builder().r#type(t).build())
             .transpose()
             .map_err(|e| Error::invalid("service_tier", e))?,
@@ -348,5 +344,31 @@ pub(crate) fn validate(i: Inputs, m: &ModelInner) -> Result<Validated> {
         }),
         output_config,
         timeouts,
+    })
+}
+
+/// Returns the guardrail of a call; a trace or processing mode needs one.
+fn guardrail_spec(
+    guardrail: Option<(String, String)>,
+    trace: Option<GuardrailTrace>,
+    stream_mode: Option<GuardrailStreamProcessingMode>,
+) -> Result<Option<GuardrailSpec>> {
+    Ok(match guardrail {
+        Some((id, version)) => {
+            check_guardrail(&id, &version)?;
+            Some(GuardrailSpec {
+                id,
+                version,
+                trace,
+                stream_mode,
+            })
+        }
+        None if trace.is_some() || stream_mode.is_some() => {
+            return Err(Error::invalid(
+                "guardrail",
+                "a guardrail trace or processing mode needs a guardrail: add .guardrail(id, version)",
+            ));
+        }
+        None => None,
     })
 }

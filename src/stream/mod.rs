@@ -2,27 +2,27 @@
 //! a stream that ends without `messageStop` reported as the error it is.
 
 use crate::call::{Op, OpenCall, drive};
-use crate::collect::{Accumulator, Metadata};
-use crate::error::{
-    Error, ErrorKind, Result, TimeoutKind, from_sdk, is_context_overflow, kind_for_code,
-};
+use crate::collect::Accumulator;
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
 use crate::transport::RetryRule;
-use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    CitationsDelta, ContentBlockDelta, ContentBlockStart, ConverseStreamOutput as Event,
-    ConverseStreamTrace, PerformanceConfiguration, ReasoningContentBlockDelta, ServiceTier,
-    StopReason, TokenUsage,
+    CitationsDelta, ConverseStreamOutput as Event, ConverseStreamTrace, PerformanceConfiguration,
+    ServiceTier, StopReason, TokenUsage,
 };
 use aws_smithy_types::Blob;
 use futures_core::Stream;
 use std::fmt;
 use std::time::Duration;
+
+mod convert;
+
+use convert::{convert, map_stream_error, record};
 
 /// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
 pub type ConverseStreamRequest = ConverseRequest<Streaming>;
@@ -336,160 +336,6 @@ impl ReplyStream {
         Box::pin(futures_util::stream::unfold(self, |mut s| async move {
             s.next().await.map(|ev| (ev, s))
         }))
-    }
-}
-
-/// Returns the typed event for an SDK event.
-fn convert(ev: Event) -> StreamEvent {
-    match ev {
-        Event::MessageStart(_) => StreamEvent::MessageStart,
-        Event::ContentBlockStart(s) => match s.start() {
-            Some(ContentBlockStart::ToolUse(t)) => StreamEvent::ToolUseStart {
-                index: s.content_block_index(),
-                tool_use_id: t.tool_use_id().to_owned(),
-                name: t.name().to_owned(),
-            },
-            _ => StreamEvent::Other(Box::new(Event::ContentBlockStart(s))),
-        },
-        Event::ContentBlockDelta(d) => {
-            let index = d.content_block_index();
-            match d.delta() {
-                Some(ContentBlockDelta::Text(t)) => StreamEvent::TextDelta {
-                    index,
-                    text: t.clone(),
-                },
-                Some(ContentBlockDelta::ToolUse(t)) => StreamEvent::ToolUseDelta {
-                    index,
-                    input: t.input().to_owned(),
-                },
-                Some(ContentBlockDelta::ReasoningContent(r)) => match r {
-                    ReasoningContentBlockDelta::Text(text) => StreamEvent::ReasoningDelta {
-                        index,
-                        text: text.clone(),
-                    },
-                    ReasoningContentBlockDelta::Signature(signature) => {
-                        StreamEvent::ReasoningSignature {
-                            index,
-                            signature: signature.clone(),
-                        }
-                    }
-                    ReasoningContentBlockDelta::RedactedContent(data) => {
-                        StreamEvent::RedactedReasoning {
-                            index,
-                            data: data.clone(),
-                        }
-                    }
-                    _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
-                },
-                Some(ContentBlockDelta::Citation(c)) => StreamEvent::CitationDelta {
-                    index,
-                    delta: c.clone(),
-                },
-                _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
-            }
-        }
-        Event::ContentBlockStop(s) => StreamEvent::BlockStop {
-            index: s.content_block_index(),
-        },
-        Event::MessageStop(s) => StreamEvent::MessageStop {
-            stop_reason: s.stop_reason().clone(),
-        },
-        Event::Metadata(m) => StreamEvent::Metadata {
-            usage: m.usage,
-            latency: m
-                .metrics
-                .map(|x| Duration::from_millis(u64::try_from(x.latency_ms()).unwrap_or(0))),
-            trace: m.trace,
-            performance: m.performance_config,
-            service_tier: m.service_tier,
-        },
-        other => StreamEvent::Other(Box::new(other)),
-    }
-}
-
-/// Adds an event to what [`ReplyStream::collect`] returns.
-fn record(acc: &mut Accumulator, ev: &StreamEvent) {
-    match ev {
-        StreamEvent::TextDelta { index, text } => acc.text(*index, text),
-        StreamEvent::ToolUseStart {
-            index,
-            tool_use_id,
-            name,
-        } => acc.tool_start(*index, tool_use_id, name),
-        StreamEvent::ToolUseDelta { index, input } => acc.tool_input(*index, input),
-        StreamEvent::ReasoningDelta { index, text } => acc.reasoning_text(*index, text),
-        StreamEvent::ReasoningSignature { index, signature } => {
-            acc.reasoning_signature(*index, signature)
-        }
-        StreamEvent::RedactedReasoning { index, data } => acc.redacted(*index, data),
-        StreamEvent::CitationDelta { index, delta } => acc.citation(*index, delta),
-        StreamEvent::MessageStop { stop_reason } => acc.stop_reason = Some(stop_reason.clone()),
-        StreamEvent::Metadata {
-            usage,
-            latency,
-            trace,
-            performance,
-            service_tier,
-        } => acc.metadata(Metadata {
-            usage: usage.clone(),
-            latency_ms: latency.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            trace: trace.clone(),
-            performance: performance.clone(),
-            service_tier: service_tier.clone(),
-        }),
-        StreamEvent::MessageStart | StreamEvent::BlockStop { .. } | StreamEvent::Other(_) => {}
-    }
-}
-
-/// Maps a receive error; in-stream exceptions come without a code, so map by variant.
-fn map_stream_error(
-    e: aws_sdk_bedrockruntime::error::SdkError<
-        ConverseStreamOutputError,
-        aws_smithy_types::event_stream::RawMessage,
-    >,
-) -> Error {
-    let name = match e.as_service_error() {
-        Some(ConverseStreamOutputError::ThrottlingException(_)) => Some("ThrottlingException"),
-        Some(ConverseStreamOutputError::InternalServerException(_)) => {
-            Some("InternalServerException")
-        }
-        Some(ConverseStreamOutputError::ServiceUnavailableException(_)) => {
-            Some("ServiceUnavailableException")
-        }
-        Some(ConverseStreamOutputError::ValidationException(_)) => Some("ValidationException"),
-        Some(ConverseStreamOutputError::ModelStreamErrorException(_)) => {
-            Some("ModelStreamErrorException")
-        }
-        _ => None,
-    };
-    match name {
-        Some(code) => {
-            let msg = e
-                .as_service_error()
-                .and_then(|s| s.message())
-                .unwrap_or("no message")
-                .to_owned();
-            let kind = match kind_for_code(Some(code), None) {
-                ErrorKind::Validation if is_context_overflow(&msg) => {
-                    ErrorKind::ContextWindowExceeded
-                }
-                kind => kind,
-            };
-            Error::new(
-                kind,
-                format!("converse_stream failed: in-stream {code}: {msg}"),
-            )
-            .with_code(code)
-            .with_source(e)
-        }
-        None => {
-            let mut mapped = from_sdk("converse_stream", e);
-            if mapped.kind() == ErrorKind::Other {
-                mapped =
-                    Error::new(ErrorKind::Network, mapped.message().to_owned()).with_source(mapped);
-            }
-            mapped
-        }
     }
 }
 

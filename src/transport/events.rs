@@ -163,6 +163,7 @@ impl PoolEvents {
         }
     }
 
+    // Long because one match over the connection events keeps their state machine in one place.
     pub(super) fn on_event(&self, event: &ConnectionEvent<'_>) {
         match event {
             ConnectionEvent::Opened(opened) => {

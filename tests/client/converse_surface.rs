@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The whole Converse surface through model handles: every option reaches the wire (as the
 //! local server recorded it), for unary calls and streams alike; handle defaults apply and a
 //! request's own values win; bad values are refused before the network, each naming its field.
@@ -63,6 +64,7 @@ async fn both_ways(
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn every_option_reaches_the_wire_unary_and_stream() {
     let (server, _factory, model) = setup().await;
     let schema =
@@ -265,6 +267,52 @@ async fn handle_defaults_apply_and_requests_win() {
         .unwrap();
     let body = last_body(&server);
     assert_eq!(body["inferenceConfig"]["maxTokens"], 2000 + 4096);
+}
+
+#[tokio::test]
+async fn handle_defaults_apply_and_requests_win_unary_and_stream() {
+    let (server, _factory, model) = setup().await;
+    let tuned = model
+        .with_system("handle system")
+        .with_temperature(0.25)
+        .with_max_tokens(64)
+        .with_request_metadata("team", "default-team");
+    // The request sets nothing: every default reaches the wire.
+    let (unary, stream) = both_ways(&server, &tuned, |r| r.user("hi"), |r| r.user("hi")).await;
+    for body in [&unary, &stream] {
+        assert_eq!(body["system"], json!([{"text": "handle system"}]), "{body}");
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.25, "{body}");
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 64, "{body}");
+        assert_eq!(body["requestMetadata"], json!({"team": "default-team"}));
+    }
+    // The request's own values win over the handle's.
+    let (unary, stream) = both_ways(
+        &server,
+        &tuned,
+        |r| {
+            r.system("request system")
+                .temperature(0.5)
+                .request_metadata("team", "search")
+                .user("hi")
+        },
+        |r| {
+            r.system("request system")
+                .temperature(0.5)
+                .request_metadata("team", "search")
+                .user("hi")
+        },
+    )
+    .await;
+    for body in [&unary, &stream] {
+        assert_eq!(
+            body["system"],
+            json!([{"text": "request system"}]),
+            "{body}"
+        );
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.5, "{body}");
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 64, "{body}");
+        assert_eq!(body["requestMetadata"], json!({"team": "search"}));
+    }
 }
 
 #[tokio::test]

@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The fault matrix: every local-server fault gives the documented error kind, or succeeds after
 //! the SDK's retries where they apply; attempts never exceed the maximum; in flight returns to 0;
 //! the next request works. Every case runs on h2 (`NAME::h2`) and HTTP/1.1 (`NAME::h1`).
@@ -526,6 +527,7 @@ both_protocols! {
 /// Busy death: the connection(s) carrying 20 unary calls and 5 streams go silent with the calls
 /// in flight. Every unary call succeeds after one read timeout plus backoff, on a new
 /// connection; a stream already answering ends with a stall; later calls are fast.
+// Long because it is one scenario checked step by step.
 async fn busy_death_costs_one_read_timeout(protocol: Protocol) {
     use bedrock_pool_local::Latency;
     let server = server(protocol).await;

@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! Limits and cooldowns shared across a fleet through a real `redis-server` (feature `redis`):
 //! two factories with their own limiters, sharing one Redis, keep the local server under one
 //! limit together; a cooldown one factory sets is honoured by the other on its next call; a

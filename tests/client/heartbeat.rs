@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The heartbeat against the local server, intervals scaled to fractions of a second.
 
 use crate::common;

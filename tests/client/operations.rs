@@ -122,6 +122,7 @@ async fn count_tokens_takes_the_converse_inputs() {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn embeddings_titan_and_cohere_keep_order_and_shapes() {
     let server = server(Protocol::Https).await;
     let factory = factory_for(&server).await;

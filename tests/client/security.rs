@@ -32,6 +32,7 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn no_secret_reaches_logs_debug_or_errors() {
     let (logs, _guard) = common::capture_logs(tracing::Level::TRACE);
 

@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! ConverseStream through model handles against the local server over TLS: typed events,
 //! `collect()` equal to unary Converse, tool use, every stream fault, and request statistics.
 
@@ -597,6 +598,7 @@ fn lookup_tool() -> ToolConfiguration {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn collect_equals_unary_for_thinking_with_tool_use_over_three_turns() {
     let server = server(Protocol::Https).await;
     let seen = Arc::new(Mutex::new(Vec::new()));

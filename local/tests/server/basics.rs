@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The local Bedrock + STS server, driven by the real SDK clients over real sockets.
 
 use std::time::{Duration, Instant};

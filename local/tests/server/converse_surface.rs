@@ -25,6 +25,7 @@ fn reasoning_of(out: &ConverseOutput) -> (String, String) {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn thinking_answers_signed_reasoning_that_later_turns_must_keep() {
     let server = LocalServer::start().await.unwrap();
     let client = client(&server);
@@ -155,6 +156,7 @@ async fn cache_points_write_then_read_the_prefix() {
 }
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn guardrails_intervene_on_their_trigger_word() {
     let server = LocalServer::start().await.unwrap();
     server.set_guardrail(Guardrail::new("mine", "3", "secret").blocked_message("No."));

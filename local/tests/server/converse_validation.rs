@@ -11,6 +11,7 @@ use surface_common::{
 };
 
 #[tokio::test]
+// Long because it is one scenario checked step by step.
 async fn new_members_are_validated_naming_the_field() {
     let server = LocalServer::start().await.unwrap();
     let client = client(&server);

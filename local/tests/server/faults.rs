@@ -163,6 +163,7 @@ async fn stream_in_flight(
 /// 20 unary calls and 5 streams are in flight (over h2 all on one connection) when every
 /// connection goes silent: nothing more arrives, the unary calls time out unanswered, the streams
 /// stall; a new client then works on a new connection.
+// Long because it is one scenario checked step by step.
 async fn busy_death(protocol: Protocol) {
     const UNARY: usize = 20;
     const STREAMS: usize = 5;

@@ -1,3 +1,4 @@
+// Long because its tests share one setup and read best side by side; each test is one scenario.
 //! The shared sliding window, the corrections and the cooldowns, with Redis up.
 
 use super::{RedisServer, eventually, fleet, prefix};
