@@ -600,12 +600,19 @@ fn verdicts(proto: Proto, cells: &[Vec<Sample>]) -> bool {
 // Long because it is one run of the example, end to end.
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut reps, mut json, mut trace) = (3usize, None::<String>, false);
+    let (mut reps, mut json, mut trace, mut smoke) = (3usize, None::<String>, false, false);
     let mut protos = vec![H1, H2];
-    let usage = "usage: wakeup [--protocol h1|h2|both] [--reps N] [--json PATH] [--trace]";
+    let usage =
+        "usage: wakeup [--protocol h1|h2|both] [--reps N] [--json PATH] [--trace] [--smoke]";
     while let Some(a) = args.next() {
         if a == "--trace" {
             trace = true;
+            continue;
+        }
+        // CI's run: the whole example, whose verdicts a debug build on a busy machine is not
+        // fit to judge (a failed call still fails it: every row must run).
+        if a == "--smoke" {
+            smoke = true;
             continue;
         }
         match (a.as_str(), args.next()) {
@@ -685,7 +692,9 @@ async fn main() {
             .expect("the JSON file can be written");
         println!("\nJSON written to {path}");
     }
-    if !met {
+    if !met && smoke {
+        eprintln!("a goal was missed (--smoke: not judged)");
+    } else if !met {
         eprintln!("a goal was MISSED (see the verdicts above)");
         std::process::exit(1);
     }
