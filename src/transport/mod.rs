@@ -7,7 +7,7 @@ mod retry;
 mod watch;
 
 pub(crate) use retry::ModelCallClassifier;
-pub(crate) use watch::{AttemptCounter, CALL, CallScope, ConnectionWatch, RetryRule};
+pub(crate) use watch::{CALL, CallScope, ConnectionWatch, RetryRule};
 
 use crate::config::FactoryConfig;
 use crate::error::{Error, ErrorKind, Result};

@@ -15,8 +15,6 @@ use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, Connec
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::{
@@ -57,8 +55,8 @@ pub(crate) struct RetryRule {
     pub(crate) carry: bool,
 }
 
-/// Figures of one SDK call, gathered while it runs in its task: attempts counted by
-/// [`AttemptCounter`], connections retired by [`WatchedConnector`], the connection capture
+/// Figures of one SDK call, gathered while it runs in its task: attempts (one per request the
+/// [`WatchedConnector`] sends), connections retired by it, the connection capture
 /// of the latest attempt, and what the retry classifier decided.
 #[derive(Debug, Default)]
 pub(crate) struct CallScope {
@@ -102,30 +100,6 @@ impl CallScope {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|c| c.get().is_some())
-    }
-}
-
-/// Counts SDK attempts into the calling task's [`CALL`] scope.
-#[derive(Debug)]
-pub(crate) struct AttemptCounter;
-
-impl Intercept for AttemptCounter {
-    fn name(&self) -> &'static str {
-        "bedrock_pool::AttemptCounter"
-    }
-
-    fn read_before_attempt(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let _ = CALL.try_with(|c| {
-            if c.attempts.fetch_add(1, Relaxed) > 0 && c.repeat_next.swap(false, Relaxed) {
-                c.repeats.fetch_add(1, Relaxed);
-            }
-        });
-        Ok(())
     }
 }
 
@@ -230,7 +204,14 @@ impl HttpConnector for WatchedConnector {
                 c
             }
         };
-        let _ = CALL.try_with(|c| c.set_last(&capture));
+        // One connector call per attempt: counted here rather than by an interceptor, whose
+        // every hook would cost a config-bag lookup on every call.
+        let _ = CALL.try_with(|c| {
+            c.set_last(&capture);
+            if c.attempts.fetch_add(1, Relaxed) > 0 && c.repeat_next.swap(false, Relaxed) {
+                c.repeats.fetch_add(1, Relaxed);
+            }
+        });
         let inner = self.inner.call(request);
         HttpConnectorFuture::new(Watched {
             inner,

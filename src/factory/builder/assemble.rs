@@ -6,7 +6,7 @@ use super::super::validate::validate_url;
 use crate::config::{DEFAULT_REGION, FactoryConfig, RetryMode};
 use crate::error::{Error, Result};
 use crate::region::RegionClient;
-use crate::transport::{AttemptCounter, ModelCallClassifier, Transport};
+use crate::transport::{ModelCallClassifier, Transport};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_types::retry::{ReconnectMode, RetryConfig as SdkRetryConfig};
@@ -161,8 +161,7 @@ fn region_client(parts: &ClientParts<'_>, region: &str, url: Option<String>) -> 
     let mut b = aws_sdk_bedrockruntime::config::Builder::from(parts.sdk_config)
         .region(Region::new(region.to_owned()))
         .retry_partition(crate::lanes::partition(parts.factory_id, region))
-        .retry_classifier(ModelCallClassifier)
-        .interceptor(AttemptCounter);
+        .retry_classifier(ModelCallClassifier);
     if let Some(u) = &url {
         b = b.endpoint_url(u.clone());
     }
@@ -194,8 +193,7 @@ pub(super) fn sts_client(
     let primary = parts.config.regions[0].clone();
     let mut b = aws_sdk_sts::config::Builder::from(parts.sdk_config)
         .region(Region::new(primary.clone()))
-        .retry_partition(crate::lanes::partition(parts.factory_id, "sts"))
-        .interceptor(AttemptCounter);
+        .retry_partition(crate::lanes::partition(parts.factory_id, "sts"));
     if let Some(u) = &url {
         b = b.endpoint_url(u.clone());
     }
