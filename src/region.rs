@@ -5,7 +5,7 @@
 //! `crate::policy`.
 
 use crate::lanes::Lane;
-use crate::stats::{Activity, OriginPoolStats, RequestCounters, RequestStats};
+use crate::stats::{Activity, RequestCounters};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -64,25 +64,6 @@ fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
     };
     let host = uri.host().unwrap_or_default().to_owned();
     (host, uri.port_u16().filter(|p| *p != default))
-}
-
-/// Health and traffic figures of one region.
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct RegionStats {
-    /// The region name.
-    pub region: String,
-    /// The Bedrock Runtime endpoint used for it.
-    pub endpoint_url: String,
-    /// False while the region cools down after a regional failure.
-    pub healthy: bool,
-    /// Calls that moved away from this region to the next one after it failed.
-    pub failovers: u64,
-    /// Request figures of calls sent to this region.
-    pub requests: RequestStats,
-    /// Pool figures of this region's Bedrock origin.
-    pub pool: OriginPoolStats,
 }
 
 /// The regions of a factory, primary first, with their health.

@@ -16,7 +16,8 @@ mod script;
 mod tests;
 
 pub use config::FleetConfig;
-pub use health::FleetStats;
+#[doc(inline)]
+pub use crate::stats::FleetStats;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use script::{Acquired, Admission, CooldownKey, Ticket, WindowSpec};
 

@@ -32,6 +32,14 @@ impl ProbeKind {
     }
 }
 
+/// Serialises as its `as_str` name, as the statistics' enums do.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ProbeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for ProbeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
