@@ -1,7 +1,8 @@
 //! CountTokens through model handles: the same inputs as a Converse request (messages, system,
 //! tools), the input token count out, through the call driver.
 
-use crate::call::{Op, drive};
+use crate::call::drive;
+use crate::op::Op;
 use crate::error::Result;
 use crate::request::{ConverseRequest, Unary};
 use crate::stats::Outcome;

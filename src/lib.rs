@@ -61,6 +61,7 @@ pub mod limit;
 mod meta;
 pub mod metrics;
 mod model;
+mod op;
 pub mod policy;
 mod region;
 mod reply;

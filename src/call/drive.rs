@@ -5,8 +5,9 @@
 use super::attempt::{Answered, send_to_model};
 use super::open::{self, OpenCall};
 use super::span::{self, record_error};
-use super::{Answer, CallInput, Chain, Dest, MAX_SENDS_PER_CALL, Op, Target};
+use super::{Answer, CallInput, Chain, Dest, MAX_SENDS_PER_CALL, Target};
 use crate::error::{Error, Result};
+use crate::op::Op;
 use crate::stats::{CallGuard, Outcome};
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};

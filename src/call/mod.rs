@@ -5,19 +5,20 @@
 //!
 //! This file holds what the driver's parts share (a call's target, its models, its input's
 //! trait); `drive.rs` runs a call over its models, `attempt.rs` sends it to one model, region
-//! by region; `span.rs` names the operations and starts their spans; `open.rs` holds a call
-//! that got its answer until it is over.
+//! by region; `span.rs` starts the operations' spans; `open.rs` holds a call
+//! that got its answer until it is over; `policy.rs` tells a call's policy before it is sent.
 
 mod attempt;
 pub(crate) mod carry;
 mod drive;
 mod open;
+mod policy;
 mod share;
 mod span;
 
 pub(crate) use drive::drive;
 pub(crate) use open::OpenCall;
-pub(crate) use span::Op;
+pub(crate) use policy::{check_unary_bound, unary_rule};
 
 use crate::breaker::Breaker;
 use crate::error::Error;

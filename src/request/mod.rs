@@ -10,10 +10,11 @@ mod validate;
 pub(crate) use validate::Validated;
 
 use crate::call::carry::{Carried, send_carried};
-use crate::call::{Op, drive};
+use crate::call::{check_unary_bound, drive, unary_rule};
 use crate::error::Result;
 use crate::model::{Model, is_prompt_arn};
-use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
+use crate::op::Op;
+use crate::policy::CallPolicy;
 use crate::reply::Reply;
 use crate::stats::Outcome;
 use crate::stream::ReplyStream;

@@ -1,11 +1,12 @@
 //! ConverseStream through model handles: typed events, a stall timeout on every receive, and
 //! a stream that ends without `messageStop` reported as the error it is.
 
-use crate::call::{Op, OpenCall, drive};
+use crate::call::{OpenCall, drive};
 use crate::collect::Accumulator;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
+use crate::op::Op;
 use crate::reply::Reply;
 use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
