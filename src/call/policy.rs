@@ -72,7 +72,7 @@ fn stream_refused(target: &Target) -> bool {
         .lanes
         .as_deref()
         .and_then(|l| l.first())
-        .is_some_and(crate::lanes::Lane::stream_refused)
+        .is_some_and(crate::region::Lane::stream_refused)
 }
 
 /// Checks a unary generation before the network: one that is not carried as a stream, asks
