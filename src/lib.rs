@@ -55,6 +55,7 @@ mod factory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
 pub mod heartbeat;
+mod inputs;
 pub mod invoke;
 mod lanes;
 pub mod limit;
@@ -77,14 +78,14 @@ pub use heartbeat::HeartbeatConfig;
 pub use meta::{CallInfo, CallMetadata};
 pub use model::Model;
 pub use reply::Reply;
-pub use request::ConverseRequest;
-pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+pub use request::{ConverseRequest, ConverseStreamRequest};
+pub use stream::{ReplyStream, StreamEvent};
 
 /// Converse and ConverseStream: the requests, the replies and the stream's events.
 pub mod converse {
     pub use crate::reply::{Reasoning, Reply};
-    pub use crate::request::{ConverseRequest, Streaming, Unary};
-    pub use crate::stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+    pub use crate::request::{ConverseRequest, ConverseStreamRequest, Streaming, Unary};
+    pub use crate::stream::{ReplyStream, StreamEvent};
 }
 
 /// The AWS SDK for Bedrock Runtime (`aws-sdk-bedrockruntime`), whole, at the version this

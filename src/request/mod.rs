@@ -3,10 +3,11 @@
 //! `inputs.rs` holds what a request was given, `rules.rs` the service's rules one function
 //! each, `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
-pub(crate) mod inputs;
 mod rules;
+mod stream;
 mod validate;
 
+pub use stream::ConverseStreamRequest;
 pub(crate) use validate::Validated;
 
 use crate::call::carry::{Carried, send_carried};
@@ -23,7 +24,7 @@ use aws_sdk_bedrockruntime::types::{
     SystemContentBlock, ToolConfiguration,
 };
 use aws_smithy_types::Document;
-use inputs::{Inputs, LastAdded};
+use crate::inputs::{Inputs, LastAdded};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;

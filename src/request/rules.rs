@@ -1,7 +1,7 @@
 //! The service's rules for single fields and combinations, one function each; `validate.rs`
 //! applies them in order.
 
-use super::inputs::Inputs;
+use crate::inputs::Inputs;
 use crate::error::{Error, Result};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, JsonSchemaDefinition, Message, OutputConfig, OutputFormat,

@@ -1,7 +1,7 @@
 //! Validation of a Converse request as the service does it, before any network call: each rule
 //! names the field it refuses. The result, [`Validated`], is what the SDK call is filled from.
 
-use super::inputs::Inputs;
+use crate::inputs::Inputs;
 use super::rules::{
     additional_fields, check_guardrail, check_metadata, check_thinking, output_config,
     refuse_with_prompt, validate_messages, validate_tools,
