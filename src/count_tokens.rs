@@ -2,8 +2,8 @@
 //! tools), the input token count out, through the call driver.
 
 use crate::call::drive;
-use crate::op::Op;
 use crate::error::Result;
+use crate::op::Op;
 use crate::request::{ConverseRequest, Unary};
 use crate::stats::Outcome;
 use crate::transport::RetryRule;

@@ -2,8 +2,8 @@
 //! defaults are one too, the prototype of its requests).
 
 use aws_sdk_bedrockruntime::types::{
-    CachePointBlock, CachePointType, CacheTtl, ContentBlock, GuardrailStreamProcessingMode, GuardrailTrace, Message,
-    ServiceTierType, SystemContentBlock, Tool, ToolConfiguration,
+    CachePointBlock, CachePointType, CacheTtl, ContentBlock, GuardrailStreamProcessingMode,
+    GuardrailTrace, Message, ServiceTierType, SystemContentBlock, Tool, ToolConfiguration,
 };
 use aws_smithy_types::Document;
 use std::time::Duration;

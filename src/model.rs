@@ -8,9 +8,7 @@ use crate::call::{Chain, Fallback, MAX_FALLBACKS, Target};
 use crate::error::{Error, Result};
 use crate::inputs::{Inputs, cache_point};
 use crate::shared::Shared;
-use aws_sdk_bedrockruntime::types::{
-    ServiceTierType, SystemContentBlock,
-};
+use aws_sdk_bedrockruntime::types::{ServiceTierType, SystemContentBlock};
 use aws_smithy_types::Document;
 use std::fmt;
 use std::sync::Arc;

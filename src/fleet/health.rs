@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::time::Instant;
 
-
 /// The live state behind [`FleetStats`].
 pub(super) struct Health {
     up: AtomicBool,

@@ -15,9 +15,9 @@ mod script;
 #[cfg(test)]
 mod tests;
 
-pub use config::FleetConfig;
 #[doc(inline)]
 pub use crate::stats::FleetStats;
+pub use config::FleetConfig;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use script::{Acquired, Admission, CooldownKey, Ticket, WindowSpec};
 

@@ -32,11 +32,13 @@ impl ProbeKind {
     }
 }
 
-/// Serialises as its `as_str` name, as the statistics' enums do.
+// The kind serialises as its `as_str` name, as the statistics' enums do (`stats::json`).
 #[cfg(feature = "serde")]
-impl serde::Serialize for ProbeKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+mod json {
+    impl serde::Serialize for super::ProbeKind {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.as_str())
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) use validate::Validated;
 use crate::call::carry::{Carried, send_carried};
 use crate::call::{check_unary_bound, drive, unary_rule};
 use crate::error::Result;
+use crate::inputs::{Inputs, LastAdded};
 use crate::model::{Model, is_prompt_arn};
 use crate::op::Op;
 use crate::policy::CallPolicy;
@@ -24,7 +25,6 @@ use aws_sdk_bedrockruntime::types::{
     SystemContentBlock, ToolConfiguration,
 };
 use aws_smithy_types::Document;
-use crate::inputs::{Inputs, LastAdded};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
