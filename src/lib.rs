@@ -35,9 +35,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The call path, bottom up: error, config, metrics; transport (the pool), stats, breaker,
-// fleet (Redis), limit, region (policy), shared, call (the driver); then the handles: model,
-// request, reply, stream and the other operations; then factory and heartbeat.
+// The call path, bottom up, each module importing only those below it: plain data first
+// (error, config, metrics, meta, op, inputs; stats and policy, the rules); transport (the
+// pool), breaker, region (with its lanes), fleet (Redis), limit, shared, call (the driver);
+// then the handles: model, stream (the reply stream), request and the other operations; then
+// factory and heartbeat.
 //
 // The root holds what a first program needs; the rest lives in public modules named after
 // their concern (`config`, `stats`, `limit`, `fleet`, `heartbeat`, `embed`, `invoke`,
