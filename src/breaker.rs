@@ -9,54 +9,11 @@
 
 use crate::config::BreakerConfig;
 use crate::error::{Error, ErrorKind};
+use crate::stats::{BreakerState, BreakerStats};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// The state of one circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// Calls skip the pair until the cooldown ends.
-    Open {
-        /// Time left until a trial call is let through.
-        remaining: Duration,
-    },
-    /// The cooldown is over: the next call is a trial (one at a time).
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// Returns a short lowercase name: `closed`, `open` or `half_open`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open { .. } => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-}
-
-/// One circuit breaker's figures: a model in a region.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BreakerStats {
-    /// The model id.
-    pub model_id: String,
-    /// The region.
-    pub region: String,
-    /// The state now.
-    pub state: BreakerState,
-    /// Failures counted in the current window (reset by a success).
-    pub recent_failures: u32,
-    /// Times the breaker opened.
-    pub opened: u64,
-    /// Calls that skipped the pair while it was open.
-    pub skipped: u64,
-}
 
 #[derive(Debug)]
 enum Phase {

@@ -1,8 +1,9 @@
 //! CountTokens through model handles: the same inputs as a Converse request (messages, system,
 //! tools), the input token count out, through the call driver.
 
-use crate::call::{Op, drive};
+use crate::call::drive;
 use crate::error::Result;
+use crate::op::Op;
 use crate::request::{ConverseRequest, Unary};
 use crate::stats::Outcome;
 use crate::transport::RetryRule;

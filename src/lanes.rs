@@ -1,4 +1,5 @@
-//! Lanes: one model in one region, with what Bedrock keeps per model there.
+//! Lanes: one model in one region, with what Bedrock keeps per model there (a [`Lane`], defined
+//! with the regions it belongs to; this file makes and keeps them).
 //!
 //! Bedrock's quotas are per model and region, so each lane has its own SDK client whose retry
 //! partition (the adaptive rate limiter and the retry token bucket) is the lane's alone: one
@@ -12,55 +13,10 @@
 //! The partitions are custom ones: the factory owns their state, the SDK's process-global maps
 //! never see them, and `invalidate` frees a lane.
 
-use crate::region::{RegionClient, Regions};
+use crate::region::{Lane, RegionClient, Regions};
 use aws_smithy_runtime::client::retries::RetryPartition;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// One model in one region.
-pub(crate) struct Lane {
-    /// The SDK client on the model's own retry partition in this region.
-    pub(crate) client: aws_sdk_bedrockruntime::Client,
-    /// Milliseconds since the regions' epoch until which the model is tried last in this
-    /// region, after a throttle (0 = not cooling).
-    cooled_until_ms: AtomicU64,
-    /// The service refused to carry this model's unary calls as streams here (no permission
-    /// for `bedrock:InvokeModelWithResponseStream`, or no streaming for this request's
-    /// features): its unary calls go as unary calls from now on.
-    stream_refused: AtomicBool,
-}
-
-impl Lane {
-    /// Returns true while the model cools down in this region after a throttle.
-    pub(crate) fn is_cooling(&self, regions: &Regions) -> bool {
-        self.cooled_until_ms.load(Relaxed) > regions.now_ms()
-    }
-
-    /// Cools the model down in this region for `d`, unless it is cooling for longer already.
-    pub(crate) fn cool_down(&self, regions: &Regions, d: Duration) {
-        let until = regions.now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4);
-        self.cooled_until_ms.fetch_max(until, Relaxed);
-    }
-
-    /// Ends the cooldown (the model answered in this region).
-    pub(crate) fn warm(&self) {
-        if self.cooled_until_ms.load(Relaxed) != 0 {
-            self.cooled_until_ms.store(0, Relaxed);
-        }
-    }
-
-    /// Returns true when the service refused to carry unary calls as streams here.
-    pub(crate) fn stream_refused(&self) -> bool {
-        self.stream_refused.load(Relaxed)
-    }
-
-    /// Remembers that the service refused to carry unary calls as streams here.
-    pub(crate) fn refuse_streams(&self) {
-        self.stream_refused.store(true, Relaxed);
-    }
-}
 
 /// Names a factory's retry partitions apart from every other factory's of the process.
 pub(crate) fn partition(factory: u64, scope: &str) -> RetryPartition {
@@ -109,11 +65,7 @@ impl LaneTable {
             .to_builder()
             .retry_partition(partition(self.factory, &format!("{}-{id}", region.region)))
             .build();
-        Lane {
-            client: aws_sdk_bedrockruntime::Client::from_conf(config),
-            cooled_until_ms: AtomicU64::new(0),
-            stream_refused: AtomicBool::new(false),
-        }
+        Lane::new(aws_sdk_bedrockruntime::Client::from_conf(config))
     }
 
     /// Forgets the lanes of `id` (its partitions' state goes with them).
@@ -136,6 +88,7 @@ impl LaneTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn regions() -> Regions {
         let client = aws_sdk_bedrockruntime::Client::from_conf(

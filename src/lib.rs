@@ -35,9 +35,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The call path, bottom up: error, config, metrics; transport (the pool), stats, breaker,
-// fleet (Redis), limit, region (policy), shared, call (the driver); then the handles: model,
-// request, reply, stream and the other operations; then factory and heartbeat.
+// The call path, bottom up, each module importing only those below it: plain data first
+// (error, config, metrics, meta, op, inputs; stats and policy, the rules); transport (the
+// pool), breaker, region (with its lanes), fleet (Redis), limit, shared, call (the driver);
+// then the handles: model, stream (the reply stream), request and the other operations; then
+// factory and heartbeat.
 //
 // The root holds what a first program needs; the rest lives in public modules named after
 // their concern (`config`, `stats`, `limit`, `fleet`, `heartbeat`, `embed`, `invoke`,
@@ -55,12 +57,14 @@ mod factory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
 pub mod heartbeat;
+mod inputs;
 pub mod invoke;
 mod lanes;
 pub mod limit;
 mod meta;
 pub mod metrics;
 mod model;
+mod op;
 pub mod policy;
 mod region;
 mod reply;
@@ -76,14 +80,14 @@ pub use heartbeat::HeartbeatConfig;
 pub use meta::{CallInfo, CallMetadata};
 pub use model::Model;
 pub use reply::Reply;
-pub use request::ConverseRequest;
-pub use stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+pub use request::{ConverseRequest, ConverseStreamRequest};
+pub use stream::{ReplyStream, StreamEvent};
 
 /// Converse and ConverseStream: the requests, the replies and the stream's events.
 pub mod converse {
     pub use crate::reply::{Reasoning, Reply};
-    pub use crate::request::{ConverseRequest, Streaming, Unary};
-    pub use crate::stream::{ConverseStreamRequest, ReplyStream, StreamEvent};
+    pub use crate::request::{ConverseRequest, ConverseStreamRequest, Streaming, Unary};
+    pub use crate::stream::{ReplyStream, StreamEvent};
 }
 
 /// The AWS SDK for Bedrock Runtime (`aws-sdk-bedrockruntime`), whole, at the version this

@@ -6,11 +6,9 @@
 
 use crate::call::{Chain, Fallback, MAX_FALLBACKS, Target};
 use crate::error::{Error, Result};
-use crate::request::inputs::Inputs;
+use crate::inputs::{Inputs, cache_point};
 use crate::shared::Shared;
-use aws_sdk_bedrockruntime::types::{
-    CachePointBlock, CachePointType, ServiceTierType, SystemContentBlock,
-};
+use aws_sdk_bedrockruntime::types::{ServiceTierType, SystemContentBlock};
 use aws_smithy_types::Document;
 use std::fmt;
 use std::sync::Arc;
@@ -262,15 +260,6 @@ impl Model {
             d.request_metadata.push(kv)
         })
     }
-}
-
-/// Returns a cache point block, with a time to live where one is asked for.
-pub(crate) fn cache_point(ttl: Option<aws_sdk_bedrockruntime::types::CacheTtl>) -> CachePointBlock {
-    CachePointBlock::builder()
-        .r#type(CachePointType::Default)
-        .set_ttl(ttl)
-        .build()
-        .unwrap_or_else(|_| unreachable!("the type is set"))
 }
 
 /// Returns true when `id` names a prompt from Prompt management (`arn:...:prompt/...`).

@@ -4,10 +4,9 @@
 //! tower keeps a retry policy apart from the retry loop; which errors fail over is in
 //! `crate::policy`.
 
-use crate::lanes::Lane;
-use crate::stats::{Activity, OriginPoolStats, RequestCounters, RequestStats};
+use crate::stats::{Activity, RequestCounters};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Most regions one call tries: the first allowed healthy one, then at most one failover.
@@ -66,23 +65,56 @@ fn server_of(endpoint_url: &str) -> (String, Option<u16>) {
     (host, uri.port_u16().filter(|p| *p != default))
 }
 
-/// Health and traffic figures of one region.
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct RegionStats {
-    /// The region name.
-    pub region: String,
-    /// The Bedrock Runtime endpoint used for it.
-    pub endpoint_url: String,
-    /// False while the region cools down after a regional failure.
-    pub healthy: bool,
-    /// Calls that moved away from this region to the next one after it failed.
-    pub failovers: u64,
-    /// Request figures of calls sent to this region.
-    pub requests: RequestStats,
-    /// Pool figures of this region's Bedrock origin.
-    pub pool: OriginPoolStats,
+/// One model in one region.
+pub(crate) struct Lane {
+    /// The SDK client on the model's own retry partition in this region.
+    pub(crate) client: aws_sdk_bedrockruntime::Client,
+    /// Milliseconds since the regions' epoch until which the model is tried last in this
+    /// region, after a throttle (0 = not cooling).
+    cooled_until_ms: AtomicU64,
+    /// The service refused to carry this model's unary calls as streams here (no permission
+    /// for `bedrock:InvokeModelWithResponseStream`, or no streaming for this request's
+    /// features): its unary calls go as unary calls from now on.
+    stream_refused: AtomicBool,
+}
+
+impl Lane {
+    /// Returns a lane on `client`: not cooling, streams not refused.
+    pub(crate) fn new(client: aws_sdk_bedrockruntime::Client) -> Self {
+        Lane {
+            client,
+            cooled_until_ms: AtomicU64::new(0),
+            stream_refused: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns true while the model cools down in this region after a throttle.
+    pub(crate) fn is_cooling(&self, regions: &Regions) -> bool {
+        self.cooled_until_ms.load(Relaxed) > regions.now_ms()
+    }
+
+    /// Cools the model down in this region for `d`, unless it is cooling for longer already.
+    pub(crate) fn cool_down(&self, regions: &Regions, d: Duration) {
+        let until = regions.now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4);
+        self.cooled_until_ms.fetch_max(until, Relaxed);
+    }
+
+    /// Ends the cooldown (the model answered in this region).
+    pub(crate) fn warm(&self) {
+        if self.cooled_until_ms.load(Relaxed) != 0 {
+            self.cooled_until_ms.store(0, Relaxed);
+        }
+    }
+
+    /// Returns true when the service refused to carry unary calls as streams here.
+    pub(crate) fn stream_refused(&self) -> bool {
+        self.stream_refused.load(Relaxed)
+    }
+
+    /// Remembers that the service refused to carry unary calls as streams here.
+    pub(crate) fn refuse_streams(&self) {
+        self.stream_refused.store(true, Relaxed);
+    }
 }
 
 /// The regions of a factory, primary first, with their health.

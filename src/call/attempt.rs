@@ -3,8 +3,7 @@
 //! limit, the send itself, carried as a stream or unary, and what its outcome does to the
 //! breaker, the region and the model's lane).
 
-use super::drive::{Progress, Sends};
-use super::{Dest, MAX_SENDS_PER_CALL, Target, share};
+use super::{Dest, MAX_SENDS_PER_CALL, Progress, Sends, Target, share};
 use crate::breaker::{Admit, Breaker};
 use crate::error::{Error, ErrorKind, Result, from_sdk};
 use crate::limit::Lease;

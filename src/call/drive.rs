@@ -5,9 +5,10 @@
 use super::attempt::{Answered, send_to_model};
 use super::open::{self, OpenCall};
 use super::span::{self, record_error};
-use super::{Answer, CallInput, Chain, Dest, MAX_SENDS_PER_CALL, Op, Target};
+use super::{Answer, CallInput, Chain, Dest, MAX_SENDS_PER_CALL, Progress, Sends, Target};
 use crate::error::{Error, Result};
-use crate::stats::{CallGuard, Outcome};
+use crate::op::Op;
+use crate::stats::Outcome;
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -183,22 +184,4 @@ fn failed(
     };
     crate::metrics::gen_ai_duration(&m, Some(e.kind().as_str()), elapsed);
     guard.finish(Outcome::Failure(e.kind()));
-}
-
-/// What one call has done so far, over the models it tried.
-pub(super) struct Progress {
-    /// The call's figures: overall, and the model it is on.
-    pub(super) guard: CallGuard,
-    /// `server.address` of the last region tried, for the failure's metrics.
-    pub(super) server: String,
-    /// Sends made so far (at most [`MAX_SENDS_PER_CALL`]).
-    pub(super) sends: usize,
-}
-
-/// What the sends to one model share: the operation, the retry rule and the token estimate.
-#[derive(Clone, Copy)]
-pub(super) struct Sends {
-    pub(super) op: Op,
-    pub(super) rule: RetryRule,
-    pub(super) tokens: u64,
 }

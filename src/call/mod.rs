@@ -4,28 +4,30 @@
 //! for this model in this region" (and turns the answer into its own output).
 //!
 //! This file holds what the driver's parts share (a call's target, its models, its input's
-//! trait); `drive.rs` runs a call over its models, `attempt.rs` sends it to one model, region
-//! by region; `span.rs` names the operations and starts their spans; `open.rs` holds a call
-//! that got its answer until it is over.
+//! trait, its progress); `drive.rs` runs a call over its models, `attempt.rs` sends it to one model, region
+//! by region; `span.rs` starts the operations' spans; `open.rs` holds a call
+//! that got its answer until it is over; `policy.rs` tells a call's policy before it is sent.
 
 mod attempt;
 pub(crate) mod carry;
 mod drive;
 mod open;
+mod policy;
 mod share;
 mod span;
 
 pub(crate) use drive::drive;
 pub(crate) use open::OpenCall;
-pub(crate) use span::Op;
+pub(crate) use policy::{check_unary_bound, unary_rule};
 
 use crate::breaker::Breaker;
 use crate::error::Error;
-use crate::lanes::Lane;
 use crate::limit::Limiter;
-use crate::region::RegionClient;
+use crate::op::Op;
+use crate::region::{Lane, RegionClient};
 use crate::shared::Shared;
 use crate::stats::{CallGuard, RequestCounters};
+use crate::transport::RetryRule;
 use std::sync::Arc;
 
 /// Most fallback models a handle may list.
@@ -154,6 +156,24 @@ impl Target {
             carried: carry && !lane.is_some_and(Lane::stream_refused),
         }
     }
+}
+
+/// What one call has done so far, over the models it tried.
+struct Progress {
+    /// The call's figures: overall, and the model it is on.
+    guard: CallGuard,
+    /// `server.address` of the last region tried, for the failure's metrics.
+    server: String,
+    /// Sends made so far (at most [`MAX_SENDS_PER_CALL`]).
+    sends: usize,
+}
+
+/// What the sends to one model share: the operation, the retry rule and the token estimate.
+#[derive(Clone, Copy)]
+struct Sends {
+    op: Op,
+    rule: RetryRule,
+    tokens: u64,
 }
 
 /// Where one send goes: the model's SDK client in one region (on the model's own retry

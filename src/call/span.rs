@@ -1,59 +1,14 @@
-//! The operations the driver runs and each call's span: its name, level and the
+//! Each call's span, started for its operation ([`Op`]): its name, level and the
 //! OpenTelemetry GenAI attributes (see the README's table).
 
 use super::RequestAttrs;
 use crate::metrics::PROVIDER;
+use crate::op::Op;
 
 /// The name of every call's `tracing` span; the operation is in its fields.
 pub(crate) const SPAN_NAME: &str = "bedrock.call";
 
-/// The operations the driver runs; each names its span and its error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    Converse,
-    ConverseStream,
-    Invoke,
-    InvokeStream,
-    CountTokens,
-    Embed,
-}
-
 impl Op {
-    /// Returns the operation's name as the SDK spells it, for messages.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Op::Converse => "converse",
-            Op::ConverseStream => "converse_stream",
-            Op::Invoke => "invoke_model",
-            Op::InvokeStream => "invoke_model_with_response_stream",
-            Op::CountTokens => "count_tokens",
-            Op::Embed => "embed",
-        }
-    }
-
-    /// Returns `gen_ai.operation.name`: Converse and InvokeModel are `chat` (a model-native
-    /// body is a chat request for the models Bedrock serves), embeddings `embeddings`; counting
-    /// tokens has no name in the conventions and keeps its own.
-    pub(crate) fn operation(self) -> &'static str {
-        match self {
-            Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream => "chat",
-            Op::Embed => "embeddings",
-            Op::CountTokens => "count_tokens",
-        }
-    }
-
-    /// Returns the service operation the call sends (`rpc.method`, as the AWS SDK
-    /// conventions name it): an embedding call is an InvokeModel.
-    pub(crate) fn rpc_method(self) -> &'static str {
-        match self {
-            Op::Converse => "Converse",
-            Op::ConverseStream => "ConverseStream",
-            Op::Invoke | Op::Embed => "InvokeModel",
-            Op::InvokeStream => "InvokeModelWithResponseStream",
-            Op::CountTokens => "CountTokens",
-        }
-    }
-
     /// Starts the call's span at `level`, with the OpenTelemetry GenAI attributes known before
     /// the call; the others are recorded as they become known (see the README's table).
     ///

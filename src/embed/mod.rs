@@ -10,11 +10,12 @@
 
 mod body;
 
-use crate::call::{CallInput, Op, RequestAttrs, drive};
+use crate::call::{CallInput, RequestAttrs, drive};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::CallInfo;
 use crate::model::Model;
+use crate::op::Op;
 use crate::stats::Outcome;
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::TokenUsage;

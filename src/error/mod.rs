@@ -265,18 +265,6 @@ impl Error {
         self.inner.code.as_deref()
     }
 
-    /// Returns true for failures that may succeed when tried again later: timeouts, throttling
-    /// (`ModelNotReadyException` included), service unavailability, model failures (a model
-    /// that timed out or failed) and network errors.
-    ///
-    /// The SDK has already retried these (3 attempts by default); this tells a caller whether a
-    /// retry of its own, later or in another region, makes sense.
-    ///
-    /// The rule is a row of the table in [`crate::policy`].
-    pub fn is_retryable(&self) -> bool {
-        crate::policy::error_rule(self.inner.kind).retryable
-    }
-
     /// Returns true when a connect, read, operation or stream-stall timeout fired.
     pub fn is_timeout(&self) -> bool {
         self.inner.kind == ErrorKind::Timeout
@@ -295,27 +283,6 @@ impl Error {
     /// Returns true when credentials were rejected or missing, or permission was denied.
     pub fn is_access_denied(&self) -> bool {
         self.inner.kind == ErrorKind::AccessDenied
-    }
-
-    /// Returns true for failures that another region might not have: timeouts, network errors,
-    /// 5xx, and throttling left after the SDK's retries (a row of the table in
-    /// [`crate::policy`]). Such a failure moves the call to the next region unless it
-    /// [`may_have_reached_model`](Error::may_have_reached_model).
-    pub fn is_regional(&self) -> bool {
-        crate::policy::error_rule(self.inner.kind).fails_over
-    }
-}
-
-impl Error {
-    /// Returns true when the call moves to the next model of a fallback chain after this
-    /// failure: throttling (`ModelNotReadyException` included, and a client-side limit), the
-    /// service unavailable, the model failing, the context window exceeded, or an open circuit
-    /// breaker ([`Error::is_circuit_open`]). Invalid input,
-    /// validation, access denied, unknown models, timeouts and network errors never move
-    /// (timeouts and network errors fail over to another region instead). The rule is a row
-    /// of the table in [`crate::policy`].
-    pub fn falls_back(&self) -> bool {
-        self.inner.circuit_open || crate::policy::error_rule(self.inner.kind).falls_back
     }
 }
 

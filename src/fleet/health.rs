@@ -1,42 +1,9 @@
 //! Whether Redis is up, when to try it again after a failure, and the fleet's counters.
 
+use crate::stats::FleetStats;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A snapshot of the shared store's state and counters (feature `redis`).
-///
-/// Read from relaxed atomics: approximate while calls are in flight.
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FleetStats {
-    /// The last round trip to Redis succeeded (true before the first one).
-    pub up: bool,
-    /// Round trips sent to Redis, failed ones included.
-    pub round_trips: u64,
-    /// Round trips that failed: connection refused or lost, timeout, script or auth error.
-    pub errors: u64,
-    /// Admission checks answered "Redis is down", so that the caller used its local limiter.
-    pub fallbacks: u64,
-    /// Settlements (a call ended: its entry leaves a window later, its tokens corrected to the
-    /// usage) that reached their entry in Redis.
-    pub corrections: u64,
-    /// Cooldowns set or extended in Redis.
-    pub cooldowns_set: u64,
-    /// Writes (corrections, cooldowns) dropped because Redis was down or failed.
-    pub dropped: u64,
-    /// Connections dropped for a new one: after READONLY (a failover), a lost connection or
-    /// a run of timeouts (a black-holed connection).
-    pub reconnects: u64,
-    /// Shared entries removed after their acquire timed out on the client but ran on Redis.
-    pub forgotten: u64,
-    /// The Redis is a Redis Cluster (learned from the server when the fleet connected).
-    pub cluster: bool,
-    /// Processes of the fleet seen alive at the last admission (this one included); 0 before
-    /// the first. While Redis is unreachable each process admits this share of the limits.
-    pub processes: u64,
-}
 
 /// The live state behind [`FleetStats`].
 pub(super) struct Health {

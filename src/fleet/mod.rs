@@ -15,8 +15,9 @@ mod script;
 #[cfg(test)]
 mod tests;
 
+#[doc(inline)]
+pub use crate::stats::FleetStats;
 pub use config::FleetConfig;
-pub use health::FleetStats;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use script::{Acquired, Admission, CooldownKey, Ticket, WindowSpec};
 

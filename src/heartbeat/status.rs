@@ -32,6 +32,16 @@ impl ProbeKind {
     }
 }
 
+// The kind serialises as its `as_str` name, as the statistics' enums do (`stats::json`).
+#[cfg(feature = "serde")]
+mod json {
+    impl serde::Serialize for super::ProbeKind {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.as_str())
+        }
+    }
+}
+
 impl std::fmt::Display for ProbeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -3,12 +3,13 @@
 //! retired connections, as for Converse).
 
 use crate::call::carry::{Carried, send_carried};
-use crate::call::{CallInput, Op, RequestAttrs, drive};
+use crate::call::{CallInput, RequestAttrs, check_unary_bound, drive, unary_rule};
 use crate::collect::parse_json;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
-use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
+use crate::op::Op;
+use crate::policy::CallPolicy;
 use crate::request::{Streaming, Unary};
 use crate::stats::Outcome;
 use crate::transport::RetryRule;

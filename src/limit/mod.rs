@@ -8,7 +8,6 @@
 //! window until one window after it ended (see `window.rs`, which holds the arithmetic; this
 //! file the queue).
 
-mod config;
 #[cfg(feature = "redis")]
 mod shared;
 mod window;
@@ -21,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use window::Window;
 
-pub use config::{LimitMode, LimitStats, ModelLimit, burndown_rate};
+pub use crate::config::limit::{LimitMode, ModelLimit, burndown_rate};
+#[doc(inline)]
+pub use crate::stats::LimitStats;
 
 struct State {
     window: Window,

@@ -3,8 +3,8 @@
 //! both say the same.
 //!
 
-use crate::call::Op;
 use crate::error::{Error, ErrorKind};
+use crate::op::Op;
 
 /// What a failure cools down: the calls after it try it last until its cooldown ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,41 @@ pub const fn error_rule(kind: ErrorKind) -> ErrorRule {
         ModelFailure => row(kind, true, false, Nothing, true, true),
         Network => row(kind, true, true, Region, false, false),
         Other => row(kind, false, false, Nothing, false, false),
+    }
+}
+
+// The error's own reading of its row: public methods of `Error`, defined beside the table
+// they read (the error module stays below the rules).
+impl Error {
+    /// Returns true for failures that may succeed when tried again later: timeouts, throttling
+    /// (`ModelNotReadyException` included), service unavailability, model failures (a model
+    /// that timed out or failed) and network errors.
+    ///
+    /// The SDK has already retried these (3 attempts by default); this tells a caller whether a
+    /// retry of its own, later or in another region, makes sense.
+    ///
+    /// The rule is a row of the table in [`crate::policy`].
+    pub fn is_retryable(&self) -> bool {
+        error_rule(self.kind()).retryable
+    }
+
+    /// Returns true for failures that another region might not have: timeouts, network errors,
+    /// 5xx, and throttling left after the SDK's retries (a row of the table in
+    /// [`crate::policy`]). Such a failure moves the call to the next region unless it
+    /// [`may_have_reached_model`](Error::may_have_reached_model).
+    pub fn is_regional(&self) -> bool {
+        error_rule(self.kind()).fails_over
+    }
+
+    /// Returns true when the call moves to the next model of a fallback chain after this
+    /// failure: throttling (`ModelNotReadyException` included, and a client-side limit), the
+    /// service unavailable, the model failing, the context window exceeded, or an open circuit
+    /// breaker ([`Error::is_circuit_open`]). Invalid input,
+    /// validation, access denied, unknown models, timeouts and network errors never move
+    /// (timeouts and network errors fail over to another region instead). The rule is a row
+    /// of the table in [`crate::policy`].
+    pub fn falls_back(&self) -> bool {
+        self.is_circuit_open() || error_rule(self.kind()).falls_back
     }
 }
 

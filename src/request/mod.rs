@@ -3,17 +3,20 @@
 //! `inputs.rs` holds what a request was given, `rules.rs` the service's rules one function
 //! each, `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
-pub(crate) mod inputs;
 mod rules;
+mod stream;
 mod validate;
 
+pub use stream::ConverseStreamRequest;
 pub(crate) use validate::Validated;
 
 use crate::call::carry::{Carried, send_carried};
-use crate::call::{Op, drive};
+use crate::call::{check_unary_bound, drive, unary_rule};
 use crate::error::Result;
+use crate::inputs::{Inputs, LastAdded};
 use crate::model::{Model, is_prompt_arn};
-use crate::policy::{CallPolicy, check_unary_bound, unary_rule};
+use crate::op::Op;
+use crate::policy::CallPolicy;
 use crate::reply::Reply;
 use crate::stats::Outcome;
 use crate::stream::ReplyStream;
@@ -22,7 +25,6 @@ use aws_sdk_bedrockruntime::types::{
     SystemContentBlock, ToolConfiguration,
 };
 use aws_smithy_types::Document;
-use inputs::{Inputs, LastAdded};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;

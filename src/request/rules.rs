@@ -1,8 +1,8 @@
 //! The service's rules for single fields and combinations, one function each; `validate.rs`
 //! applies them in order.
 
-use super::inputs::Inputs;
 use crate::error::{Error, Result};
+use crate::inputs::Inputs;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, JsonSchemaDefinition, Message, OutputConfig, OutputFormat,
     OutputFormatStructure, OutputFormatType, Tool, ToolChoice, ToolConfiguration,

@@ -1,12 +1,12 @@
 //! Validation of a Converse request as the service does it, before any network call: each rule
 //! names the field it refuses. The result, [`Validated`], is what the SDK call is filled from.
 
-use super::inputs::Inputs;
 use super::rules::{
     additional_fields, check_guardrail, check_metadata, check_thinking, output_config,
     refuse_with_prompt, validate_messages, validate_tools,
 };
 use crate::error::{Error, Result};
+use crate::inputs::Inputs;
 use crate::model::{ModelInner, is_prompt_arn};
 use aws_sdk_bedrockruntime::types::{
     GuardrailConfiguration, GuardrailStreamConfiguration, GuardrailStreamProcessingMode,

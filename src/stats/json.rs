@@ -1,10 +1,8 @@
 //! How the statistics serialise (feature `serde`): the `serialize_with` helpers and the types
 //! whose derived form would not match the documented format (see the module `stats`).
 
-use super::{FailureStats, HttpProtocol};
-use crate::breaker::{BreakerState, BreakerStats};
+use super::{BreakerState, BreakerStats, FailureStats, HttpProtocol};
 use crate::error::ErrorKind;
-use crate::heartbeat::ProbeKind;
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use std::time::{Duration, SystemTime};
 
@@ -47,7 +45,7 @@ macro_rules! as_str {
     )*};
 }
 
-as_str!(HttpProtocol, ErrorKind, ProbeKind, BreakerState);
+as_str!(HttpProtocol, ErrorKind, BreakerState);
 
 /// Every kind's name to its count, zeros included, so that the keys never change.
 impl Serialize for FailureStats {

@@ -15,6 +15,7 @@ mod activity;
 #[cfg(feature = "serde")]
 pub(crate) mod json;
 mod models;
+mod parts;
 mod record;
 mod snapshot;
 
@@ -22,12 +23,13 @@ pub(crate) use activity::Activity;
 pub(crate) use models::{ModelTable, OTHER_MODELS};
 pub(crate) use record::{CallGuard, Histogram, Outcome, RequestCounters, Tokens};
 
-pub use crate::breaker::{BreakerState, BreakerStats};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::fleet::FleetStats;
-pub use crate::limit::LimitStats;
-pub use crate::region::RegionStats;
+#[doc(no_inline)]
+pub use parts::FleetStats;
+#[doc(no_inline)]
+pub use parts::LimitStats;
+pub use parts::{BreakerState, BreakerStats, RegionStats};
 pub use snapshot::{FactoryStats, ModelStats};
 
 use crate::error::ErrorKind;

@@ -2,9 +2,9 @@
 //! services that read it, so it must show here first.
 
 use super::*;
-use crate::breaker::BreakerState;
 use crate::error::ErrorKind;
 use crate::heartbeat::{HeartbeatStats, ProbeError, ProbeKind, ProbeStats};
+use crate::stats::BreakerState;
 use crate::stats::{Cost, FailureStats, HttpProtocol, LatencyStats, OriginPoolStats, RateStats};
 use std::time::{Duration, SystemTime};
 

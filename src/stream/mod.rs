@@ -1,15 +1,12 @@
 //! ConverseStream through model handles: typed events, a stall timeout on every receive, and
 //! a stream that ends without `messageStop` reported as the error it is.
 
-use crate::call::{Op, OpenCall, drive};
+use crate::call::OpenCall;
 use crate::collect::Accumulator;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::meta::{CallInfo, CallMetadata};
-use crate::model::Model;
 use crate::reply::Reply;
-use crate::request::{ConverseRequest, Streaming, prepared_send};
 use crate::stats::Outcome;
-use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     CitationsDelta, ConverseStreamOutput as Event, ConverseStreamTrace, PerformanceConfiguration,
@@ -23,9 +20,6 @@ use std::time::Duration;
 mod convert;
 
 use convert::{convert, map_stream_error, record};
-
-/// A ConverseStream request being built: the same inputs as [`ConverseRequest`].
-pub type ConverseStreamRequest = ConverseRequest<Streaming>;
 
 /// One event of a response stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,81 +106,6 @@ pub enum StreamEvent {
     /// An event of a kind this crate does not model (image and tool-result blocks, ...), kept
     /// raw; [`ReplyStream::collect`] leaves it out.
     Other(Box<Event>),
-}
-
-impl ConverseRequest<Streaming> {
-    /// Sets the longest gap allowed between two events of this stream. Default is the
-    /// factory's `stream_stall_timeout` (60 s).
-    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.inputs.stall_timeout = Some(timeout);
-        self
-    }
-
-    /// Sets how the guardrail processes the stream: `sync` (each chunk is assessed before it is
-    /// sent) or `async` (chunks flow while the guardrail assesses in the background).
-    pub fn stream_processing_mode(
-        mut self,
-        mode: aws_sdk_bedrockruntime::types::GuardrailStreamProcessingMode,
-    ) -> Self {
-        self.inputs.stream_processing_mode = Some(mode);
-        self
-    }
-
-    /// Returns the timeouts and retry rule this call will use.
-    pub fn policy(&self) -> crate::policy::CallPolicy {
-        let target = &self.model.inner().target;
-        let falls_back = !self.model.chain().fallbacks.is_empty();
-        let mut p = crate::policy::CallPolicy::of(
-            target,
-            RetryRule::default(),
-            true,
-            falls_back,
-            self.inputs.read_timeout,
-        );
-        p.stall_timeout = Some(
-            self.inputs
-                .stall_timeout
-                .unwrap_or(target.shared.config.timeouts.stream_stall),
-        );
-        p
-    }
-
-    /// Sends the call and returns the stream once the response headers arrived.
-    ///
-    /// # Errors
-    /// As [`ConverseRequest::send`]; failover to the next region happens only here, before the
-    /// first event.
-    pub async fn send(self) -> Result<ReplyStream> {
-        let model = self.model.clone();
-        let target = &model.inner().target;
-        let stall = self
-            .inputs
-            .stall_timeout
-            .unwrap_or(target.shared.config.timeouts.stream_stall);
-        let answer = drive(
-            model.chain(),
-            Op::ConverseStream,
-            RetryRule::default(),
-            || self.validate(),
-            |v, id, to| {
-                prepared_send!(
-                    to.client.converse_stream(),
-                    id,
-                    v,
-                    v.guardrail_stream_config()
-                )
-            },
-        )
-        .await?;
-        Ok(ReplyStream::new(answer.output.stream, answer.call, stall))
-    }
-}
-
-impl Model {
-    /// Starts a ConverseStream call: the same inputs, a stream of events as the answer.
-    pub fn converse_stream(&self) -> ConverseStreamRequest {
-        ConverseRequest::new(self.clone())
-    }
 }
 
 /// The answer of a ConverseStream call: typed events, each receive bounded by the stall timeout.

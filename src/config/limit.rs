@@ -1,7 +1,7 @@
-//! The limits' public settings and figures: [`LimitMode`], [`ModelLimit`], [`LimitStats`],
-//! and [`burndown_rate`] (output tokens' weight in a tokens-per-minute quota).
+//! The limits' public settings: [`LimitMode`], [`ModelLimit`], and [`burndown_rate`] (output
+//! tokens' weight in a tokens-per-minute quota). Plain configuration, kept here with the
+//! factory's other settings; the module `limit` shows them, with the limits' figures.
 
-use crate::stats::LatencyStats;
 use std::time::Duration;
 
 /// What a call over the limit does.
@@ -112,35 +112,6 @@ impl ModelLimit {
         self.mode = mode;
         self
     }
-}
-
-/// The figures of one model's client-side limit in one region.
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LimitStats {
-    /// The model id.
-    pub model_id: String,
-    /// The region whose quota the limit mirrors.
-    pub region: String,
-    /// Calls admitted (sent).
-    pub admitted: u64,
-    /// Calls that waited for room before they were admitted.
-    pub waited: u64,
-    /// How long admitted calls waited in the queue (the calls that did not wait included).
-    pub queue_wait: LatencyStats,
-    /// Calls refused at once: `Reject` mode, a full queue, or an estimate larger than the
-    /// whole token limit.
-    pub rejected: u64,
-    /// Calls that waited until their deadline and were refused.
-    pub expired: u64,
-    /// Calls waiting now.
-    pub queued: u64,
-    /// Calls this process has in the window now (with a fleet, those admitted through Redis
-    /// too: this process's part of the shared window, which Redis holds).
-    pub requests_in_window: u64,
-    /// Tokens in this process's window now (estimates, corrected by the usage reported).
-    pub tokens_in_window: u64,
 }
 
 /// Returns how many tokens of a tokens-per-minute quota one output token of `model_id` uses on

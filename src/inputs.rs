@@ -1,8 +1,9 @@
-//! What a Converse request was given, before validation: plain data, no rules.
+//! What a Converse request was given, before validation: plain data, no rules (a handle's
+//! defaults are one too, the prototype of its requests).
 
 use aws_sdk_bedrockruntime::types::{
-    CacheTtl, ContentBlock, GuardrailStreamProcessingMode, GuardrailTrace, Message,
-    ServiceTierType, SystemContentBlock, Tool, ToolConfiguration,
+    CachePointBlock, CachePointType, CacheTtl, ContentBlock, GuardrailStreamProcessingMode,
+    GuardrailTrace, Message, ServiceTierType, SystemContentBlock, Tool, ToolConfiguration,
 };
 use aws_smithy_types::Document;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Inputs {
     /// Appends a cache point after what was added last: the system prompt, the tools, or the
     /// latest message.
     pub(crate) fn add_cache_point(&mut self, ttl: Option<CacheTtl>) {
-        let cp = crate::model::cache_point(ttl);
+        let cp = cache_point(ttl);
         match self.last {
             LastAdded::Nothing => self.misplaced_cache_point = true,
             LastAdded::System => self.push_system(SystemContentBlock::CachePoint(cp)),
@@ -113,4 +114,13 @@ impl Inputs {
             }
         }
     }
+}
+
+/// Returns a cache point block, with a time to live where one is asked for.
+pub(crate) fn cache_point(ttl: Option<CacheTtl>) -> CachePointBlock {
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .set_ttl(ttl)
+        .build()
+        .unwrap_or_else(|_| unreachable!("the type is set"))
 }

@@ -1,5 +1,8 @@
 //! Plain configuration values of the factory, each with its default.
 
+pub(crate) mod limit;
+
+use limit::ModelLimit;
 use std::time::Duration;
 
 /// Retry strategy of the SDK clients.
@@ -168,10 +171,10 @@ pub struct FactoryConfig {
     /// [`BreakerConfig::default`].
     pub breaker: Option<BreakerConfig>,
     /// Client-side limits by model id, one of this size in each region. Default is none.
-    pub limits: Vec<(String, crate::limit::ModelLimit)>,
+    pub limits: Vec<(String, ModelLimit)>,
     /// Client-side limits of one model in one region, (region, model id, limit), replacing
     /// the model's limit of `limits` there. Default is none.
-    pub region_limits: Vec<(String, String, crate::limit::ModelLimit)>,
+    pub region_limits: Vec<(String, String, ModelLimit)>,
     /// Level of each call's `tracing` span (named `bedrock.call`, with the OpenTelemetry GenAI
     /// attributes and the operation in `rpc.method`). Default is INFO.
     pub span_level: tracing::Level,

@@ -1,0 +1,51 @@
+//! The operations a call runs: each names its span and its error messages. Plain data: the
+//! driver (`crate::call`) starts the spans, the table in `crate::policy` says which operations
+//! may fall back to another model.
+
+/// The operations the driver runs; each names its span and its error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Converse,
+    ConverseStream,
+    Invoke,
+    InvokeStream,
+    CountTokens,
+    Embed,
+}
+
+impl Op {
+    /// Returns the operation's name as the SDK spells it, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Converse => "converse",
+            Op::ConverseStream => "converse_stream",
+            Op::Invoke => "invoke_model",
+            Op::InvokeStream => "invoke_model_with_response_stream",
+            Op::CountTokens => "count_tokens",
+            Op::Embed => "embed",
+        }
+    }
+
+    /// Returns `gen_ai.operation.name`: Converse and InvokeModel are `chat` (a model-native
+    /// body is a chat request for the models Bedrock serves), embeddings `embeddings`; counting
+    /// tokens has no name in the conventions and keeps its own.
+    pub(crate) fn operation(self) -> &'static str {
+        match self {
+            Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream => "chat",
+            Op::Embed => "embeddings",
+            Op::CountTokens => "count_tokens",
+        }
+    }
+
+    /// Returns the service operation the call sends (`rpc.method`, as the AWS SDK
+    /// conventions name it): an embedding call is an InvokeModel.
+    pub(crate) fn rpc_method(self) -> &'static str {
+        match self {
+            Op::Converse => "Converse",
+            Op::ConverseStream => "ConverseStream",
+            Op::Invoke | Op::Embed => "InvokeModel",
+            Op::InvokeStream => "InvokeModelWithResponseStream",
+            Op::CountTokens => "CountTokens",
+        }
+    }
+}
