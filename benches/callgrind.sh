@@ -14,6 +14,8 @@ protocols=${1:-both}
 SHORT=${SHORT:-100}
 LONG=${LONG:-600}
 CONCURRENCY=${CONCURRENCY:-50}
+# "unary" too: the factory with unary_over_stream(false), the same operation as the plain client.
+SIDES=${SIDES:-plain factory}
 cargo build -q --release --example profile_overhead -p bedrock-pool
 cargo build -q --release -p bedrock-pool-local
 work=$(mktemp -d)
@@ -33,14 +35,17 @@ for protocol in $protocols; do
     for _ in $(seq 100); do grep -q "^STS" "$work/server.log" && break; sleep 0.1; done
     export PROFILE_BEDROCK_URL="https://127.0.0.1:$port" PROFILE_STS_URL="https://127.0.0.1:$((port + 1))" PROFILE_CA="$work/ca.pem"
     declare -A per_call
-    for side in plain factory; do
+    for side in $SIDES; do
         short=$(instructions "$side" "$SHORT" "$protocol")
         long=$(instructions "$side" "$LONG" "$protocol")
         per_call[$side]=$(( (long - short) / (LONG - SHORT) ))
         echo "$protocol $side: $short Ir for $SHORT calls, $long Ir for $LONG calls: ${per_call[$side]} Ir per call"
     done
-    awk -v f="${per_call[factory]}" -v p="${per_call[plain]}" -v proto="$protocol" \
-        'BEGIN { printf "%s: factory / plain SDK client, instructions per call: %.3f (%+.1f%%)\n", proto, f / p, 100 * (f / p - 1) }'
+    for side in $SIDES; do
+        [ "$side" = plain ] && continue
+        awk -v f="${per_call[$side]}" -v p="${per_call[plain]}" -v proto="$protocol" -v side="$side" \
+            'BEGIN { printf "%s: %s / plain SDK client, instructions per call: %.3f (%+.1f%%)\n", proto, side, f / p, 100 * (f / p - 1) }'
+    done
     kill "$server"
     wait "$server" 2>/dev/null || true
 done

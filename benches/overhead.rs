@@ -66,27 +66,44 @@ async fn factory_for(server: &LocalServer) -> LlmFactory {
         .expect("the factory builds")
 }
 
-/// An SDK client with its own pool: the SDK's default HTTP client, as `aws_config` gives it.
-fn default_client(server: &LocalServer) -> aws_sdk_bedrockruntime::Client {
-    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+/// The SDK's default HTTPS client (rustls), trusting the local server's CA.
+fn default_http(server: &LocalServer) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let trust = TrustStore::empty().with_pem_certificate(server.ca_pem().as_bytes().to_vec());
     let tls = TlsContext::builder()
         .with_trust_store(trust)
         .build()
         .expect("the local CA is usable");
-    let http = aws_smithy_http_client::Builder::new()
+    aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(tls)
-        .build_https();
+        .build_https()
+}
+
+/// An SDK client with its own pool: the SDK's default HTTP client, as `aws_config` gives it.
+fn default_client(server: &LocalServer) -> aws_sdk_bedrockruntime::Client {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
     let conf = aws_sdk_bedrockruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(server.region().to_owned()))
         .credentials_provider(server.credentials())
         .endpoint_url(server.bedrock_url())
-        .http_client(http)
+        .http_client(default_http(server))
         .build();
     aws_sdk_bedrockruntime::Client::from_conf(conf)
+}
+
+/// The plain SDK client a user would otherwise build: `aws_config::defaults` with the same
+/// endpoint, region and credentials, and the SDK's default HTTP client.
+async fn plain_client(server: &LocalServer) -> aws_sdk_bedrockruntime::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(server.region().to_owned()))
+        .endpoint_url(server.bedrock_url())
+        .credentials_provider(server.credentials())
+        .http_client(default_http(server))
+        .load()
+        .await;
+    aws_sdk_bedrockruntime::Client::new(&conf)
 }
 
 async fn via_factory(m: Model) {
@@ -147,7 +164,8 @@ struct Setup {
     limited: LlmFactory,
     /// The same factory sending unary calls as unary calls (`unary_over_stream(false)`).
     unary: LlmFactory,
-    /// A raw SDK client on a plain pool (no connection watching): `LocalServer::sdk_config()`.
+    /// The plain SDK client a user would otherwise build ([`plain_client`]): its own pool, no
+    /// connection watching, the SDK's default retries.
     plain: aws_sdk_bedrockruntime::Client,
 }
 
@@ -459,10 +477,7 @@ fn main() {
             .await
             .expect("the factory builds")
     });
-    let plain = {
-        let _runtime = rt.enter(); // the plain pool binds to this runtime
-        aws_sdk_bedrockruntime::Client::new(&server.sdk_config().expect("an SDK config"))
-    };
+    let plain = rt.block_on(plain_client(&server));
     let s = Setup {
         rt,
         server,
