@@ -61,6 +61,17 @@ async fn run(side: &Side, n: i64, concurrency: usize) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// The local server's test credentials.
+fn credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new(
+        TEST_ACCESS_KEY_ID,
+        TEST_SECRET_ACCESS_KEY,
+        None,
+        None,
+        "profile_overhead",
+    )
+}
+
 /// The plain SDK client a user would otherwise build: `aws_config::defaults` with the same
 /// endpoint, region and credentials, and the SDK's default HTTPS client (rustls, trusting the
 /// server's CA besides nothing else).
@@ -80,13 +91,7 @@ async fn plain_client(
     let conf = aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_owned()))
         .endpoint_url(bedrock_url)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            TEST_ACCESS_KEY_ID,
-            TEST_SECRET_ACCESS_KEY,
-            None,
-            None,
-            "profile_overhead",
-        ))
+        .credentials_provider(credentials())
         .http_client(http)
         .load()
         .await;
@@ -131,40 +136,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             (None, None) => unreachable!("a server is started when none is given"),
         };
+        // The "unary" side is the factory sending unary calls as unary calls.
         let factory = LlmFactory::builder()
             .region(&region)
-            .credentials_provider(aws_credential_types::Credentials::new(
-                TEST_ACCESS_KEY_ID,
-                TEST_SECRET_ACCESS_KEY,
-                None,
-                None,
-                "profile_overhead",
-            ))
+            .credentials_provider(credentials())
             .bedrock_endpoint_url(&bedrock_url)
             .sts_endpoint_url(&sts_url)
             .ca_certificate_pem(&ca_pem)
+            .unary_over_stream(which != "unary")
             .build()
             .await?;
         let side = match which.as_str() {
-            "factory" => Side::Factory(factory.model(MODEL)),
-            "unary" => {
-                let unary = LlmFactory::builder()
-                    .region(&region)
-                    .credentials_provider(aws_credential_types::Credentials::new(
-                        TEST_ACCESS_KEY_ID,
-                        TEST_SECRET_ACCESS_KEY,
-                        None,
-                        None,
-                        "profile_overhead",
-                    ))
-                    .bedrock_endpoint_url(&bedrock_url)
-                    .sts_endpoint_url(&sts_url)
-                    .ca_certificate_pem(&ca_pem)
-                    .unary_over_stream(false)
-                    .build()
-                    .await?;
-                Side::Factory(unary.model(MODEL))
-            }
+            "factory" | "unary" => Side::Factory(factory.model(MODEL)),
             "raw" => Side::Raw(factory.bedrock_client().clone()),
             "plain" => Side::Raw(plain_client(&bedrock_url, &region, &ca_pem).await?),
             other => return Err(format!("unknown side {other:?}").into()),
