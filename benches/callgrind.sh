@@ -5,6 +5,11 @@
 # The local server runs in another process (the `bedrock-pool-local` binary), so its
 # instructions are not counted. Each side runs twice, with SHORT and LONG calls after the same
 # setup; (LONG - SHORT) / (LONG - SHORT calls) is the instructions of one call, setup subtracted.
+# TLS handshakes are left out of each run's count (the inclusive cost of tokio-rustls's connect
+# future, from callgrind_annotate): the SDK's default client opens a varying number of extra
+# HTTP/1.1 connections at c=50 (about 1 to 2.5 MB of instructions each, more than a call's
+# whole cost per extra connection and run), which made its per-call figure noise. The number
+# of handshakes of each run is printed beside it.
 #
 # Run: bash benches/callgrind.sh [h2|h1|both] (needs valgrind; about 10 minutes).
 set -euo pipefail
@@ -14,17 +19,25 @@ protocols=${1:-both}
 SHORT=${SHORT:-100}
 LONG=${LONG:-600}
 CONCURRENCY=${CONCURRENCY:-50}
-# "unary" too: the factory with unary_over_stream(false), the same operation as the plain client.
-SIDES=${SIDES:-plain factory}
+# plain: the SDK client a user builds; raw: the SDK client on the factory's pool (the pool's own
+# cost); unary: the factory with unary_over_stream(false), the same operation as the plain
+# client; factory: the factory's defaults (unary calls carried as ConverseStream).
+SIDES=${SIDES:-plain raw unary factory}
 cargo build -q --release --example profile_overhead -p bedrock-pool
 cargo build -q --release -p bedrock-pool-local
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 20000 + RANDOM % 20000 ))
-instructions() { # side calls protocol -> Ir of the whole run
+instructions() { # side calls protocol -> "Ir handshakes" of the whole run, handshakes left out
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
         target/release/examples/profile_overhead "$1" "$2" "$CONCURRENCY" "$3" >/dev/null 2>"$work/vg.err"
-    awk '/^summary:/ {print $2}' "$work/cg.out"
+    local total handshake count
+    total=$(awk '/^summary:/ {print $2}' "$work/cg.out")
+    handshake=$(callgrind_annotate --inclusive=yes --threshold=100 "$work/cg.out" 2>/dev/null |
+        awk '/tokio_rustls::client::Connect<IO> as core::future::future::Future>::poll/ {gsub(",", "", $1); print $1; exit}' || true)
+    count=$(callgrind_annotate --tree=caller --threshold=100 "$work/cg.out" 2>/dev/null |
+        awk '/\*.*curve25519_x25519_alt/ { if (match(prev, /\([0-9,]+x\)/)) { c = substr(prev, RSTART + 1, RLENGTH - 3); gsub(",", "", c); print c }; exit } { prev = $0 }' || true)
+    echo "$(( total - ${handshake:-0} )) ${count:-0}"
 }
 for protocol in $protocols; do
     flag=""
@@ -36,10 +49,10 @@ for protocol in $protocols; do
     export PROFILE_BEDROCK_URL="https://127.0.0.1:$port" PROFILE_STS_URL="https://127.0.0.1:$((port + 1))" PROFILE_CA="$work/ca.pem"
     declare -A per_call
     for side in $SIDES; do
-        short=$(instructions "$side" "$SHORT" "$protocol")
-        long=$(instructions "$side" "$LONG" "$protocol")
+        read -r short short_hs < <(instructions "$side" "$SHORT" "$protocol")
+        read -r long long_hs < <(instructions "$side" "$LONG" "$protocol")
         per_call[$side]=$(( (long - short) / (LONG - SHORT) ))
-        echo "$protocol $side: $short Ir for $SHORT calls, $long Ir for $LONG calls: ${per_call[$side]} Ir per call"
+        echo "$protocol $side: $short Ir for $SHORT calls ($short_hs handshakes), $long Ir for $LONG calls ($long_hs handshakes), handshakes left out: ${per_call[$side]} Ir per call"
     done
     for side in $SIDES; do
         [ "$side" = plain ] && continue

@@ -15,6 +15,7 @@ mod open;
 mod policy;
 mod share;
 mod span;
+pub(crate) mod stall;
 
 pub(crate) use drive::drive;
 pub(crate) use open::OpenCall;

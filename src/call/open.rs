@@ -144,6 +144,10 @@ impl OpenCall {
     /// Records why the model stopped (`gen_ai.response.finish_reasons`): a string array with
     /// the `otel` feature, else its JSON text (`["end_turn"]`).
     pub(crate) fn finish_reason(&self, reason: &aws_sdk_bedrockruntime::types::StopReason) {
+        // The value is built for a span someone records, not on every call.
+        if self.span.is_disabled() {
+            return;
+        }
         #[cfg(feature = "otel")]
         {
             use opentelemetry::{Array, StringValue, Value};

@@ -272,7 +272,7 @@ impl InvokeRequest<Unary> {
                 let stream = InvokeStream {
                     receiver: s.body,
                     call,
-                    stall,
+                    stall: crate::call::stall::StallTimer::new(stall),
                     saw_chunk: false,
                     done: false,
                 };
@@ -352,7 +352,7 @@ impl InvokeRequest<Streaming> {
         Ok(InvokeStream {
             receiver: answer.output.body,
             call: answer.call,
-            stall,
+            stall: crate::call::stall::StallTimer::new(stall),
             saw_chunk: false,
             done: false,
         })

@@ -11,7 +11,6 @@ use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_smithy_types::Blob;
 use std::fmt;
-use std::time::Duration;
 
 /// The answer of an InvokeModelWithResponseStream call: the model's JSON chunks, each receive
 /// bounded by the stall timeout; a stall or a broken stream retires its connection.
@@ -21,7 +20,7 @@ pub struct InvokeStream {
         aws_sdk_bedrockruntime::types::error::ResponseStreamError,
     >,
     pub(super) call: OpenCall,
-    pub(super) stall: Duration,
+    pub(super) stall: crate::call::stall::StallTimer,
     pub(super) saw_chunk: bool,
     pub(super) done: bool,
 }
@@ -57,14 +56,14 @@ impl InvokeStream {
         if self.done {
             return None;
         }
-        let event = match tokio::time::timeout(self.stall, self.receiver.recv()).await {
+        let event = match self.stall.within(self.receiver.recv()).await {
             Err(_) => {
                 self.call.retire_connection();
                 return self.fail(Error::timeout(
                     TimeoutKind::StreamStall,
                     format!(
                         "invoke_model_with_response_stream failed: no chunk within the stall timeout of {:?}",
-                        self.stall
+                        self.stall.stall()
                     ),
                 ));
             }

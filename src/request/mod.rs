@@ -41,20 +41,34 @@ impl Model {
 /// that sends it (see `send_with_timeouts!`).
 macro_rules! prepared_send {
     ($builder:expr, $id:expr, $v:expr, $guardrail:expr) => {{
-        let builder = $builder
-            .model_id($id)
-            .set_messages($v.messages.clone())
-            .set_system($v.system.clone())
-            .set_inference_config($v.inference.clone())
-            .set_tool_config($v.tools.clone())
-            .set_additional_model_request_fields($v.additional_fields.clone())
-            .set_additional_model_response_field_paths($v.response_field_paths.clone())
-            .set_guardrail_config($guardrail)
-            .set_performance_config($v.performance.clone())
-            .set_service_tier($v.service_tier.clone())
-            .set_request_metadata($v.request_metadata.clone())
-            .set_prompt_variables($v.prompt_variables.clone())
-            .set_output_config($v.output_config.clone());
+        // Only the members the request has: each fluent setter moves the whole builder (its
+        // config override included, about 1 KB), so the absent ones cost a copy for nothing.
+        let mut builder = $builder.model_id($id);
+        macro_rules! set {
+            ($setter:ident, $value:expr) => {
+                if let Some(value) = $value {
+                    builder = builder.$setter(Some(value));
+                }
+            };
+        }
+        set!(set_messages, $v.messages.clone());
+        set!(set_system, $v.system.clone());
+        set!(set_inference_config, $v.inference.clone());
+        set!(set_tool_config, $v.tools.clone());
+        set!(
+            set_additional_model_request_fields,
+            $v.additional_fields.clone()
+        );
+        set!(
+            set_additional_model_response_field_paths,
+            $v.response_field_paths.clone()
+        );
+        set!(set_guardrail_config, $guardrail);
+        set!(set_performance_config, $v.performance.clone());
+        set!(set_service_tier, $v.service_tier.clone());
+        set!(set_request_metadata, $v.request_metadata.clone());
+        set!(set_prompt_variables, $v.prompt_variables.clone());
+        set!(set_output_config, $v.output_config.clone());
         $crate::call::send_with_timeouts!(builder, $v.timeouts.clone())
     }};
 }

@@ -2,6 +2,7 @@
 //! a stream that ends without `messageStop` reported as the error it is.
 
 use crate::call::OpenCall;
+use crate::call::stall::StallTimer;
 use crate::collect::Accumulator;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::meta::{CallInfo, CallMetadata};
@@ -121,7 +122,7 @@ pub struct ReplyStream {
     /// The call's open figures, finished when the stream ends; its connection is retired if
     /// the stream stalls or breaks.
     call: OpenCall,
-    stall: Duration,
+    stall: StallTimer,
     acc: Accumulator,
     saw_event: bool,
     done: bool,
@@ -155,7 +156,7 @@ impl ReplyStream {
         ReplyStream {
             receiver,
             call,
-            stall,
+            stall: StallTimer::new(stall),
             acc: Accumulator::default(),
             saw_event: false,
             done: false,
@@ -181,7 +182,7 @@ impl ReplyStream {
         if self.done {
             return None;
         }
-        let received = tokio::time::timeout(self.stall, self.receiver.recv()).await;
+        let received = self.stall.within(self.receiver.recv()).await;
         let event = match received {
             Err(_) => {
                 self.call.retire_connection();
@@ -189,7 +190,7 @@ impl ReplyStream {
                     TimeoutKind::StreamStall,
                     format!(
                         "converse_stream failed: no event within the stall timeout of {:?}",
-                        self.stall
+                        self.stall.stall()
                     ),
                 ));
             }
