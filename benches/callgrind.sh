@@ -11,7 +11,7 @@
 # whole cost per extra connection and run), which made its per-call figure noise. The number
 # of handshakes of each run is printed beside it.
 #
-# Run: bash benches/callgrind.sh [h2|h1|both] (needs valgrind; about 10 minutes).
+# Run: bash benches/callgrind.sh [h2|h1|both] (needs valgrind; about 15 minutes for both protocols and the four sides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 protocols=${1:-both}
