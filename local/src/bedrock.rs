@@ -226,7 +226,8 @@ async fn converse(c: Converse<'_>, faults: invoke::Faults) -> Answer {
     } else {
         content.iter().map(surface::block_tokens).sum()
     };
-    let (cache_read, cache_write) = surface::cache_usage(shared, model_id, body);
+    let cache = surface::cache_usage(shared, model_id, body);
+    let (cache_read, cache_write) = (cache.read, cache.write);
     let uncached = input_tokens.saturating_sub(cache_read + cache_write);
     shared
         .limits
@@ -245,6 +246,14 @@ async fn converse(c: Converse<'_>, faults: invoke::Faults) -> Answer {
     if cache_point_count(body) > 0 {
         usage["cacheReadInputTokens"] = json!(cache_read);
         usage["cacheWriteInputTokens"] = json!(cache_write);
+        let details: Vec<Value> = cache
+            .write_by_ttl
+            .iter()
+            .map(|(ttl, n)| json!({ "ttl": ttl, "inputTokens": n }))
+            .collect();
+        if !details.is_empty() {
+            usage["cacheDetails"] = json!(details);
+        }
     }
     let metrics = json!({ "latencyMs": c.started.elapsed().as_millis() as u64 });
     let mut extra = serde_json::Map::new();

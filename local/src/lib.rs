@@ -79,7 +79,9 @@
 //!   - cache points: the prompt prefix (tools, system, messages, per model id) up to each
 //!     `cachePoint` is remembered; a prefix seen before is reported as `cacheReadInputTokens`, the
 //!     rest up to the last cache point as `cacheWriteInputTokens`, and `inputTokens` excludes both
-//!     ([`LocalServer::clear_prompt_cache`] forgets them);
+//!     ([`LocalServer::clear_prompt_cache`] forgets them); `cacheDetails` splits the written
+//!     tokens by time to live, each part between two cache points taking the `ttl` of the cache
+//!     point that ends it (`5m` unless it says `1h`);
 //!   - guardrails: a request naming a known [`Guardrail`] ([`Guardrail::test`] by default, more
 //!     with [`LocalServerBuilder::guardrail`] or [`LocalServer::set_guardrail`]) by id or ARN,
 //!     with its version or `DRAFT`, is blocked when the last user message holds its trigger word:

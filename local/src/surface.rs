@@ -73,16 +73,30 @@ pub(crate) fn reasoning_text(last_user_text: Option<&str>) -> String {
     format!("The user wrote {words} words. I will answer them back.")
 }
 
-/// Returns (cache read, cache write) input tokens: the prompt prefix up to each cache point
+/// The prompt cache's part of a request's input tokens.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CacheUsage {
+    pub(crate) read: u64,
+    pub(crate) write: u64,
+    /// The written tokens by time to live (`cacheDetails`): `5m` then `1h`, those above 0.
+    pub(crate) write_by_ttl: Vec<(&'static str, u64)>,
+}
+
+/// Returns the cache read and write input tokens: the prompt prefix up to each cache point
 /// (tools, then system, then messages) is hashed; the longest prefix seen before is read, the
-/// rest up to the last cache point is written.
-pub(crate) fn cache_usage(shared: &Shared, model_id: &str, body: &Value) -> (u64, u64) {
+/// rest up to the last cache point is written, each part between two cache points with the
+/// time to live of the cache point that ends it (`5m` unless it says `1h`).
+pub(crate) fn cache_usage(shared: &Shared, model_id: &str, body: &Value) -> CacheUsage {
     let mut prefix = Sha256::new().chain_update(model_id.as_bytes());
     let mut tokens = 0;
-    let mut points: Vec<([u8; 32], u64)> = Vec::new();
+    let mut points: Vec<([u8; 32], u64, &'static str)> = Vec::new();
     let mut visit = |role: &str, block: &Value| {
-        if block.get("cachePoint").is_some_and(|c| !c.is_null()) {
-            points.push((prefix.clone().finalize().into(), tokens));
+        if let Some(c) = block.get("cachePoint").filter(|c| !c.is_null()) {
+            let ttl = match c.get("ttl").and_then(Value::as_str) {
+                Some("1h") => "1h",
+                _ => "5m",
+            };
+            points.push((prefix.clone().finalize().into(), tokens, ttl));
             return;
         }
         prefix.update(role.as_bytes());
@@ -110,12 +124,25 @@ pub(crate) fn cache_usage(shared: &Shared, model_id: &str, body: &Value) -> (u64
             visit(role, block);
         }
     }
-    let Some(&(_, last)) = points.last() else {
-        return (0, 0);
+    let Some(&(_, last, _)) = points.last() else {
+        return CacheUsage::default();
     };
-    let hashes: Vec<[u8; 32]> = points.iter().map(|(h, _)| *h).collect();
+    let hashes: Vec<[u8; 32]> = points.iter().map(|(h, ..)| *h).collect();
     let read = shared.cache_lookup(&hashes).map_or(0, |k| points[k].1);
-    (read, last - read)
+    let mut by_ttl = [("5m", 0), ("1h", 0)];
+    let mut start = read;
+    for &(_, end, ttl) in &points {
+        if end > start {
+            let slot = usize::from(ttl == "1h");
+            by_ttl[slot].1 += end - start;
+            start = end;
+        }
+    }
+    CacheUsage {
+        read,
+        write: last - read,
+        write_by_ttl: by_ttl.into_iter().filter(|(_, n)| *n > 0).collect(),
+    }
 }
 
 /// Describes a guardrail's intervention.

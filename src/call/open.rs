@@ -7,7 +7,7 @@ use crate::limit::Lease;
 use crate::meta::CallInfo;
 use crate::stats::{CallGuard, Outcome, Prices, Tokens};
 use crate::transport::ConnectionWatch;
-use aws_sdk_bedrockruntime::types::TokenUsage;
+use aws_sdk_bedrockruntime::types::{CacheTtl, ServiceTierType, TokenUsage};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,8 @@ pub(crate) struct OpenCall {
     lease: Option<Lease>,
     /// The model's prices when the call started, for its cost.
     prices: Option<Prices>,
+    /// The service tier that served the call, as the answer says (for its cost).
+    tier: Option<ServiceTierType>,
     /// When the first event of a stream arrived.
     first_event: Option<Instant>,
     guard: CallGuard,
@@ -65,6 +67,7 @@ impl OpenCall {
             },
             lease: o.lease,
             prices: o.prices,
+            tier: None,
             first_event: None,
             guard: o.guard,
             region_guard: o.region_guard,
@@ -100,6 +103,14 @@ impl OpenCall {
         &self.span
     }
 
+    /// Records the service tier that served the call, when the answer names one: the cost of
+    /// its tokens uses that tier's multiplier (see [`Prices::tier`]).
+    pub(crate) fn served_by(&mut self, tier: Option<&ServiceTierType>) {
+        if let Some(t) = tier {
+            self.tier = Some(t.clone());
+        }
+    }
+
     /// Counts the call's tokens (and cost, and a stream's output tokens per second) from the
     /// usage the service reported.
     pub(crate) fn usage(&self, usage: &TokenUsage) {
@@ -109,13 +120,19 @@ impl OpenCall {
             output: n(usage.output_tokens()),
             cache_read: usage.cache_read_input_tokens().map_or(0, n),
             cache_write: usage.cache_write_input_tokens().map_or(0, n),
+            cache_write_1h: usage
+                .cache_details()
+                .iter()
+                .filter(|d| *d.ttl() == CacheTtl::OneHour)
+                .map(|d| n(d.input_tokens()))
+                .sum(),
         };
         if let Some(l) = &self.lease {
             l.settle_usage(tokens.input, tokens.cache_write, tokens.output);
         }
         let generation = self.first_event.map(|t| t.elapsed());
         for g in [&self.guard, &self.region_guard] {
-            g.tokens(tokens, self.prices.as_ref(), generation);
+            g.tokens(tokens, self.prices.as_ref(), self.tier.as_ref(), generation);
         }
         // The conventions count cached input (reads and writes) in the input tokens; OTel
         // integers are i64 (tracing-opentelemetry exports a u64 as text).

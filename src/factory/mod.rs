@@ -321,13 +321,22 @@ impl LlmFactory {
     }
 }
 
-/// Checks prices: finite and not negative.
+/// Checks prices: finite and not negative, and so are the service tiers' multipliers.
 pub(crate) fn check_prices(p: &Prices) -> Result<()> {
-    for v in [p.input, p.output, p.cache_read, p.cache_write] {
+    let hour = p.cache_write_1h.unwrap_or(0.0);
+    for v in [p.input, p.output, p.cache_read, p.cache_write, hour] {
         if !v.is_finite() || v < 0.0 {
             return Err(crate::error::Error::invalid(
                 "prices",
                 format!("{v} is not a price (dollars per million tokens, 0 or more)"),
+            ));
+        }
+    }
+    for (tier, m) in p.multipliers() {
+        if !m.is_finite() || m < 0.0 {
+            return Err(crate::error::Error::invalid(
+                "prices",
+                format!("{m} is not a multiplier for the service tier {tier} (0 or more)"),
             ));
         }
     }

@@ -269,6 +269,7 @@ impl InvokeRequest<Unary> {
         let mut call = answer.call;
         let body = match *answer.output {
             Carried::Stream(s) => {
+                call.served_by(s.service_tier.as_ref());
                 let stream = InvokeStream {
                     receiver: s.body,
                     call,
@@ -278,7 +279,10 @@ impl InvokeRequest<Unary> {
                 };
                 return stream.collect_message().await;
             }
-            Carried::Unary(o) => o.body,
+            Carried::Unary(o) => {
+                call.served_by(o.service_tier());
+                o.body
+            }
         };
         if let Some(doc) = std::str::from_utf8(body.as_ref())
             .ok()
@@ -349,9 +353,11 @@ impl InvokeRequest<Streaming> {
             },
         )
         .await?;
+        let mut call = answer.call;
+        call.served_by(answer.output.service_tier());
         Ok(InvokeStream {
             receiver: answer.output.body,
-            call: answer.call,
+            call,
             stall: crate::call::stall::StallTimer::new(stall),
             saw_chunk: false,
             done: false,

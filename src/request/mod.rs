@@ -398,6 +398,7 @@ impl ConverseRequest<Unary> {
             Carried::Stream(s) => return ReplyStream::new(s.stream, call, stall).collect().await,
             Carried::Unary(o) => o,
         };
+        call.served_by(output.service_tier().map(|t| t.r#type()));
         if let Some(u) = output.usage() {
             call.usage(u);
         }

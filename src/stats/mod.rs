@@ -33,6 +33,7 @@ pub use parts::{BreakerState, BreakerStats, RegionStats};
 pub use snapshot::{FactoryStats, ModelStats};
 
 use crate::error::ErrorKind;
+use aws_sdk_bedrockruntime::types::ServiceTierType;
 use std::time::Duration;
 
 /// Negotiated HTTP protocol of a pool's connections.
@@ -339,6 +340,24 @@ impl std::fmt::Display for Cost {
 
 /// A model's prices in US dollars per million tokens, for the cost estimate. There is no
 /// built-in price list: prices change, and a stale table is worse than none.
+///
+/// Cache writes are priced by their time to live when the usage reports it (`cacheDetails`):
+/// 5-minute writes at [`cache_write`](Self::cache_write), 1-hour writes at
+/// [`cache_write_1h`](Self::cache_write_1h). A call's whole cost is multiplied by the
+/// multiplier of the service tier that served it (the response's `serviceTier`), 1 unless set
+/// with [`tier`](Self::tier).
+///
+/// ```
+/// use bedrock_pool::sdk::types::ServiceTierType;
+/// use bedrock_pool::stats::Prices;
+/// let prices = Prices::per_million_usd(3.0, 15.0)
+///     .cache_read(0.30)
+///     .cache_write(3.75)
+///     .cache_write_1h(6.0)
+///     .tier(ServiceTierType::Flex, 0.5);
+/// assert_eq!(prices.tier_multiplier(&ServiceTierType::Flex), 0.5);
+/// assert_eq!(prices.tier_multiplier(&ServiceTierType::Priority), 1.0);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Prices {
@@ -348,8 +367,35 @@ pub struct Prices {
     pub output: f64,
     /// Per million tokens read from the prompt cache.
     pub cache_read: f64,
-    /// Per million tokens written to the prompt cache.
+    /// Per million tokens written to the prompt cache with the 5-minute time to live (the
+    /// default), and writes whose time to live the usage does not report.
     pub cache_write: f64,
+    /// Per million tokens written to the prompt cache with the 1-hour time to live; `None`
+    /// prices them as [`cache_write`](Self::cache_write).
+    pub cache_write_1h: Option<f64>,
+    tiers: TierMultipliers,
+}
+
+/// The multiplier of each service tier (`priority`, `default`, `flex`, `reserved`), 1 unless
+/// set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct TierMultipliers([f64; 4]);
+
+impl Default for TierMultipliers {
+    fn default() -> Self {
+        TierMultipliers([1.0; 4])
+    }
+}
+
+/// Returns the slot of a known service tier.
+fn tier_slot(tier: &ServiceTierType) -> Option<usize> {
+    match tier {
+        ServiceTierType::Priority => Some(0),
+        ServiceTierType::Default => Some(1),
+        ServiceTierType::Flex => Some(2),
+        ServiceTierType::Reserved => Some(3),
+        _ => None,
+    }
 }
 
 impl Prices {
@@ -369,9 +415,40 @@ impl Prices {
         self
     }
 
-    /// Returns the prices with this price per million cache-write tokens.
+    /// Returns the prices with this price per million cache-write tokens (5-minute time to
+    /// live, and writes whose time to live the usage does not report).
     pub fn cache_write(mut self, usd_per_million: f64) -> Prices {
         self.cache_write = usd_per_million;
         self
+    }
+
+    /// Returns the prices with this price per million tokens written to the cache with the
+    /// 1-hour time to live (`cacheDetails` entries with `ttl` `1h`).
+    pub fn cache_write_1h(mut self, usd_per_million: f64) -> Prices {
+        self.cache_write_1h = Some(usd_per_million);
+        self
+    }
+
+    /// Returns the prices with the whole cost of a call that `tier` served multiplied by
+    /// `multiplier` (for example `0.5` for `flex`, `1.75` for `priority`: check your
+    /// region's price list). A tier this version does not know is left at 1; the factory
+    /// refuses a negative or non-finite multiplier, naming `prices`.
+    pub fn tier(mut self, tier: ServiceTierType, multiplier: f64) -> Prices {
+        if let Some(i) = tier_slot(&tier) {
+            self.tiers.0[i] = multiplier;
+        }
+        self
+    }
+
+    /// Returns the multiplier of the cost of a call that `tier` served (1 unless set).
+    pub fn tier_multiplier(&self, tier: &ServiceTierType) -> f64 {
+        tier_slot(tier).map_or(1.0, |i| self.tiers.0[i])
+    }
+
+    /// Returns each known tier's name and multiplier.
+    pub(crate) fn multipliers(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        ["priority", "default", "flex", "reserved"]
+            .into_iter()
+            .zip(self.tiers.0)
     }
 }

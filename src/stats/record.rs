@@ -3,6 +3,7 @@
 
 use super::{Activity, Cost, FailureStats, LatencyStats, Prices, RateStats, RequestStats};
 use crate::error::ErrorKind;
+use aws_sdk_bedrockruntime::types::ServiceTierType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -198,21 +199,32 @@ pub(crate) struct Tokens {
     pub(crate) output: u64,
     pub(crate) cache_read: u64,
     pub(crate) cache_write: u64,
+    /// The part of `cache_write` written with the 1-hour time to live (`cacheDetails`).
+    pub(crate) cache_write_1h: u64,
 }
 
 impl Tokens {
-    /// Returns the cost of these tokens at `prices`, in nano-dollars (rounded down).
-    pub(crate) fn cost(&self, prices: &Prices) -> u64 {
+    /// Returns the cost of these tokens at `prices`, served by `tier` when the answer named
+    /// one, in nano-dollars (rounded down).
+    pub(crate) fn cost(&self, prices: &Prices, tier: Option<&ServiceTierType>) -> u64 {
         let part = |n: u64, usd_per_million: f64| -> u128 {
             // usd/M tokens = 1000 nano-usd per token at 1 usd/M: n * price * 1000.
             let nano_per_token_milli = (usd_per_million.max(0.0) * 1_000_000.0).round() as u128;
             u128::from(n) * nano_per_token_milli / 1000
         };
+        let hour = self.cache_write_1h.min(self.cache_write);
         let total = part(self.input, prices.input)
             + part(self.output, prices.output)
             + part(self.cache_read, prices.cache_read)
-            + part(self.cache_write, prices.cache_write);
-        u64::try_from(total).unwrap_or(u64::MAX)
+            + part(self.cache_write - hour, prices.cache_write)
+            + part(hour, prices.cache_write_1h.unwrap_or(prices.cache_write));
+        let multiplier = tier.map_or(1.0, |t| prices.tier_multiplier(t)).max(0.0);
+        if multiplier == 1.0 {
+            return u64::try_from(total).unwrap_or(u64::MAX);
+        }
+        // In thousandths: a tier's multiplier has no finer grain in any price list.
+        let scaled = total * (multiplier * 1000.0).round() as u128 / 1000;
+        u64::try_from(scaled).unwrap_or(u64::MAX)
     }
 }
 
@@ -283,8 +295,14 @@ impl CallGuard {
 
     /// Counts the tokens of this call, its cost when `prices` are known, and, for a stream whose
     /// first event came `generation` before its end, its output tokens per second.
-    pub(crate) fn tokens(&self, t: Tokens, prices: Option<&Prices>, generation: Option<Duration>) {
-        let cost = prices.map(|p| t.cost(p));
+    pub(crate) fn tokens(
+        &self,
+        t: Tokens,
+        prices: Option<&Prices>,
+        tier: Option<&ServiceTierType>,
+        generation: Option<Duration>,
+    ) {
+        let cost = prices.map(|p| t.cost(p, tier));
         let rate = generation
             .filter(|g| !g.is_zero() && t.output > 0)
             .map(|g| (t.output as f64 / g.as_secs_f64()).round() as u64);
@@ -426,6 +444,41 @@ impl Drop for CallGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_splits_cache_writes_by_ttl_and_multiplies_by_tier() {
+        let t = Tokens {
+            input: 1_000,
+            output: 100,
+            cache_read: 10_000,
+            cache_write: 3_000,
+            cache_write_1h: 2_000,
+        };
+        let p = Prices::per_million_usd(3.0, 15.0)
+            .cache_read(0.3)
+            .cache_write(3.75);
+        // nano-dollars: 3000/token input, 15000 output, 300 read, 3750 written.
+        let base = 1_000 * 3_000 + 100 * 15_000 + 10_000 * 300;
+        assert_eq!(
+            t.cost(&p, None),
+            base + 3_000 * 3_750,
+            "1h as 5m when unpriced"
+        );
+        let p = p.cache_write_1h(6.0);
+        let split = base + 1_000 * 3_750 + 2_000 * 6_000;
+        assert_eq!(t.cost(&p, None), split);
+        assert_eq!(t.cost(&p, Some(&ServiceTierType::Default)), split);
+        let p = p.tier(ServiceTierType::Flex, 0.5);
+        assert_eq!(t.cost(&p, Some(&ServiceTierType::Flex)), split / 2);
+        assert_eq!(t.cost(&p, Some(&ServiceTierType::Priority)), split);
+        assert_eq!(t.cost(&p, Some(&ServiceTierType::from("future"))), split);
+        // More 1-hour tokens than writes (a usage that disagrees): never more than written.
+        let odd = Tokens {
+            cache_write_1h: 9_000,
+            ..t
+        };
+        assert_eq!(odd.cost(&p, None), base + 3_000 * 6_000);
+    }
 
     #[test]
     fn histogram_buckets_are_monotonic_and_tight() {

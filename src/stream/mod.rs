@@ -219,8 +219,17 @@ impl ReplyStream {
         }
         let ev = convert(event);
         record(&mut self.acc, &ev);
-        if let StreamEvent::Metadata { usage: Some(u), .. } = &ev {
-            self.call.usage(u);
+        if let StreamEvent::Metadata {
+            usage,
+            service_tier,
+            ..
+        } = &ev
+        {
+            self.call
+                .served_by(service_tier.as_ref().map(|t| t.r#type()));
+            if let Some(u) = usage {
+                self.call.usage(u);
+            }
         }
         if let StreamEvent::MessageStop { stop_reason } = &ev {
             self.call.finish_reason(stop_reason);

@@ -168,3 +168,130 @@ async fn cost_is_the_hand_computed_sum() {
         "$0.001235"
     );
 }
+
+/// The cost of one reply at `prices`, by hand: 5-minute and 1-hour cache writes apart (from
+/// the usage's `cacheDetails`), times the multiplier of the tier the answer names.
+fn hand_cost(reply: &Reply, prices: &Prices) -> u64 {
+    use bedrock_pool::sdk::types::CacheTtl;
+    let u = reply.usage().expect("usage");
+    let n = |v: i32| v as u64;
+    let write = u.cache_write_input_tokens().map_or(0, n);
+    let hour: u64 = u
+        .cache_details()
+        .iter()
+        .filter(|d| *d.ttl() == CacheTtl::OneHour)
+        .map(|d| n(d.input_tokens()))
+        .sum();
+    // Dollars per million tokens = thousands of nano-dollars per token.
+    let per = |p: f64| (p * 1000.0).round() as u64;
+    let total = n(u.input_tokens()) * per(prices.input)
+        + n(u.output_tokens()) * per(prices.output)
+        + u.cache_read_input_tokens().map_or(0, n) * per(prices.cache_read)
+        + (write - hour) * per(prices.cache_write)
+        + hour * per(prices.cache_write_1h.unwrap());
+    let m = reply
+        .service_tier()
+        .map_or(1.0, |t| prices.tier_multiplier(t.r#type()));
+    total * (m * 1000.0).round() as u64 / 1000
+}
+
+#[tokio::test]
+async fn cache_writes_are_priced_by_ttl_and_tiers_multiply_the_cost() {
+    use bedrock_pool::sdk::types::{CacheTtl, ServiceTierType};
+    for protocol in [Protocol::Https, Protocol::HttpsH1Only] {
+        let server = server(protocol).await;
+        let prices = Prices::per_million_usd(3.0, 15.0)
+            .cache_read(0.3)
+            .cache_write(3.75)
+            .cache_write_1h(6.0)
+            .tier(ServiceTierType::Flex, 0.5)
+            .tier(ServiceTierType::Priority, 1.75);
+        let factory = common::builder_for(&server)
+            .prices(MODEL, prices)
+            .build()
+            .await
+            .unwrap();
+        let model = factory.model(MODEL);
+        // A 5-minute cache point after a short policy, a 1-hour one after a long document.
+        let request = |tier: Option<ServiceTierType>, question: &str| {
+            let r = model
+                .converse()
+                .system("the short policy")
+                .cache_point()
+                .system("a long reference document of many words that lives for an hour")
+                .cache_point_with_ttl(CacheTtl::OneHour)
+                .user(question);
+            match tier {
+                Some(t) => r.service_tier(t),
+                None => r,
+            }
+        };
+        let mut expected = 0;
+        let first = request(None, "first").send().await.unwrap();
+        let details = first.usage().unwrap().cache_details();
+        let ttls: Vec<(&str, i32)> = details
+            .iter()
+            .map(|d| (d.ttl().as_str(), d.input_tokens()))
+            .collect();
+        assert_eq!(
+            ttls,
+            [("5m", 3), ("1h", 12)],
+            "{protocol:?}: words before each point"
+        );
+        let one_price = {
+            let u = first.usage().unwrap();
+            u.input_tokens() as u64 * 3_000
+                + u.output_tokens() as u64 * 15_000
+                + u.cache_write_input_tokens().unwrap() as u64 * 3_750
+        };
+        let cost = hand_cost(&first, &prices);
+        assert_ne!(cost, one_price, "the 1-hour writes cost more");
+        expected += cost;
+        // Flex halves the cost, priority adds three quarters; unary and streamed alike.
+        for (tier, stream) in [
+            (ServiceTierType::Flex, false),
+            (ServiceTierType::Priority, true),
+        ] {
+            let reply = if stream {
+                model
+                    .converse_stream()
+                    .system("the short policy")
+                    .cache_point()
+                    .user("streamed")
+                    .service_tier(tier.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap()
+            } else {
+                request(Some(tier.clone()), "second").send().await.unwrap()
+            };
+            assert_eq!(
+                reply.service_tier().map(|t| t.r#type()),
+                Some(&tier),
+                "{protocol:?}: the answer names its tier"
+            );
+            let at_one = hand_cost(&reply, &prices.tier(tier.clone(), 1.0));
+            let cost = hand_cost(&reply, &prices);
+            assert_ne!(cost, at_one, "{tier:?} changes the cost");
+            expected += cost;
+        }
+        assert_eq!(
+            factory.model_stats(MODEL).unwrap().requests.cost,
+            Some(Cost { nano_usd: expected }),
+            "{protocol:?}"
+        );
+        // Bad prices are refused naming the field, before any call.
+        for bad in [
+            Prices::per_million_usd(1.0, 1.0).cache_write_1h(-1.0),
+            Prices::per_million_usd(1.0, 1.0).tier(ServiceTierType::Flex, f64::NAN),
+        ] {
+            assert_eq!(
+                factory.set_prices(MODEL, bad).unwrap_err().field(),
+                Some("prices")
+            );
+        }
+    }
+}
