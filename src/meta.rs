@@ -8,9 +8,13 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallInfo {
-    /// The model that answered: the handle's own, or a fallback's when the call moved (see
-    /// [`Model::with_fallbacks`](crate::Model::with_fallbacks)).
+    /// The model that answered: the handle's own, a fallback's when the call moved (see
+    /// [`Model::with_fallbacks`](crate::Model::with_fallbacks)), or the one a prompt router
+    /// chose (its trace's `invokedModelId`).
     pub model_id: String,
+    /// The prompt router the call named, when the answer says which model the router chose
+    /// (Converse and ConverseStream; `model_id` is then that model).
+    pub router: Option<String>,
     /// The region that answered.
     pub region: String,
     /// The attempts the SDK made in that region.
@@ -36,9 +40,15 @@ pub trait CallMetadata {
     /// Returns the call's metadata.
     fn call_info(&self) -> &CallInfo;
 
-    /// Returns the model that answered: the handle's own, or a fallback's when the call moved.
+    /// Returns the model that answered: the handle's own, a fallback's when the call moved, or
+    /// the one a prompt router chose.
     fn model_id(&self) -> &str {
         &self.call_info().model_id
+    }
+
+    /// Returns the prompt router the call named, when a router chose the model that answered.
+    fn router(&self) -> Option<&str> {
+        self.call_info().router.as_deref()
     }
 
     /// Returns the region that answered.

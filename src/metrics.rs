@@ -49,6 +49,18 @@ pub(crate) fn call_started(model: &Arc<str>, wakeup: bool) {
     }
 }
 
+/// Moves a call in flight from `from` to `to` (a prompt router's call, to the model that
+/// answered).
+pub(crate) fn call_moved(from: &Arc<str>, to: &Arc<str>) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!("bedrock_pool_in_flight", "model" => from.clone()).decrement(1.0);
+        metrics::gauge!("bedrock_pool_in_flight", "model" => to.clone()).increment(1.0);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (from, to);
+}
+
 pub(crate) fn call_finished(model: &Arc<str>, outcome: &'static str, latency: Option<Duration>) {
     #[cfg(feature = "metrics")]
     {

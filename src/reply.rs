@@ -239,6 +239,7 @@ mod tests {
                 .unwrap(),
             info: CallInfo {
                 model_id: "m".to_owned(),
+                router: None,
                 region: "r".into(),
                 attempts: 1,
                 latency: Duration::ZERO,

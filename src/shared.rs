@@ -148,6 +148,27 @@ impl Shared {
             .copied()
     }
 
+    /// Returns the prices of the model a prompt router chose, which its trace names as an
+    /// inference profile ARN: the prices set for that id, else for the profile's id
+    /// (`us.anthropic.claude-…`), else for the model's own id (`anthropic.claude-…`).
+    pub(crate) fn prices_of_answering(&self, invoked: &str) -> Option<Prices> {
+        let profile = invoked
+            .rsplit_once(":inference-profile/")
+            .map_or(invoked, |(_, id)| id);
+        let model = profile
+            .split_once('.')
+            .filter(|(geo, rest)| {
+                matches!(
+                    *geo,
+                    "us" | "eu" | "apac" | "global" | "us-gov" | "ca" | "jp" | "au"
+                ) && rest.contains('.')
+            })
+            .map_or(profile, |(_, id)| id);
+        [invoked, profile, model]
+            .into_iter()
+            .find_map(|id| self.prices(id))
+    }
+
     /// Warns (at most every 10 s) when calls queue for a connection of `r`'s host.
     ///
     /// Cheap on the hot path: the pool is asked only when the region's calls in flight (this

@@ -274,3 +274,30 @@ async fn span_level_is_configurable() {
         "a DEBUG span is filtered out at INFO"
     );
 }
+
+#[tokio::test]
+async fn a_prompt_router_call_names_the_model_that_answered() {
+    let pipeline = Pipeline::install(LevelFilter::TRACE);
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    let router = format!(
+        "arn:aws:bedrock:{}:123456789012:default-prompt-router/anthropic.claude:1",
+        server.region()
+    );
+    let invoked = bedrock_pool_local::routed_model(&router, 2).unwrap();
+    let model = factory.model(&router);
+    model.converse().user("hi there").send().await.unwrap();
+    let stream = model
+        .converse_stream()
+        .user("hi there")
+        .send()
+        .await
+        .unwrap();
+    stream.collect().await.unwrap();
+    let spans = pipeline.spans(&format!("chat {router}"));
+    assert_eq!(spans.len(), 2, "one span per call, named for the id called");
+    for span in &spans {
+        assert_eq!(string(span, "gen_ai.request.model"), router);
+        assert_eq!(string(span, "gen_ai.response.model"), invoked);
+    }
+}

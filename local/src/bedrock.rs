@@ -262,6 +262,11 @@ async fn converse(c: Converse<'_>, faults: invoke::Faults) -> Answer {
             extra.insert(member.to_owned(), v.clone());
         }
     }
+    let words = last_user.map_or(0, super::model::count_words);
+    let trace = match super::router::routed_model(model_id, words) {
+        Some(invoked) => Some(super::router::add_trace(trace, &invoked)),
+        None => trace,
+    };
     if let Some(t) = trace {
         extra.insert("trace".to_owned(), t);
     }

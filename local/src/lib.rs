@@ -76,6 +76,10 @@
 //!     block with a wrong or missing signature is refused as Anthropic on Bedrock does
 //!     ("Invalid signature in thinking block", in Anthropic's words); `redactedContent` is
 //!     accepted unread;
+//!   - prompt routers: a Converse or ConverseStream call whose model id is a prompt router's
+//!     ARN (`default-prompt-router/NAME` or `prompt-router/ID`) is answered by the smaller or the
+//!     larger model of its family by the last user message's length ([`routed_model`]), named
+//!     in `trace.promptRouter.invokedModelId`;
 //!   - cache points: the prompt prefix (tools, system, messages, per model id) up to each
 //!     `cachePoint` is remembered; a prefix seen before is reported as `cacheReadInputTokens`, the
 //!     rest up to the last cache point as `cacheWriteInputTokens`, and `inputTokens` excludes both
@@ -210,6 +214,7 @@ mod options;
 mod quota;
 mod record;
 mod reply;
+mod router;
 mod sdk;
 mod server;
 mod server_limits;
@@ -232,6 +237,7 @@ pub use identity::{
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
 pub use quota::{Quota, QuotaStats, burndown_rate};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
+pub use router::{ROUTER_SHORT_PROMPT_WORDS, routed_model};
 pub use server::{LocalServer, LocalServerBuilder};
 pub use state::Protocol;
 

@@ -127,6 +127,7 @@ where
             following.counters.clone(),
             following.label.clone(),
             e.kind(),
+            following.router,
         );
         target = following;
     }
@@ -142,7 +143,10 @@ fn opened<O>(
     started: Instant,
 ) -> Answer<O> {
     let Progress { guard, server, .. } = progress;
-    span.record("gen_ai.response.model", target.id.as_str());
+    // A prompt router's answer names the model that answered later (`OpenCall::route`).
+    if !target.router {
+        span.record("gen_ai.response.model", target.id.as_str());
+    }
     Answer {
         output: a.output,
         call: OpenCall::new(open::Opened {
@@ -159,6 +163,7 @@ fn opened<O>(
             attempts: a.attempts,
             connection: a.connection,
             lease: a.lease,
+            routing: target.router.then(|| target.shared.clone()),
         }),
     }
 }

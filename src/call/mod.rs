@@ -81,6 +81,18 @@ pub(crate) struct Target {
     /// The id's lanes (its own SDK client and state in each region, in the regions' order);
     /// none for invalid ids and past the tracked cap (those use the regions' own clients).
     pub(crate) lanes: Option<Arc<[Lane]>>,
+    /// The id is a prompt router's: the model that answers is named by the answer's trace,
+    /// and the call's figures, cost and span move to it.
+    pub(crate) router: bool,
+}
+
+/// Returns true when `id` is a prompt router's ARN
+/// (`arn:aws:bedrock:REGION:ACCOUNT:default-prompt-router/NAME` or `...:prompt-router/ID`).
+pub(crate) fn is_prompt_router(id: &str) -> bool {
+    id.starts_with("arn:")
+        && id.split(':').nth(5).is_some_and(|resource| {
+            resource.starts_with("default-prompt-router/") || resource.starts_with("prompt-router/")
+        })
 }
 
 impl Target {
@@ -105,6 +117,7 @@ impl Target {
             invalid,
             breakers,
             lanes,
+            router: is_prompt_router(id),
         }
     }
 
@@ -119,16 +132,18 @@ impl Target {
             breakers: self.breakers.clone(),
             limiters: self.limiters.clone(),
             lanes: self.lanes.clone(),
+            router: self.router,
         }
     }
 
     /// Starts the statistics of one call: overall and this model's figures.
     fn call_guard(&self) -> CallGuard {
-        CallGuard::start(
+        let guard = CallGuard::start(
             [Some(self.shared.overall.clone()), self.counters.clone()],
             self.shared.activity.clone(),
             Some(self.label.clone()),
-        )
+        );
+        if self.router { guard.routable() } else { guard }
     }
 
     fn breaker(&self, region: &RegionClient) -> Option<&Breaker> {

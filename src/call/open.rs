@@ -5,6 +5,7 @@ use super::span::record_error;
 use crate::error::Error;
 use crate::limit::Lease;
 use crate::meta::CallInfo;
+use crate::shared::Shared;
 use crate::stats::{CallGuard, Outcome, Prices, Tokens};
 use crate::transport::ConnectionWatch;
 use aws_sdk_bedrockruntime::types::{CacheTtl, ServiceTierType, TokenUsage};
@@ -37,6 +38,9 @@ pub(crate) struct OpenCall {
     server: String,
     started: Instant,
     connection: Option<ConnectionWatch>,
+    /// For a call to a prompt router, the factory's state, to move the call to the model the
+    /// router chose ([`OpenCall::route`]).
+    routing: Option<Arc<Shared>>,
 }
 
 /// What the driver knows of a call when it gets its answer.
@@ -54,6 +58,7 @@ pub(super) struct Opened {
     pub(super) attempts: u32,
     pub(super) connection: Option<ConnectionWatch>,
     pub(super) lease: Option<Lease>,
+    pub(super) routing: Option<Arc<Shared>>,
 }
 
 impl OpenCall {
@@ -61,6 +66,7 @@ impl OpenCall {
         OpenCall {
             info: CallInfo {
                 model_id: o.model_id,
+                router: None,
                 region: o.region,
                 attempts: o.attempts,
                 latency: o.started.elapsed(),
@@ -78,7 +84,35 @@ impl OpenCall {
             server: o.server,
             started: o.started,
             connection: o.connection,
+            routing: o.routing,
         }
+    }
+
+    /// Returns true while a call to a prompt router waits for its answer to name the model
+    /// the router chose (a stream names it in its metadata event, after `messageStop`).
+    pub(crate) fn awaits_route(&self) -> bool {
+        self.routing.is_some()
+    }
+
+    /// Moves a call to a prompt router to the model the router chose, named by the answer's
+    /// trace (`promptRouter.invokedModelId`): its statistics (from the request on), its cost
+    /// (that model's prices), its span's `gen_ai.response.model` and its metadata
+    /// (`model_id`, with `router` the id called). Call it before the usage is counted; it does
+    /// nothing for a call to a model id, or once the call moved.
+    pub(crate) fn route(&mut self, invoked: Option<&str>) {
+        let Some(invoked) = invoked.filter(|i| !i.is_empty()) else {
+            return;
+        };
+        let Some(shared) = self.routing.take() else {
+            return;
+        };
+        let (counters, label) = shared.models.entry(invoked);
+        self.guard.route(counters, label.clone());
+        self.prices = shared.prices_of_answering(invoked);
+        self.span.record("gen_ai.response.model", invoked);
+        self.label = label;
+        let router = std::mem::replace(&mut self.info.model_id, invoked.to_owned());
+        self.info.router = Some(router);
     }
 
     /// Returns the region that answered.
@@ -229,6 +263,11 @@ impl OpenCall {
             return;
         }
         self.finished = true;
+        if self.routing.is_some() {
+            // A router's call whose answer never named the model that answered.
+            self.span
+                .record("gen_ai.response.model", self.info.model_id.as_str());
+        }
         let elapsed = self.started.elapsed();
         self.span
             .record("latency_ms", elapsed.as_secs_f64() * 1000.0);

@@ -398,6 +398,12 @@ impl ConverseRequest<Unary> {
             Carried::Stream(s) => return ReplyStream::new(s.stream, call, stall).collect().await,
             Carried::Unary(o) => o,
         };
+        call.route(
+            output
+                .trace()
+                .and_then(|t| t.prompt_router())
+                .and_then(|r| r.invoked_model_id()),
+        );
         call.served_by(output.service_tier().map(|t| t.r#type()));
         if let Some(u) = output.usage() {
             call.usage(u);

@@ -250,6 +250,30 @@ pub(crate) struct CallGuard {
     activity: std::sync::Arc<Activity>,
     /// Model id for the `metrics` export; `None` for region-scoped guards.
     label: Option<std::sync::Arc<str>>,
+    /// Set for a call to a prompt router, whose model figures may move to the model that
+    /// answered ([`CallGuard::route`]): what this call added to its model's figures, so that
+    /// they can move, and its time to first token, recorded when it ends or moves.
+    routable: Option<Box<Routable>>,
+}
+
+/// What a call to a prompt router added to its model's figures so far (see
+/// [`CallGuard::route`]).
+#[derive(Default)]
+struct Routable {
+    retries: AtomicU64,
+    repeats: AtomicU64,
+    retired: AtomicU64,
+    /// The time to first token in nanoseconds plus one; 0 until the first token.
+    ttft_nanos: AtomicU64,
+}
+
+impl Routable {
+    fn ttft(&self) -> Option<Duration> {
+        match self.ttft_nanos.load(Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 /// The scopes of one call guard: one or two counters.
@@ -279,11 +303,58 @@ impl CallGuard {
             done: false,
             activity,
             label,
+            routable: None,
         }
+    }
+
+    /// Marks the call as one to a prompt router: its model figures may move to the model that
+    /// answered ([`route`](Self::route)).
+    pub(crate) fn routable(mut self) -> Self {
+        self.routable = Some(Box::default());
+        self
+    }
+
+    /// Moves the call's model figures (the second scope: the request, in flight, wake-up,
+    /// retries, repeats, retired connections, and the time to first token) to `next`, the
+    /// model a prompt router chose, labelled `label`; tokens and the outcome counted after this
+    /// go to `next`. Does nothing unless the guard is [`routable`](Self::routable) and the
+    /// call is not over.
+    pub(crate) fn route(&mut self, next: Arc<RequestCounters>, label: Arc<str>) {
+        let Some(r) = self.routable.as_deref() else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        let wakeup = u64::from(self.wakeup);
+        if let Some(old) = self.scopes[1].take() {
+            old.requests.fetch_sub(1, Relaxed);
+            old.in_flight.fetch_sub(1, Relaxed);
+            old.wakeups.fetch_sub(wakeup, Relaxed);
+            old.retries.fetch_sub(r.retries.load(Relaxed), Relaxed);
+            old.repeats.fetch_sub(r.repeats.load(Relaxed), Relaxed);
+            old.retired.fetch_sub(r.retired.load(Relaxed), Relaxed);
+        }
+        next.requests.fetch_add(1, Relaxed);
+        next.in_flight.fetch_add(1, Relaxed);
+        next.wakeups.fetch_add(wakeup, Relaxed);
+        next.retries.fetch_add(r.retries.load(Relaxed), Relaxed);
+        next.repeats.fetch_add(r.repeats.load(Relaxed), Relaxed);
+        next.retired.fetch_add(r.retired.load(Relaxed), Relaxed);
+        if let Some(old) = &self.label {
+            crate::metrics::call_moved(old, &label);
+        }
+        if self.label.is_some() {
+            self.label = Some(label);
+        }
+        self.scopes[1] = Some(next);
     }
 
     pub(crate) fn retries(&self, extra_attempts: u64) {
         if extra_attempts > 0 {
+            if let Some(r) = self.routable.as_deref() {
+                r.retries.fetch_add(extra_attempts, Relaxed);
+            }
             if let Some(l) = &self.label {
                 crate::metrics::retries(l, extra_attempts);
             }
@@ -328,6 +399,9 @@ impl CallGuard {
     /// reached the model (a unary read timeout on a connection that could be alive).
     pub(crate) fn repeats(&self, n: u64) {
         if n > 0 {
+            if let Some(r) = self.routable.as_deref() {
+                r.repeats.fetch_add(n, Relaxed);
+            }
             if let Some(l) = &self.label {
                 crate::metrics::repeats(l, n);
             }
@@ -340,6 +414,9 @@ impl CallGuard {
     /// Counts connections retired by this call.
     pub(crate) fn retired(&self, connections: u64) {
         if connections > 0 {
+            if let Some(r) = self.routable.as_deref() {
+                r.retired.fetch_add(connections, Relaxed);
+            }
             for s in self.scopes.iter().flatten() {
                 s.retired.fetch_add(connections, Relaxed);
             }
@@ -348,6 +425,12 @@ impl CallGuard {
 
     pub(crate) fn first_token(&self) {
         let d = self.start.elapsed();
+        if let Some(r) = self.routable.as_deref() {
+            // Recorded when the call ends, in the scope of the model that answered.
+            let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1);
+            r.ttft_nanos.store(nanos + 1, Relaxed);
+            return;
+        }
         if let Some(l) = &self.label {
             crate::metrics::first_token(l, d);
         }
@@ -362,12 +445,14 @@ impl CallGuard {
 
     /// Moves the call from its model (the second scope) to the next model of its fallback
     /// chain, after the first failed with `kind`: that model's figures end with the failure and
-    /// count a fallback, the overall ones count the fallback, and `next` counts a call.
+    /// count a fallback, the overall ones count the fallback, and `next` counts a call (`routable`:
+    /// `next` is a prompt router, see [`route`](Self::route)).
     pub(crate) fn move_model(
         &mut self,
         next: Option<Arc<RequestCounters>>,
         label: Arc<str>,
         kind: crate::error::ErrorKind,
+        routable: bool,
     ) {
         let d = self.start.elapsed();
         if let Some(overall) = &self.scopes[0] {
@@ -390,6 +475,9 @@ impl CallGuard {
             n.in_flight.fetch_add(1, Relaxed);
         }
         self.scopes[1] = next;
+        // What the failed model's figures got stays with them; a router next may move only
+        // what comes after.
+        self.routable = routable.then(Box::default);
     }
 
     /// Ends the call's figures with `outcome`, once; tokens may still be counted after.
@@ -398,6 +486,14 @@ impl CallGuard {
             return;
         }
         self.done = true;
+        if let Some(ttft) = self.routable.as_deref().and_then(Routable::ttft) {
+            if let Some(l) = &self.label {
+                crate::metrics::first_token(l, ttft);
+            }
+            for s in self.scopes.iter().flatten() {
+                s.ttft.record(ttft);
+            }
+        }
         let d = self.start.elapsed();
         self.activity.touch_end();
         if let Some(l) = &self.label {

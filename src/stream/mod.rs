@@ -137,6 +137,16 @@ impl fmt::Debug for ReplyStream {
     }
 }
 
+impl Drop for ReplyStream {
+    fn drop(&mut self) {
+        // Dropped after `messageStop` but before the metadata a prompt router's call waits
+        // for: the answer was whole, the call succeeded (else the call counts as cancelled).
+        if self.acc.stop_reason.is_some() {
+            self.call.finish(Outcome::Success);
+        }
+    }
+}
+
 impl CallMetadata for ReplyStream {
     fn call_info(&self) -> &CallInfo {
         self.call.info()
@@ -165,6 +175,11 @@ impl ReplyStream {
 
     fn fail(&mut self, e: Error) -> Option<Result<StreamEvent>> {
         self.done = true;
+        if self.acc.stop_reason.is_some() {
+            // The whole answer came (a router's call waits for its metadata to finish): the
+            // call succeeded, whatever broke after it.
+            self.call.finish(Outcome::Success);
+        }
         self.call.fail(&e);
         tracing::debug!(parent: self.call.span(), error = %e, "stream failed");
         Some(Err(e))
@@ -209,6 +224,7 @@ impl ReplyStream {
                     ));
                 }
                 self.done = true;
+                self.call.finish(Outcome::Success);
                 return None;
             }
             Ok(Ok(Some(ev))) => ev,
@@ -222,18 +238,32 @@ impl ReplyStream {
         if let StreamEvent::Metadata {
             usage,
             service_tier,
+            trace,
             ..
         } = &ev
         {
+            self.call.route(
+                trace
+                    .as_ref()
+                    .and_then(|t| t.prompt_router())
+                    .and_then(|r| r.invoked_model_id()),
+            );
             self.call
                 .served_by(service_tier.as_ref().map(|t| t.r#type()));
             if let Some(u) = usage {
                 self.call.usage(u);
             }
+            if self.acc.stop_reason.is_some() {
+                self.call.finish(Outcome::Success);
+            }
         }
         if let StreamEvent::MessageStop { stop_reason } = &ev {
             self.call.finish_reason(stop_reason);
-            self.call.finish(Outcome::Success);
+            // A call to a prompt router ends with its metadata, which names the model that
+            // answered; any other ends here.
+            if !self.call.awaits_route() {
+                self.call.finish(Outcome::Success);
+            }
         }
         Some(Ok(ev))
     }

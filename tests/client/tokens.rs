@@ -295,3 +295,112 @@ async fn cache_writes_are_priced_by_ttl_and_tiers_multiply_the_cost() {
         }
     }
 }
+
+/// A default prompt router's ARN in the local server's region.
+fn router_arn(server: &bedrock_pool_local::LocalServer) -> String {
+    format!(
+        "arn:aws:bedrock:{}:123456789012:default-prompt-router/anthropic.claude:1",
+        server.region()
+    )
+}
+
+#[tokio::test]
+// Long because it checks the reply, the statistics and the cost of both routes, both ways.
+async fn a_prompt_router_call_counts_for_the_model_that_answered() {
+    use bedrock_pool::CallMetadata;
+    const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+    const SONNET: &str = "us.anthropic.claude-3-5-sonnet-20240620-v1:0";
+    for protocol in [Protocol::Https, Protocol::HttpsH1Only] {
+        let server = server(protocol).await;
+        let router = router_arn(&server);
+        let profile = |id: &str| {
+            format!(
+                "arn:aws:bedrock:{}:123456789012:inference-profile/{id}",
+                server.region()
+            )
+        };
+        // Prices by the model's own id and by the profile's id: both are found.
+        let (haiku_prices, sonnet_prices) = (
+            Prices::per_million_usd(0.25, 1.25),
+            Prices::per_million_usd(3.0, 15.0),
+        );
+        let factory = common::builder_for(&server)
+            .prices(HAIKU, haiku_prices)
+            .prices(SONNET, sonnet_prices)
+            .prices(&router, Prices::per_million_usd(1000.0, 1000.0))
+            .build()
+            .await
+            .unwrap();
+        let model = factory.model(&router);
+        // A short prompt goes to the small model (unary); a long one to the large (stream).
+        let short = model.converse().user("hi there").send().await.unwrap();
+        let long_prompt =
+            "please write a careful and thorough answer to this rather long question of mine";
+        let long = model
+            .converse_stream()
+            .user(long_prompt)
+            .send()
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for (reply, invoked, prices) in [
+            (&short, profile(&format!("us.{HAIKU}")), haiku_prices),
+            (&long, profile(SONNET), sonnet_prices),
+        ] {
+            assert_eq!(reply.model_id(), invoked, "{protocol:?}");
+            assert_eq!(reply.router(), Some(router.as_str()));
+            let traced = reply
+                .trace()
+                .and_then(|t| t.prompt_router())
+                .and_then(|r| r.invoked_model_id());
+            assert_eq!(traced, Some(invoked.as_str()));
+            let stats = factory.model_stats(&invoked).unwrap().requests;
+            assert_eq!(
+                (stats.requests, stats.successes, stats.in_flight),
+                (1, 1, 0)
+            );
+            let u = reply.usage().unwrap();
+            assert_eq!(stats.input_tokens, u.input_tokens() as u64);
+            let per = |p: f64| (p * 1000.0).round() as u64;
+            let cost = u.input_tokens() as u64 * per(prices.input)
+                + u.output_tokens() as u64 * per(prices.output);
+            assert_eq!(stats.cost, Some(Cost { nano_usd: cost }), "{invoked}");
+        }
+        // The stream's time to first token moved with it.
+        let sonnet = factory.model_stats(&profile(SONNET)).unwrap().requests;
+        assert_eq!(sonnet.time_to_first_token.count, 1);
+        // The router's own figures keep nothing of the calls; the totals count both.
+        let routed = factory.model_stats(&router).unwrap().requests;
+        assert_eq!(
+            (routed.requests, routed.in_flight, routed.cost),
+            (0, 0, None)
+        );
+        assert_eq!(routed.time_to_first_token.count, 0);
+        let all = factory.stats().requests;
+        assert_eq!((all.requests, all.successes, all.in_flight), (2, 2, 0));
+        // A stream read to its `messageStop` and dropped before the metadata that names the
+        // model: a whole answer, a success, counted for the router (it never said more).
+        let mut stream = model.converse_stream().user("hi").send().await.unwrap();
+        while let Some(ev) = stream.next().await {
+            if matches!(ev.unwrap(), bedrock_pool::StreamEvent::MessageStop { .. }) {
+                break;
+            }
+        }
+        drop(stream);
+        let all = factory.stats().requests;
+        assert_eq!((all.successes, all.cancelled, all.in_flight), (3, 0, 0));
+        let routed = factory.model_stats(&router).unwrap().requests;
+        assert_eq!((routed.requests, routed.successes), (1, 1));
+        // A call to a model id is not moved, whatever its trace.
+        let plain = factory
+            .model(MODEL)
+            .converse()
+            .user("hi")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((plain.model_id(), plain.router()), (MODEL, None));
+    }
+}
