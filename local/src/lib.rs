@@ -76,6 +76,11 @@
 //!     block with a wrong or missing signature is refused as Anthropic on Bedrock does
 //!     ("Invalid signature in thinking block", in Anthropic's words); `redactedContent` is
 //!     accepted unread;
+//!   - tool histories, refused as the service refuses them: `toolUse` or `toolResult` blocks
+//!     without `toolConfig`, a `toolUse` not answered in the next message, a `toolResult` that
+//!     answers no `toolUse` of the message before it (Anthropic's messages), and `system`
+//!     messages' `toolAddition` / `toolRemoval` blocks, which change the tools a later
+//!     `toolUse` may call;
 //!   - prompt routers: a Converse or ConverseStream call whose model id is a prompt router's
 //!     ARN (`default-prompt-router/NAME` or `prompt-router/ID`) is answered by the smaller or the
 //!     larger model of its family by the last user message's length ([`routed_model`]), named
@@ -223,6 +228,7 @@ mod state;
 mod sts;
 mod surface;
 mod tls;
+mod tools;
 mod validate;
 mod wire;
 

@@ -154,7 +154,10 @@ pub(crate) fn validate_converse(body: &Value, model_id: &str, stream: bool) -> R
     match messages.map(Value::as_array) {
         None if prompt => {}
         None | Some(None) => return Err("messages: member must not be null".to_owned()),
-        Some(Some(messages)) => validate_messages(messages)?,
+        Some(Some(messages)) => {
+            validate_messages(messages)?;
+            super::tools::validate_tool_history(body)?;
+        }
     }
     if let Some(system) = body.get("system").filter(|s| !s.is_null()) {
         let Some(system) = system.as_array() else {
@@ -199,9 +202,28 @@ fn validate_messages(messages: &[Value]) -> Result<(), String> {
         let role = message.get("role").and_then(Value::as_str);
         match role {
             Some("user" | "assistant") => {}
-            _ => return Err(format!("messages.{i}.role: must be one of user, assistant")),
+            // Between turns: the tools the conversation may use change (`tools.rs`).
+            Some("system") => {
+                let content = message.get("content").and_then(Value::as_array);
+                let changes = content.filter(|c| !c.is_empty()).is_some_and(|c| {
+                    c.iter()
+                        .all(|b| b.get("toolAddition").is_some() || b.get("toolRemoval").is_some())
+                });
+                if !changes {
+                    return Err(format!(
+                        "messages.{i}.content: a system message may hold only toolAddition and \
+                         toolRemoval blocks"
+                    ));
+                }
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "messages.{i}.role: must be one of user, assistant, system"
+                ));
+            }
         }
-        if i == 0 && role != Some("user") {
+        if previous.is_none() && role != Some("user") {
             return Err("messages.0.role: a conversation must start with a user message".into());
         }
         if previous == role {

@@ -1,10 +1,12 @@
 //! The Converse request builder (the whole Converse surface), and the unary `send`.
 //!
 //! `inputs.rs` holds what a request was given, `rules.rs` the service's rules one function
-//! each, `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
+//! each, `tools.rs` tool declarations, tool results and the tool history's rules,
+//! `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
 mod rules;
 mod stream;
+mod tools;
 mod validate;
 
 pub use stream::ConverseStreamRequest;
@@ -88,6 +90,7 @@ pub struct Streaming;
 /// the field, before any network call. Every option of the service's Converse request is here;
 /// each defaults to the handle's value where the handle has one (see [`Model`]).
 #[must_use = "a request does nothing until `.send().await`"]
+#[derive(Clone)]
 pub struct ConverseRequest<K = Unary> {
     pub(crate) model: Model,
     pub(crate) inputs: Inputs,

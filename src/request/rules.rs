@@ -273,6 +273,24 @@ pub(crate) fn validate_messages(messages: &[Message]) -> Result<()> {
         let role = m.role();
         match role {
             ConversationRole::User | ConversationRole::Assistant => {}
+            // A system message changes the tools the history may use, between turns.
+            ConversationRole::System => {
+                let tool_changes = m.content().iter().all(|b| {
+                    matches!(
+                        b,
+                        ContentBlock::ToolAddition(_) | ContentBlock::ToolRemoval(_)
+                    )
+                });
+                if m.content().is_empty() || !tool_changes {
+                    return Err(Error::invalid(
+                        "messages",
+                        format!(
+                            "message {i}: a system message holds only toolAddition and                              toolRemoval blocks (the system prompt goes in `system`)"
+                        ),
+                    ));
+                }
+                continue;
+            }
             other => {
                 return Err(Error::invalid(
                     "messages",
@@ -280,7 +298,7 @@ pub(crate) fn validate_messages(messages: &[Message]) -> Result<()> {
                 ));
             }
         }
-        if i == 0 && *role != ConversationRole::User {
+        if prev.is_none() && *role != ConversationRole::User {
             return Err(Error::invalid(
                 "messages",
                 "the first message must come from the user",
@@ -289,10 +307,7 @@ pub(crate) fn validate_messages(messages: &[Message]) -> Result<()> {
         if prev == Some(role) {
             return Err(Error::invalid(
                 "messages",
-                format!(
-                    "messages {} and {i} have the same role: roles must alternate",
-                    i - 1
-                ),
+                format!("message {i} has the role of the turn before it: roles must alternate"),
             ));
         }
         prev = Some(role);

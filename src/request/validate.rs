@@ -182,7 +182,7 @@ fn check_content(i: &Inputs, prompt: bool) -> Result<()> {
     if !prompt || !i.messages.is_empty() {
         validate_messages(&i.messages)?;
     }
-    Ok(())
+    super::tools::check_tool_history(&i.messages, i.tool_config.as_ref())
 }
 
 /// Checks the inference settings, stop sequences, tools and thinking; returns the sampling

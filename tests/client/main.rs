@@ -26,3 +26,4 @@ mod security;
 mod stats;
 mod stream;
 mod tokens;
+mod tools;
