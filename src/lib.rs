@@ -59,6 +59,7 @@ pub mod fleet;
 pub mod heartbeat;
 mod inputs;
 pub mod invoke;
+pub mod jobs;
 mod lanes;
 pub mod limit;
 mod meta;

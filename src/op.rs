@@ -11,6 +11,9 @@ pub(crate) enum Op {
     InvokeStream,
     CountTokens,
     Embed,
+    StartAsyncInvoke,
+    GetAsyncInvoke,
+    ListAsyncInvokes,
 }
 
 impl Op {
@@ -23,17 +26,24 @@ impl Op {
             Op::InvokeStream => "invoke_model_with_response_stream",
             Op::CountTokens => "count_tokens",
             Op::Embed => "embed",
+            Op::StartAsyncInvoke => "start_async_invoke",
+            Op::GetAsyncInvoke => "get_async_invoke",
+            Op::ListAsyncInvokes => "list_async_invokes",
         }
     }
 
     /// Returns `gen_ai.operation.name`: Converse and InvokeModel are `chat` (a model-native
-    /// body is a chat request for the models Bedrock serves), embeddings `embeddings`; counting
-    /// tokens has no name in the conventions and keeps its own.
+    /// body is a chat request for the models Bedrock serves), embeddings `embeddings`, an
+    /// async invocation (video, images) `generate_content`; counting tokens and reading async
+    /// jobs have no name in the conventions and keep their own.
     pub(crate) fn operation(self) -> &'static str {
         match self {
             Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream => "chat",
             Op::Embed => "embeddings",
             Op::CountTokens => "count_tokens",
+            Op::StartAsyncInvoke => "generate_content",
+            Op::GetAsyncInvoke => "get_async_invoke",
+            Op::ListAsyncInvokes => "list_async_invokes",
         }
     }
 
@@ -46,6 +56,9 @@ impl Op {
             Op::Invoke | Op::Embed => "InvokeModel",
             Op::InvokeStream => "InvokeModelWithResponseStream",
             Op::CountTokens => "CountTokens",
+            Op::StartAsyncInvoke => "StartAsyncInvoke",
+            Op::GetAsyncInvoke => "GetAsyncInvoke",
+            Op::ListAsyncInvokes => "ListAsyncInvokes",
         }
     }
 }

@@ -45,6 +45,10 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
             (op, model)
         }
         ["", "async-invoke"] if parts.method == Method::GET => (Operation::ListAsyncInvokes, None),
+        ["", "async-invoke"] if parts.method == Method::POST => (Operation::StartAsyncInvoke, None),
+        ["", "async-invoke", arn] if parts.method == Method::GET => {
+            (Operation::GetAsyncInvoke, wire::percent_decode(arn, false))
+        }
         _ => (Operation::Other, None),
     }
 }
@@ -65,15 +69,22 @@ pub(crate) async fn handle(
         Ok(f) => f,
         Err(answer) => return answer,
     };
-    let model_id = match rec.operation {
-        Operation::ListAsyncInvokes => {
-            let res = wire::json_response(200, &json!({ "asyncInvokeSummaries": [] }));
-            return Answer::Respond(res, None);
-        }
-        _ => match rec.model_id.clone() {
-            Some(id) if valid_model_id(&id) => id,
-            _ => return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned())),
-        },
+    let jobs = &shared.jobs;
+    let job = match rec.operation {
+        Operation::ListAsyncInvokes => Some(jobs.list(parts.uri.query().unwrap_or(""))),
+        Operation::StartAsyncInvoke => Some(jobs.start(&rec.body, &shared.region)),
+        Operation::GetAsyncInvoke => Some(jobs.get(rec.model_id.as_deref().unwrap_or(""))),
+        _ => None,
+    };
+    if let Some(answer) = job {
+        return match answer {
+            Ok(body) => Answer::Respond(wire::json_response(200, &body), None),
+            Err(msg) => fail(ServiceError::Validation(msg)),
+        };
+    }
+    let model_id = match rec.model_id.clone() {
+        Some(id) if valid_model_id(&id) => id,
+        _ => return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned())),
     };
     match rec.operation {
         Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {

@@ -8,8 +8,11 @@
 //!   `POST /model/{modelId}/converse`, `POST /model/{modelId}/converse-stream` (binary
 //!   `application/vnd.amazon.eventstream` frames), `POST /model/{modelId}/invoke`,
 //!   `POST /model/{modelId}/invoke-with-response-stream`, `POST /model/{modelId}/count-tokens`
-//!   (Converse or InvokeModel input, words as tokens) and `GET /async-invoke` (ListAsyncInvokes,
-//!   always empty).
+//!   (Converse or InvokeModel input, words as tokens), and async invocations: `POST
+//!   /async-invoke` (StartAsyncInvoke), `GET /async-invoke/{invocationArn}` (GetAsyncInvoke) and
+//!   `GET /async-invoke` (ListAsyncInvokes): jobs end after the async delay
+//!   ([`LocalServerBuilder::async_invoke_delay`]), `Failed` when their input holds [`FAIL_JOB`],
+//!   and write no output.
 //! - **STS** `GetCallerIdentity` (awsQuery, signing name `sts`) on a second listener, a different
 //!   origin as on AWS: the caller is `arn:aws:iam::123456789012:user/local`.
 //! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
@@ -160,8 +163,9 @@
 //! # Limits versus real Bedrock
 //!
 //! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
-//! - Only Converse, ConverseStream, InvokeModel (and its stream), CountTokens, ListAsyncInvokes
-//!   and GetCallerIdentity exist; ApplyGuardrail and async invocation writes are not served.
+//! - Only Converse, ConverseStream, InvokeModel (and its stream), CountTokens, the three async
+//!   invocation operations and GetCallerIdentity exist; ApplyGuardrail, InvokeGuardrailChecks and
+//!   bidirectional streams are not served, and async invocations write nothing to S3.
 //!   Images, documents (beyond citations) and the other content blocks are accepted unread.
 //! - Guardrails are one word filter each; an intervention does not call the model (output tokens
 //!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.
@@ -212,6 +216,7 @@ mod fault;
 mod guardrail;
 mod identity;
 mod invoke;
+mod jobs;
 mod limits;
 mod lock;
 mod model;
@@ -240,6 +245,7 @@ pub use guardrail::{
 pub use identity::{
     TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
 };
+pub use jobs::{DEFAULT_ASYNC_DELAY, FAIL_JOB};
 pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
 pub use quota::{Quota, QuotaStats, burndown_rate};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};

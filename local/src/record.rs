@@ -26,6 +26,10 @@ pub enum Operation {
     InvokeModelWithResponseStream,
     /// `GET /async-invoke`.
     ListAsyncInvokes,
+    /// `POST /async-invoke`.
+    StartAsyncInvoke,
+    /// `GET /async-invoke/{invocationArn}`.
+    GetAsyncInvoke,
     /// STS `Action=GetCallerIdentity` on the STS listener.
     GetCallerIdentity,
     /// Anything else (unknown path, method or STS action).
@@ -40,7 +44,8 @@ pub struct RecordedRequest {
     pub listener: Listener,
     /// The operation its path (or STS action) names.
     pub operation: Operation,
-    /// The percent-decoded `{modelId}` path label, if the path has one.
+    /// The percent-decoded `{modelId}` path label (GetAsyncInvoke: its `{invocationArn}`), if
+    /// the path has one.
     pub model_id: Option<String>,
     /// The `attempt=N` of the `amz-sdk-request` header.
     pub attempt: Option<u32>,

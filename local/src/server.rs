@@ -49,6 +49,7 @@ impl Default for LocalServerBuilder {
                 api_key: TEST_API_KEY.to_owned(),
                 guardrails: vec![Guardrail::test()],
                 limits: Limits::default(),
+                async_delay: crate::jobs::DEFAULT_ASYNC_DELAY,
             },
             bedrock_port: 0,
             sts_port: 0,
@@ -93,6 +94,13 @@ impl LocalServerBuilder {
     /// its events. Default is [`Latency::none`].
     pub fn generation(mut self, g: Latency) -> Self {
         self.setup.generation = g;
+        self
+    }
+
+    /// Returns the builder with this async delay: how long an async invocation
+    /// (StartAsyncInvoke) stays `InProgress` before it ends. Default is 2 s.
+    pub fn async_invoke_delay(mut self, delay: std::time::Duration) -> Self {
+        self.setup.async_delay = delay;
         self
     }
 
@@ -369,6 +377,11 @@ impl LocalServer {
     /// Sets the generation time (see [`LocalServerBuilder::generation`]).
     pub fn set_generation(&self, generation: Latency) {
         self.shared.set_generation(generation);
+    }
+
+    /// Sets the async delay of the async invocations started from now on.
+    pub fn set_async_invoke_delay(&self, delay: std::time::Duration) {
+        self.shared.jobs.set_delay(delay);
     }
 
     /// Sets the model latency.

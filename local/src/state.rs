@@ -48,6 +48,8 @@ pub(crate) struct Setup {
     pub(crate) guardrails: Vec<Guardrail>,
     /// The quotas and context windows per model id.
     pub(crate) limits: Limits,
+    /// How long an async invocation runs before it ends.
+    pub(crate) async_delay: std::time::Duration,
 }
 
 /// The most prompt-prefix hashes remembered; the set is emptied when it is full.
@@ -85,6 +87,8 @@ pub(crate) struct Shared {
     prefixes: Mutex<HashSet<[u8; 32]>>,
     /// The quotas and context windows per model id.
     pub(crate) limits: Limits,
+    /// The async invocations.
+    pub(crate) jobs: crate::jobs::Jobs,
 }
 
 impl Shared {
@@ -114,6 +118,7 @@ impl Shared {
             guardrails: Mutex::new(setup.guardrails),
             prefixes: Mutex::new(HashSet::new()),
             limits: setup.limits,
+            jobs: crate::jobs::Jobs::new(setup.async_delay),
         }
     }
 

@@ -137,6 +137,9 @@ where
         if m.region_sends == MAX_REGIONS_PER_CALL || p.sends == MAX_SENDS_PER_CALL {
             break;
         }
+        if m.region_sends > 0 && !crate::policy::operation_fails_over(m.to.op) {
+            break;
+        }
         match send_to_region(&mut m, p, region, i + 1 < order.len()).await? {
             Step::Answered(a) => return Ok(a),
             Step::Next(e) => last = Some(e),

@@ -12,6 +12,7 @@ mod attempt;
 pub(crate) mod carry;
 mod drive;
 mod open;
+mod plain;
 mod policy;
 mod share;
 mod span;
@@ -19,6 +20,7 @@ pub(crate) mod stall;
 
 pub(crate) use drive::drive;
 pub(crate) use open::OpenCall;
+pub(crate) use plain::plain_call;
 pub(crate) use policy::{check_unary_bound, unary_rule};
 
 use crate::breaker::Breaker;

@@ -142,8 +142,17 @@ pub(crate) fn operation_falls_back(op: Op, compatible: bool) -> bool {
     match op {
         Op::Converse | Op::ConverseStream => true,
         Op::Invoke | Op::InvokeStream | Op::Embed => compatible,
-        Op::CountTokens => false,
+        // An async invocation sent again starts a second paid job.
+        Op::CountTokens | Op::StartAsyncInvoke | Op::GetAsyncInvoke | Op::ListAsyncInvokes => false,
     }
+}
+
+/// Returns whether a call of `op` that failed in one region may go to the next: every
+/// operation but StartAsyncInvoke, which is sent to one region at most (the SDK's own retries
+/// there reuse the call's client request token, which the service deduplicates; another
+/// region would start a second paid job).
+pub(crate) fn operation_fails_over(op: Op) -> bool {
+    op != Op::StartAsyncInvoke
 }
 
 #[cfg(test)]

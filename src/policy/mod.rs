@@ -8,7 +8,9 @@
 mod errors;
 
 pub use errors::{Cools, ErrorRule, error_rule};
-pub(crate) use errors::{cools, fails_over, opens_breaker, operation_falls_back};
+pub(crate) use errors::{
+    cools, fails_over, opens_breaker, operation_fails_over, operation_falls_back,
+};
 
 use crate::config::RetryMode;
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! transaction, so a snapshot taken while requests run may be off by the requests in flight.
 
 mod activity;
+mod guard;
 #[cfg(feature = "serde")]
 pub(crate) mod json;
 mod models;
@@ -20,8 +21,9 @@ mod record;
 mod snapshot;
 
 pub(crate) use activity::Activity;
+pub(crate) use guard::CallGuard;
 pub(crate) use models::{ModelTable, OTHER_MODELS};
-pub(crate) use record::{CallGuard, Histogram, Outcome, RequestCounters, Tokens};
+pub(crate) use record::{Histogram, Outcome, RequestCounters, Tokens};
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -16,6 +16,7 @@ mod fallbacks;
 mod faults;
 mod fleet;
 mod heartbeat;
+mod jobs;
 mod limits;
 mod liveness;
 mod llm_calls;
