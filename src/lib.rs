@@ -56,6 +56,7 @@ mod factory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
+pub mod guardrails;
 pub mod heartbeat;
 mod inputs;
 pub mod invoke;

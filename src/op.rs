@@ -14,6 +14,7 @@ pub(crate) enum Op {
     StartAsyncInvoke,
     GetAsyncInvoke,
     ListAsyncInvokes,
+    ApplyGuardrail,
 }
 
 impl Op {
@@ -29,6 +30,7 @@ impl Op {
             Op::StartAsyncInvoke => "start_async_invoke",
             Op::GetAsyncInvoke => "get_async_invoke",
             Op::ListAsyncInvokes => "list_async_invokes",
+            Op::ApplyGuardrail => "apply_guardrail",
         }
     }
 
@@ -44,6 +46,7 @@ impl Op {
             Op::StartAsyncInvoke => "generate_content",
             Op::GetAsyncInvoke => "get_async_invoke",
             Op::ListAsyncInvokes => "list_async_invokes",
+            Op::ApplyGuardrail => "apply_guardrail",
         }
     }
 
@@ -59,6 +62,7 @@ impl Op {
             Op::StartAsyncInvoke => "StartAsyncInvoke",
             Op::GetAsyncInvoke => "GetAsyncInvoke",
             Op::ListAsyncInvokes => "ListAsyncInvokes",
+            Op::ApplyGuardrail => "ApplyGuardrail",
         }
     }
 }

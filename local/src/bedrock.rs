@@ -46,6 +46,12 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
         }
         ["", "async-invoke"] if parts.method == Method::GET => (Operation::ListAsyncInvokes, None),
         ["", "async-invoke"] if parts.method == Method::POST => (Operation::StartAsyncInvoke, None),
+        ["", "guardrail", id, "version", version, "apply"] if parts.method == Method::POST => (
+            Operation::ApplyGuardrail,
+            wire::percent_decode(id, false)
+                .zip(wire::percent_decode(version, false))
+                .map(|(id, version)| format!("{id}/{version}")),
+        ),
         ["", "async-invoke", arn] if parts.method == Method::GET => {
             (Operation::GetAsyncInvoke, wire::percent_decode(arn, false))
         }
@@ -69,13 +75,7 @@ pub(crate) async fn handle(
         Ok(f) => f,
         Err(answer) => return answer,
     };
-    let jobs = &shared.jobs;
-    let job = match rec.operation {
-        Operation::ListAsyncInvokes => Some(jobs.list(parts.uri.query().unwrap_or(""))),
-        Operation::StartAsyncInvoke => Some(jobs.start(&rec.body, &shared.region)),
-        Operation::GetAsyncInvoke => Some(jobs.get(rec.model_id.as_deref().unwrap_or(""))),
-        _ => None,
-    };
+    let job = super::jobs::without_model(shared, parts, rec);
     if let Some(answer) = job {
         return match answer {
             Ok(body) => Answer::Respond(wire::json_response(200, &body), None),

@@ -81,3 +81,119 @@ impl Guardrail {
                 .contains(&self.trigger_word.to_lowercase())
     }
 }
+
+/// Answers ApplyGuardrail (`POST /guardrail/{id}/version/{version}/apply`) with the guardrails
+/// the server knows: `GUARDRAIL_INTERVENED` when a text block holds the trigger word (the
+/// output is the blocked message, the assessment's word policy names the word), `NONE`
+/// otherwise; images are accepted and not read. Errors are validation messages naming the
+/// field, or the ones Converse gives for an unknown guardrail.
+pub(crate) fn apply(
+    guardrails: &[Guardrail],
+    identifier: &str,
+    version: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use serde_json::{Value, json};
+    let Some(guardrail) = guardrails.iter().find(|g| g.named_by(identifier)) else {
+        return Err("The provided guardrail identifier is invalid.".to_owned());
+    };
+    if version != "DRAFT" && version != guardrail.version {
+        return Err("The provided guardrail version is invalid.".to_owned());
+    }
+    match body.get("source").and_then(Value::as_str) {
+        Some("INPUT" | "OUTPUT") => {}
+        _ => return Err("source: must be one of INPUT, OUTPUT".to_owned()),
+    }
+    let content = body
+        .get("content")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+        .ok_or("content: must contain at least one content block")?;
+    let mut texts = Vec::new();
+    for (i, block) in content.iter().enumerate() {
+        match (block.pointer("/text/text"), block.get("image")) {
+            (Some(Value::String(t)), None) if !t.is_empty() => texts.push(t.as_str()),
+            (None, Some(image)) if image.pointer("/source/bytes").is_some() => {}
+            _ => return Err(format!("content.{i}: must be a text or an image block")),
+        }
+    }
+    let characters: usize = texts.iter().map(|t| t.chars().count()).sum();
+    let units = characters.div_ceil(1000).max(1);
+    let usage = json!({
+        "topicPolicyUnits": 0, "contentPolicyUnits": 0, "wordPolicyUnits": units,
+        "sensitiveInformationPolicyUnits": 0, "sensitiveInformationPolicyFreeUnits": 0,
+        "contextualGroundingPolicyUnits": 0,
+    });
+    let coverage = json!({ "textCharacters": { "guarded": characters, "total": characters } });
+    let hit = texts.iter().any(|t| guardrail.triggered_by(t));
+    if !hit {
+        return Ok(json!({
+            "usage": usage, "action": "NONE", "outputs": [], "assessments": [{}],
+            "guardrailCoverage": coverage,
+        }));
+    }
+    Ok(json!({
+        "usage": usage,
+        "action": "GUARDRAIL_INTERVENED",
+        "actionReason": "Guardrail blocked.",
+        "outputs": [{ "text": guardrail.blocked_message }],
+        "assessments": [{
+            "wordPolicy": {
+                "customWords": [{
+                    "match": guardrail.trigger_word, "action": "BLOCKED", "detected": true,
+                }],
+                "managedWordLists": [],
+            },
+            "invocationMetrics": {
+                "guardrailProcessingLatency": 1,
+                "usage": usage,
+                "guardrailCoverage": coverage,
+            },
+        }],
+        "guardrailCoverage": coverage,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn apply_intervenes_on_the_trigger_word_only() {
+        let g = [Guardrail::test()];
+        let body = |t: &str| json!({ "source": "INPUT", "content": [{ "text": { "text": t } }] });
+        let hit = apply(&g, TEST_GUARDRAIL_ID, "1", &body("a Forbidden word")).unwrap();
+        assert_eq!(hit["action"], "GUARDRAIL_INTERVENED");
+        assert_eq!(hit["outputs"][0]["text"], DEFAULT_BLOCKED_MESSAGE);
+        assert_eq!(
+            hit["assessments"][0]["wordPolicy"]["customWords"][0]["match"],
+            "forbidden"
+        );
+        let clean = apply(&g, TEST_GUARDRAIL_ID, "DRAFT", &body("all good")).unwrap();
+        assert_eq!(clean["action"], "NONE");
+        assert_eq!(clean["outputs"], json!([]));
+        assert!(
+            apply(&g, "nope", "1", &body("x"))
+                .unwrap_err()
+                .contains("identifier")
+        );
+        assert!(
+            apply(&g, TEST_GUARDRAIL_ID, "9", &body("x"))
+                .unwrap_err()
+                .contains("version")
+        );
+        let no_source = json!({ "content": [{ "text": { "text": "x" } }] });
+        assert!(
+            apply(&g, TEST_GUARDRAIL_ID, "1", &no_source)
+                .unwrap_err()
+                .starts_with("source")
+        );
+        let empty = json!({ "source": "OUTPUT", "content": [] });
+        assert!(
+            apply(&g, TEST_GUARDRAIL_ID, "1", &empty)
+                .unwrap_err()
+                .starts_with("content")
+        );
+    }
+}

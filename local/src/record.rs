@@ -30,6 +30,8 @@ pub enum Operation {
     StartAsyncInvoke,
     /// `GET /async-invoke/{invocationArn}`.
     GetAsyncInvoke,
+    /// `POST /guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply`.
+    ApplyGuardrail,
     /// STS `Action=GetCallerIdentity` on the STS listener.
     GetCallerIdentity,
     /// Anything else (unknown path, method or STS action).
@@ -44,7 +46,8 @@ pub struct RecordedRequest {
     pub listener: Listener,
     /// The operation its path (or STS action) names.
     pub operation: Operation,
-    /// The percent-decoded `{modelId}` path label (GetAsyncInvoke: its `{invocationArn}`), if
+    /// The percent-decoded `{modelId}` path label (GetAsyncInvoke: its `{invocationArn}`;
+    /// ApplyGuardrail: `{guardrailIdentifier}/{guardrailVersion}`), if
     /// the path has one.
     pub model_id: Option<String>,
     /// The `attempt=N` of the `amz-sdk-request` header.

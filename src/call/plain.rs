@@ -1,10 +1,12 @@
-//! [`plain_call`]: a call that names no model (reading async invocations), sent once to one
-//! region with the SDK's retries, under the same span as model calls.
+//! [`plain_call`]: a call that names no model (ApplyGuardrail, reading async invocations),
+//! sent to one region with the SDK's retries, under the same span as model calls, counted in
+//! the factory's and the region's statistics.
 
 use crate::error::{Error, Result, from_sdk};
 use crate::op::Op;
 use crate::region::RegionClient;
 use crate::shared::Shared;
+use crate::stats::{CallGuard, Outcome};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use std::future::Future;
@@ -35,15 +37,22 @@ where
         span.record("server.port", i64::from(*port));
     }
     let started = Instant::now();
+    let guard = CallGuard::start(
+        [Some(shared.overall.clone()), Some(region.counters.clone())],
+        region.activity.clone(),
+        None,
+    );
     let result = call.instrument(span.clone()).await;
     span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
     match result {
         Ok(o) => {
             span.record("outcome", "success");
+            guard.finish(Outcome::Success);
             Ok(o)
         }
         Err(e) => {
             let e: Error = from_sdk(op.name(), e);
+            guard.finish(Outcome::Failure(e.kind()));
             span.record("outcome", e.kind().as_str());
             super::span::record_error(&span, e.code().unwrap_or(e.kind().as_str()));
             Err(e)

@@ -143,7 +143,11 @@ pub(crate) fn operation_falls_back(op: Op, compatible: bool) -> bool {
         Op::Converse | Op::ConverseStream => true,
         Op::Invoke | Op::InvokeStream | Op::Embed => compatible,
         // An async invocation sent again starts a second paid job.
-        Op::CountTokens | Op::StartAsyncInvoke | Op::GetAsyncInvoke | Op::ListAsyncInvokes => false,
+        Op::CountTokens
+        | Op::StartAsyncInvoke
+        | Op::GetAsyncInvoke
+        | Op::ListAsyncInvokes
+        | Op::ApplyGuardrail => false,
     }
 }
 

@@ -9,6 +9,7 @@ mod stream;
 mod tools;
 mod validate;
 
+pub(crate) use rules::check_guardrail;
 pub use stream::ConverseStreamRequest;
 pub(crate) use validate::Validated;
 

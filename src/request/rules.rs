@@ -164,7 +164,7 @@ pub(super) fn additional_fields(
 }
 
 /// Checks a guardrail identifier and version against the service model's patterns.
-pub(super) fn check_guardrail(id: &str, version: &str) -> Result<()> {
+pub(crate) fn check_guardrail(id: &str, version: &str) -> Result<()> {
     let simple = |s: &str| {
         !s.is_empty()
             && s.bytes()

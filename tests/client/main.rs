@@ -15,6 +15,7 @@ mod factory;
 mod fallbacks;
 mod faults;
 mod fleet;
+mod guardrails;
 mod heartbeat;
 mod jobs;
 mod limits;
