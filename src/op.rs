@@ -15,6 +15,7 @@ pub(crate) enum Op {
     GetAsyncInvoke,
     ListAsyncInvokes,
     ApplyGuardrail,
+    InvokeGuardrailChecks,
 }
 
 impl Op {
@@ -31,6 +32,7 @@ impl Op {
             Op::GetAsyncInvoke => "get_async_invoke",
             Op::ListAsyncInvokes => "list_async_invokes",
             Op::ApplyGuardrail => "apply_guardrail",
+            Op::InvokeGuardrailChecks => "invoke_guardrail_checks",
         }
     }
 
@@ -47,6 +49,7 @@ impl Op {
             Op::GetAsyncInvoke => "get_async_invoke",
             Op::ListAsyncInvokes => "list_async_invokes",
             Op::ApplyGuardrail => "apply_guardrail",
+            Op::InvokeGuardrailChecks => "invoke_guardrail_checks",
         }
     }
 
@@ -63,6 +66,7 @@ impl Op {
             Op::GetAsyncInvoke => "GetAsyncInvoke",
             Op::ListAsyncInvokes => "ListAsyncInvokes",
             Op::ApplyGuardrail => "ApplyGuardrail",
+            Op::InvokeGuardrailChecks => "InvokeGuardrailChecks",
         }
     }
 }

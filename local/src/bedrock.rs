@@ -46,6 +46,9 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
         }
         ["", "async-invoke"] if parts.method == Method::GET => (Operation::ListAsyncInvokes, None),
         ["", "async-invoke"] if parts.method == Method::POST => (Operation::StartAsyncInvoke, None),
+        ["", "guardrail-checks", "invoke"] if parts.method == Method::POST => {
+            (Operation::InvokeGuardrailChecks, None)
+        }
         ["", "guardrail", id, "version", version, "apply"] if parts.method == Method::POST => (
             Operation::ApplyGuardrail,
             wire::percent_decode(id, false)

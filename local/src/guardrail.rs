@@ -197,3 +197,174 @@ mod tests {
         );
     }
 }
+
+/// Answers InvokeGuardrailChecks (`POST /guardrail-checks/invoke`) with the behaviour of the
+/// test guardrail: a message text holding a known guardrail's trigger word scores 0.9 in every
+/// requested content-filter and prompt-attack category (0.0 otherwise); sensitive information
+/// finds e-mail addresses (`EMAIL`, confidence 0.99, with their message, block and character
+/// offsets) when asked for them. Usage counts 1 text unit per 1000 characters per check run.
+pub(crate) fn checks(
+    guardrails: &[Guardrail],
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use serde_json::{Value, json};
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("messages: must contain at least one message")?;
+    let mut texts: Vec<(usize, usize, &str)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match m.get("role").and_then(Value::as_str) {
+            Some("user" | "assistant" | "system") => {}
+            _ => {
+                return Err(format!(
+                    "messages.{i}.role: must be one of user, assistant, system"
+                ));
+            }
+        }
+        let content = m
+            .get("content")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+            .ok_or(format!(
+                "messages.{i}.content: must contain at least one content block"
+            ))?;
+        for (j, b) in content.iter().enumerate() {
+            match b.get("text").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() => texts.push((i, j, t)),
+                _ => return Err(format!("messages.{i}.content.{j}.text: must not be empty")),
+            }
+        }
+    }
+    let checks = body
+        .get("checks")
+        .filter(|c| c.is_object())
+        .ok_or("checks: member must not be null")?;
+    let triggered = texts
+        .iter()
+        .any(|(_, _, t)| guardrails.iter().any(|g| g.triggered_by(t)));
+    let score = if triggered { 0.9 } else { 0.0 };
+    let units = texts
+        .iter()
+        .map(|(.., t)| t.chars().count())
+        .sum::<usize>()
+        .div_ceil(1000)
+        .max(1);
+    let mut results = serde_json::Map::new();
+    let mut usage = serde_json::Map::new();
+    for (check, list, key) in [
+        ("contentFilter", "categories", "category"),
+        ("promptAttack", "categories", "category"),
+    ] {
+        let Some(config) = checks.get(check).filter(|c| !c.is_null()) else {
+            continue;
+        };
+        let categories = config
+            .get(list)
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+            .ok_or(format!(
+                "checks.{check}.{list}: must contain at least one item"
+            ))?;
+        let entries: Vec<Value> = categories
+            .iter()
+            .map(|c| json!({ key: c.get(key).cloned().unwrap_or(Value::Null), "severityScore": score }))
+            .collect();
+        results.insert(check.to_owned(), json!({ "results": entries }));
+        usage.insert(check.to_owned(), json!({ "textUnits": units }));
+    }
+    if let Some(config) = checks.get("sensitiveInformation").filter(|c| !c.is_null()) {
+        let entities = config
+            .get("entities")
+            .and_then(Value::as_array)
+            .filter(|e| !e.is_empty())
+            .ok_or("checks.sensitiveInformation.entities: must contain at least one item")?;
+        let wants_email = entities
+            .iter()
+            .any(|e| e.get("type").and_then(Value::as_str) == Some("EMAIL"));
+        let mut found = Vec::new();
+        if wants_email {
+            for (i, j, t) in &texts {
+                let mut offset = 0;
+                for word in t.split(' ') {
+                    let w = word.trim_end_matches(['.', ',', ';', '!', '?']);
+                    if w.contains('@') && w.contains('.') {
+                        let begin = t[..offset].chars().count();
+                        found.push(json!({
+                            "type": "EMAIL", "confidenceScore": 0.99,
+                            "beginOffset": begin, "endOffset": begin + w.chars().count(),
+                            "messageIndex": i, "contentIndex": j,
+                        }));
+                    }
+                    offset += word.len() + 1;
+                }
+            }
+        }
+        results.insert(
+            "sensitiveInformation".to_owned(),
+            json!({ "results": found, "truncated": false }),
+        );
+        usage.insert(
+            "sensitiveInformation".to_owned(),
+            json!({ "textUnits": units }),
+        );
+    }
+    if results.is_empty() {
+        return Err("checks: must ask for at least one of contentFilter, promptAttack, sensitiveInformation".to_owned());
+    }
+    Ok(json!({ "results": results, "usage": usage }))
+}
+
+#[cfg(test)]
+mod checks_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn checks_score_the_trigger_and_find_emails() {
+        let g = [Guardrail::test()];
+        let body = |t: &str| {
+            json!({
+                "messages": [{ "role": "user", "content": [{ "text": t }] }],
+                "checks": {
+                    "contentFilter": { "categories": [{ "category": "VIOLENCE" }, { "category": "HATE" }] },
+                    "promptAttack": { "categories": [{ "category": "JAILBREAK" }] },
+                    "sensitiveInformation": { "entities": [{ "type": "EMAIL" }] },
+                },
+            })
+        };
+        let hit = checks(&g, &body("a forbidden thing, mail me at a.b@example.com.")).unwrap();
+        assert_eq!(
+            hit["results"]["contentFilter"]["results"][1],
+            json!({ "category": "HATE", "severityScore": 0.9 })
+        );
+        assert_eq!(
+            hit["results"]["promptAttack"]["results"][0]["severityScore"],
+            0.9
+        );
+        let email = &hit["results"]["sensitiveInformation"]["results"][0];
+        assert_eq!(
+            (email["beginOffset"].as_u64(), email["endOffset"].as_u64()),
+            (Some(30), Some(45))
+        );
+        assert_eq!(hit["usage"]["contentFilter"]["textUnits"], 1);
+        let clean = checks(&g, &body("hello")).unwrap();
+        assert_eq!(
+            clean["results"]["contentFilter"]["results"][0]["severityScore"],
+            0.0
+        );
+        assert_eq!(
+            clean["results"]["sensitiveInformation"]["results"],
+            json!([])
+        );
+        assert!(
+            checks(&g, &json!({ "messages": [], "checks": {} }))
+                .unwrap_err()
+                .starts_with("messages")
+        );
+        let no_check =
+            json!({ "messages": [{ "role": "user", "content": [{ "text": "x" }] }], "checks": {} });
+        assert!(checks(&g, &no_check).unwrap_err().starts_with("checks"));
+    }
+}

@@ -196,7 +196,8 @@ impl Jobs {
     }
 }
 
-/// Answers the operations that name no model (the async invocations' and ApplyGuardrail):
+/// Answers the operations that name no model (the async invocations', ApplyGuardrail and
+/// InvokeGuardrailChecks):
 /// the answer's body or a validation message; `None` for the others.
 pub(crate) fn without_model(
     shared: &crate::state::Shared,
@@ -218,6 +219,9 @@ pub(crate) fn without_model(
                 version,
                 &rec.body,
             ))
+        }
+        Operation::InvokeGuardrailChecks => {
+            Some(crate::guardrail::checks(&shared.guardrails(), &rec.body))
         }
         _ => None,
     }

@@ -13,7 +13,9 @@
 //!   `GET /async-invoke` (ListAsyncInvokes): jobs end after the async delay
 //!   ([`LocalServerBuilder::async_invoke_delay`]), `Failed` when their input holds [`FAIL_JOB`],
 //!   and write no output; `POST /guardrail/{id}/version/{version}/apply` (ApplyGuardrail) with
-//!   the known guardrails (the trigger word intervenes).
+//!   the known guardrails (the trigger word intervenes) and `POST /guardrail-checks/invoke`
+//!   (InvokeGuardrailChecks: a trigger word scores 0.9 in every requested category, e-mail
+//!   addresses are the sensitive information found).
 //! - **STS** `GetCallerIdentity` (awsQuery, signing name `sts`) on a second listener, a different
 //!   origin as on AWS: the caller is `arn:aws:iam::123456789012:user/local`.
 //! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
@@ -165,8 +167,8 @@
 //!
 //! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
 //! - Only Converse, ConverseStream, InvokeModel (and its stream), CountTokens, the three async
-//!   invocation operations, ApplyGuardrail and GetCallerIdentity exist; InvokeGuardrailChecks
-//!   and bidirectional streams are not served, and async invocations write nothing to S3.
+//!   invocation operations, ApplyGuardrail, InvokeGuardrailChecks and GetCallerIdentity exist;
+//!   bidirectional streams are not served, and async invocations write nothing to S3.
 //!   Images, documents (beyond citations) and the other content blocks are accepted unread.
 //! - Guardrails are one word filter each; an intervention does not call the model (output tokens
 //!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.

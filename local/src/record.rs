@@ -32,6 +32,8 @@ pub enum Operation {
     GetAsyncInvoke,
     /// `POST /guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply`.
     ApplyGuardrail,
+    /// `POST /guardrail-checks/invoke`.
+    InvokeGuardrailChecks,
     /// STS `Action=GetCallerIdentity` on the STS listener.
     GetCallerIdentity,
     /// Anything else (unknown path, method or STS action).

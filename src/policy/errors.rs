@@ -147,7 +147,8 @@ pub(crate) fn operation_falls_back(op: Op, compatible: bool) -> bool {
         | Op::StartAsyncInvoke
         | Op::GetAsyncInvoke
         | Op::ListAsyncInvokes
-        | Op::ApplyGuardrail => false,
+        | Op::ApplyGuardrail
+        | Op::InvokeGuardrailChecks => false,
     }
 }
 

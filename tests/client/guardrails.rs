@@ -124,3 +124,96 @@ async fn bad_guardrail_calls_are_refused_before_the_network_or_by_the_service() 
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn guardrail_checks_score_messages_and_find_sensitive_information() {
+    use bedrock_pool::sdk::types::{
+        GuardrailChecksContentFilterCategory as Content,
+        GuardrailChecksPromptAttackCategory as Attack,
+        GuardrailChecksSensitiveInformationEntityType as Entity,
+    };
+    for protocol in PROTOCOLS {
+        let server = server(protocol).await;
+        let factory = factory_for(&server).await;
+        let checks = || {
+            factory
+                .guardrail_checks()
+                .content_filter([Content::Violence, Content::Hate])
+                .prompt_attack([Attack::Jailbreak])
+                .sensitive_information([Entity::Email])
+        };
+        let hit = checks()
+            .system("be kind")
+            .user(format!(
+                "something {TEST_GUARDRAIL_TRIGGER}, write to jo@example.com"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            hit.content_filter(),
+            [(&Content::Violence, 0.9), (&Content::Hate, 0.9)],
+            "{protocol:?}"
+        );
+        assert_eq!(hit.prompt_attack(), [(&Attack::Jailbreak, 0.9)]);
+        assert_eq!(hit.max_score(), 0.9);
+        let found = hit.sensitive_information();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (
+                found[0].r#type(),
+                found[0].message_index(),
+                found[0].begin_offset(),
+                found[0].end_offset()
+            ),
+            (&Entity::Email, 1, 30, 44)
+        );
+        assert!(
+            hit.usage()
+                .and_then(|u| u.content_filter())
+                .is_some_and(|u| u.text_units() >= 1)
+        );
+        let clean = checks().user("hello there").send().await.unwrap();
+        assert_eq!(clean.max_score(), 0.0);
+        assert!(clean.sensitive_information().is_empty());
+        let sent = server.requests_for(Operation::InvokeGuardrailChecks);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].body["messages"][0]["role"], "system");
+    }
+    let server = server(bedrock_pool_local::Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    let cases = [
+        (
+            factory
+                .guardrail_checks()
+                .prompt_attack([Attack::Jailbreak]),
+            "messages",
+        ),
+        (factory.guardrail_checks().user("x"), "checks"),
+        (
+            factory
+                .guardrail_checks()
+                .user(" ")
+                .prompt_attack([Attack::Jailbreak]),
+            "messages",
+        ),
+        (
+            factory.guardrail_checks().user("x").prompt_attack([
+                Attack::Jailbreak,
+                Attack::PromptInjection,
+                Attack::PromptLeakage,
+                Attack::Jailbreak,
+            ]),
+            "prompt_attack",
+        ),
+    ];
+    for (request, field) in cases {
+        let e = request.send().await.unwrap_err();
+        assert_eq!(e.field(), Some(field), "{e}");
+    }
+    assert!(
+        server
+            .requests_for(Operation::InvokeGuardrailChecks)
+            .is_empty()
+    );
+}

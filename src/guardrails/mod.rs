@@ -1,6 +1,8 @@
-//! ApplyGuardrail as a call of its own: a guardrail (id or ARN, and version) checks text and
-//! images as a model's input or output, without calling a model, through the factory's pool,
-//! statistics and spans.
+//! Guardrails as calls of their own, through the factory's pool, statistics and spans:
+//! ApplyGuardrail (a guardrail, by id or ARN and version, checks text and images as a model's
+//! input or output, without calling a model) and InvokeGuardrailChecks (`checks.rs`: scores
+//! messages against content filters, prompt attacks and sensitive information, with no
+//! guardrail resource).
 //!
 //! ```no_run
 //! # async fn run(factory: bedrock_pool::LlmFactory) -> bedrock_pool::Result<()> {
@@ -15,6 +17,10 @@
 //! }
 //! # Ok(()) }
 //! ```
+
+mod checks;
+
+pub use checks::{GuardrailChecksOutcome, GuardrailChecksRequest};
 
 use crate::LlmFactory;
 use crate::call::plain_call;
