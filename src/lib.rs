@@ -88,7 +88,10 @@ pub use stream::{ReplyStream, StreamEvent};
 /// Converse and ConverseStream: the requests, the replies and the stream's events.
 pub mod converse {
     pub use crate::reply::{Reasoning, Reply};
-    pub use crate::request::{ConverseRequest, ConverseStreamRequest, Streaming, Unary};
+    pub use crate::request::{
+        ConverseRequest, ConverseStreamRequest, MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_IMAGE_BYTES,
+        MAX_IMAGES, MAX_VIDEO_BYTES, Media, Streaming, Unary,
+    };
     pub use crate::stream::{ReplyStream, StreamEvent};
 }
 

@@ -78,7 +78,7 @@ pub(crate) async fn handle(
         Ok(f) => f,
         Err(answer) => return answer,
     };
-    let job = super::jobs::without_model(shared, parts, rec);
+    let job = super::plain::without_model(shared, parts, rec);
     if let Some(answer) = job {
         return match answer {
             Ok(body) => Answer::Respond(wire::json_response(200, &body), None),

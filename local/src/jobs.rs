@@ -1,5 +1,4 @@
-//! Async invocations (and the dispatch of the operations that name no model,
-//! [`without_model`]): `POST /async-invoke` (StartAsyncInvoke) keeps a job, `GET
+//! Async invocations: `POST /async-invoke` (StartAsyncInvoke) keeps a job, `GET
 //! /async-invoke/{invocationArn}` (GetAsyncInvoke) and `GET /async-invoke` (ListAsyncInvokes)
 //! read them back. A job is `InProgress` until the server's async delay has passed since it
 //! was submitted, then `Completed`, or `Failed` when its `modelInput` holds the text
@@ -193,37 +192,6 @@ impl Jobs {
             out["nextToken"] = json!((start + max).to_string());
         }
         Ok(out)
-    }
-}
-
-/// Answers the operations that name no model (the async invocations', ApplyGuardrail and
-/// InvokeGuardrailChecks):
-/// the answer's body or a validation message; `None` for the others.
-pub(crate) fn without_model(
-    shared: &crate::state::Shared,
-    parts: &http::request::Parts,
-    rec: &crate::record::RecordedRequest,
-) -> Option<Result<Value, String>> {
-    use crate::record::Operation;
-    let jobs = &shared.jobs;
-    let path_label = rec.model_id.as_deref().unwrap_or("");
-    match rec.operation {
-        Operation::ListAsyncInvokes => Some(jobs.list(parts.uri.query().unwrap_or(""))),
-        Operation::StartAsyncInvoke => Some(jobs.start(&rec.body, &shared.region)),
-        Operation::GetAsyncInvoke => Some(jobs.get(path_label)),
-        Operation::ApplyGuardrail => {
-            let (id, version) = path_label.rsplit_once('/').unwrap_or((path_label, ""));
-            Some(crate::guardrail::apply(
-                &shared.guardrails(),
-                id,
-                version,
-                &rec.body,
-            ))
-        }
-        Operation::InvokeGuardrailChecks => {
-            Some(crate::guardrail::checks(&shared.guardrails(), &rec.body))
-        }
-        _ => None,
     }
 }
 

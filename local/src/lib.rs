@@ -224,6 +224,7 @@ mod limits;
 mod lock;
 mod model;
 mod options;
+mod plain;
 mod quota;
 mod record;
 mod reply;

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::meta::{CallInfo, CallMetadata};
 use crate::model::Model;
 use crate::op::Op;
+use crate::request::valid_s3_uri;
 use crate::stats::Outcome;
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::types::{
@@ -331,21 +332,6 @@ fn document_len(d: &Document) -> usize {
         Document::Bool(_) => 5,
         Document::Null => 4,
     }
-}
-
-/// Returns whether `uri` is an S3 URI as the service's pattern says
-/// (`s3://[a-z0-9][.-a-z0-9]{1,61}[a-z0-9](/.*)?`).
-fn valid_s3_uri(uri: &str) -> bool {
-    let Some(rest) = uri.strip_prefix("s3://") else {
-        return false;
-    };
-    let bucket = rest.split('/').next().unwrap_or("");
-    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (3..=63).contains(&bucket.len())
-        && bucket.starts_with(edge)
-        && bucket.ends_with(edge)
-        && bucket.chars().all(|c| edge(c) || c == '.' || c == '-')
-        && uri.len() <= 1024
 }
 
 #[cfg(test)]

@@ -4,11 +4,16 @@
 //! each, `tools.rs` tool declarations, tool results and the tool history's rules,
 //! `validate.rs` applies them in order; the streaming `send` lives in `crate::stream`.
 
+mod media;
 mod rules;
 mod stream;
 mod tools;
 mod validate;
 
+pub(crate) use media::valid_s3_uri;
+pub use media::{
+    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_IMAGE_BYTES, MAX_IMAGES, MAX_VIDEO_BYTES, Media,
+};
 pub(crate) use rules::check_guardrail;
 pub use stream::ConverseStreamRequest;
 pub(crate) use validate::Validated;

@@ -182,6 +182,7 @@ fn check_content(i: &Inputs, prompt: bool) -> Result<()> {
     if !prompt || !i.messages.is_empty() {
         validate_messages(&i.messages)?;
     }
+    super::media::check_media(&i.messages)?;
     super::tools::check_tool_history(&i.messages, i.tool_config.as_ref())
 }
 

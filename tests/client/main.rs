@@ -22,6 +22,7 @@ mod limits;
 mod liveness;
 mod llm_calls;
 mod local_quota;
+mod media;
 mod multi_region;
 mod operations;
 mod security;
