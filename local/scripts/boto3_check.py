@@ -1,8 +1,11 @@
 """Checks boto3 against a running local server: converse, converse_stream, STS, one validation error,
 thinking (a signed reasoning block, replayed and tampered with), a guardrail intervention,
-invoke_model (an Anthropic Messages body, a Titan V2 embedding) and a Bedrock API key.
+invoke_model (an Anthropic Messages body, a Titan V2 embedding), apply_guardrail, the async
+invocations (start, idempotent by token, get, list), a prompt router's trace, cache details by
+time to live, a refused tool history and a Bedrock API key. (InvokeGuardrailChecks is newer than
+the boto3 this was run with, 1.43.11.)
 
-Start the server with `cargo run --example local_server -- --port 18443`, then run
+Start the server with `cargo run -p bedrock-pool-local -- --port 18443`, then run
 `python3 scripts/boto3_check.py https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>`.
 """
 
@@ -97,6 +100,55 @@ out = brt.invoke_model(modelId="amazon.titan-embed-text-v2:0", contentType="appl
 emb = json.loads(out["body"].read())
 print("titan embedding:", len(emb["embedding"]), emb["inputTextTokenCount"])
 assert len(emb["embedding"]) == 256 and abs(sum(x * x for x in emb["embedding"]) - 1) < 1e-3
+
+# ApplyGuardrail with the test guardrail: a clean text passes, the trigger word intervenes.
+clean = brt.apply_guardrail(guardrailIdentifier="localtestguardrail", guardrailVersion="1",
+                            source="INPUT", content=[{"text": {"text": "a fine day"}}])
+hit = brt.apply_guardrail(guardrailIdentifier="localtestguardrail", guardrailVersion="DRAFT",
+                          source="OUTPUT", content=[{"text": {"text": "a forbidden answer"}}])
+print("apply_guardrail:", clean["action"], hit["action"], hit["outputs"])
+assert clean["action"] == "NONE" and hit["action"] == "GUARDRAIL_INTERVENED"
+assert hit["assessments"][0]["wordPolicy"]["customWords"][0]["match"] == "forbidden"
+
+# Async invocations: start (idempotent by token), read back, list.
+s3 = {"s3OutputDataConfig": {"s3Uri": "s3://my-bucket/videos/"}}
+started = brt.start_async_invoke(modelId="amazon.nova-reel-v1:1", modelInput={"prompt": "a cat"},
+                                 outputDataConfig=s3, clientRequestToken="boto3-check-token")
+again = brt.start_async_invoke(modelId="amazon.nova-reel-v1:1", modelInput={"prompt": "a cat"},
+                               outputDataConfig=s3, clientRequestToken="boto3-check-token")
+arn = started["invocationArn"]
+assert again["invocationArn"] == arn
+job = brt.get_async_invoke(invocationArn=arn)
+print("async invoke:", arn, job["status"], job["submitTime"])
+assert job["status"] in ("InProgress", "Completed") and job["outputDataConfig"] == s3
+listed = brt.list_async_invokes(maxResults=10)["asyncInvokeSummaries"]
+assert any(j["invocationArn"] == arn for j in listed)
+
+# A prompt router's ARN: the trace names the model that answered.
+router = "arn:aws:bedrock:us-west-2:123456789012:default-prompt-router/anthropic.claude:1"
+out = brt.converse(modelId=router, messages=messages)
+invoked = out["trace"]["promptRouter"]["invokedModelId"]
+print("prompt router:", invoked)
+assert invoked.endswith("inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0")
+
+# Cache writes by time to live.
+cached = [{"role": "user", "content": [{"text": "a long document to cache"},
+                                        {"cachePoint": {"type": "default", "ttl": "1h"}},
+                                        {"text": "what does it say"}]}]
+out = brt.converse(modelId=model, messages=cached)
+print("cache details:", out["usage"].get("cacheDetails"))
+assert out["usage"]["cacheDetails"][0]["ttl"] == "1h"
+
+# A tool history that answers no tool use is refused as the service refuses it.
+tools = {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}]}
+stray = messages + [{"role": "assistant", "content": [{"text": "hm"}]},
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": "t9", "content": [{"text": "21"}]}}]}]
+try:
+    brt.converse(modelId=model, messages=stray, toolConfig=tools)
+    raise SystemExit("expected a ValidationException for a stray toolResult")
+except brt.exceptions.ValidationException as e:
+    print("tool history:", e.response["Error"]["Message"])
+    assert "unexpected `tool_use_id` found in `tool_result` blocks: t9" in e.response["Error"]["Message"]
 
 # A Bedrock API key (the server's public test key) instead of SigV4: botocore reads it from
 # AWS_BEARER_TOKEN_BEDROCK and switches to bearer auth.

@@ -1,5 +1,6 @@
 //! The Bedrock Runtime listener: routing, authentication (SigV4 or API key), Converse,
-//! ConverseStream, CountTokens, ListAsyncInvokes (InvokeModel and its stream in `invoke`).
+//! ConverseStream, CountTokens (InvokeModel and its stream in `invoke`, the operations that
+//! name no model in `plain`).
 
 use std::time::Instant;
 

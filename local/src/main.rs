@@ -23,6 +23,7 @@ USAGE: bedrock-pool-local [FLAGS]
                            certificate (default: a file in the temporary directory)
   --region R               the region it plays (default: us-west-2)
   --latency-ms N           every answer waits N ms before its headers
+  --async-delay-ms N       an async invocation ends N ms after it starts (default: 2000)
   --quota MODEL=R/T/W      MODEL admits R requests and T tokens per window of W ms
                            (`-` for no limit: --quota m=60/-/60000); past it, ThrottlingException
   --context-window MODEL=N MODEL's context window is N tokens
@@ -78,6 +79,12 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--latency-ms: {e}"))?;
                 b.latency(Latency::fixed(Duration::from_millis(ms)))
+            }
+            "--async-delay-ms" => {
+                let ms: u64 = value(&arg, &mut it)?
+                    .parse()
+                    .map_err(|e| format!("--async-delay-ms: {e}"))?;
+                b.async_invoke_delay(Duration::from_millis(ms))
             }
             "--quota" => {
                 let (model, quota) = quota(&value(&arg, &mut it)?)?;

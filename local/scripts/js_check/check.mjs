@@ -1,7 +1,8 @@
 // Checks the AWS SDK for JavaScript v3 against a running local server, over HTTP/2 and HTTP/1.1:
-// converse, converse stream, STS get-caller-identity, one validation error and one bad signature.
+// converse, converse stream, STS get-caller-identity, one validation error, one bad signature,
+// ApplyGuardrail, InvokeGuardrailChecks and the async invocations (start, get, list).
 //
-// Start the server with `cargo run --example local_server -- --port 18443`, then run
+// Start the server with `cargo run -p bedrock-pool-local -- --port 18443`, then run
 //   cd scripts/js_check && npm install
 //   node check.mjs https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>
 // The script re-runs itself with NODE_EXTRA_CA_CERTS set to the CA file, which both Node's HTTP/2
@@ -24,9 +25,16 @@ if (process.env.NODE_EXTRA_CA_CERTS !== ca) {
   process.exit(child.status ?? 1);
 }
 
-const { BedrockRuntimeClient, ConverseCommand, ConverseStreamCommand } = await import(
-  "@aws-sdk/client-bedrock-runtime"
-);
+const {
+  ApplyGuardrailCommand,
+  BedrockRuntimeClient,
+  ConverseCommand,
+  ConverseStreamCommand,
+  GetAsyncInvokeCommand,
+  InvokeGuardrailChecksCommand,
+  ListAsyncInvokesCommand,
+  StartAsyncInvokeCommand,
+} = await import("@aws-sdk/client-bedrock-runtime");
 const { STSClient, GetCallerIdentityCommand } = await import("@aws-sdk/client-sts");
 const { NodeHttp2Handler, NodeHttpHandler } = await import("@smithy/node-http-handler");
 
@@ -122,6 +130,57 @@ for (const [protocol, handler] of [
     const e = await failure(wrongSecret.send(new ConverseCommand({ modelId, messages })));
     strictEqual(e.name, "InvalidSignatureException", e.message);
     return e.name;
+  });
+
+  await check(`${protocol} apply guardrail`, async () => {
+    const out = await brt.send(
+      new ApplyGuardrailCommand({
+        guardrailIdentifier: "localtestguardrail",
+        guardrailVersion: "1",
+        source: "INPUT",
+        content: [{ text: { text: "a forbidden question" } }],
+      }),
+    );
+    strictEqual(out.action, "GUARDRAIL_INTERVENED");
+    strictEqual(out.assessments[0].wordPolicy.customWords[0].match, "forbidden");
+    return `${out.action} ${JSON.stringify(out.outputs[0].text)}`;
+  });
+
+  await check(`${protocol} invoke guardrail checks`, async () => {
+    const out = await brt.send(
+      new InvokeGuardrailChecksCommand({
+        messages: [{ role: "user", content: [{ text: "a forbidden thing, mail jo@example.com" }] }],
+        checks: {
+          contentFilter: { categories: [{ category: "VIOLENCE" }] },
+          promptAttack: { categories: [{ category: "JAILBREAK" }] },
+          sensitiveInformation: { entities: [{ type: "EMAIL" }] },
+        },
+      }),
+    );
+    strictEqual(out.results.contentFilter.results[0].severityScore, 0.9);
+    strictEqual(out.results.sensitiveInformation.results[0].type, "EMAIL");
+    strictEqual(out.usage.promptAttack.textUnits, 1);
+    return `violence ${out.results.contentFilter.results[0].severityScore}, ${out.results.sensitiveInformation.results.length} e-mail`;
+  });
+
+  await check(`${protocol} async invoke`, async () => {
+    const outputDataConfig = { s3OutputDataConfig: { s3Uri: "s3://my-bucket/videos/" } };
+    const started = await brt.send(
+      new StartAsyncInvokeCommand({
+        modelId: "amazon.nova-reel-v1:1",
+        modelInput: { prompt: "a cat" },
+        outputDataConfig,
+      }),
+    );
+    const job = await brt.send(new GetAsyncInvokeCommand({ invocationArn: started.invocationArn }));
+    strictEqual(job.submitTime instanceof Date, true);
+    deepStrictEqual(job.outputDataConfig, outputDataConfig);
+    const listed = await brt.send(new ListAsyncInvokesCommand({ maxResults: 100 }));
+    strictEqual(
+      listed.asyncInvokeSummaries.some((j) => j.invocationArn === started.invocationArn),
+      true,
+    );
+    return `${started.invocationArn} ${job.status}`;
   });
 
   for (const client of [brt, sts, wrongSecret]) client.destroy();
