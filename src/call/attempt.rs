@@ -188,13 +188,8 @@ where
         region.activity.clone(),
         None,
     );
-    let (host, port) = &region.server;
-    m.span.record("cloud.region", region.region.as_str());
-    m.span.record("server.address", host.as_str());
-    if let Some(port) = port {
-        m.span.record("server.port", i64::from(*port));
-    }
-    p.server.clone_from(host);
+    super::span::record_region(m.span, region);
+    p.server.clone_from(&region.server.0);
     let (result, scope, attempts) = send_once(m, p, region, &region_guard).await;
     let shared = &target.shared;
     match result {

@@ -30,12 +30,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let span = op.span(subject, shared.config.span_level);
-    span.record("cloud.region", region.region.as_str());
-    let (host, port) = &region.server;
-    span.record("server.address", host.as_str());
-    if let Some(port) = port {
-        span.record("server.port", i64::from(*port));
-    }
+    super::span::record_region(&span, region);
     let started = Instant::now();
     let guard = CallGuard::start(
         [Some(shared.overall.clone()), Some(region.counters.clone())],

@@ -69,6 +69,16 @@ impl Op {
     }
 }
 
+/// Records the region a call goes to: `cloud.region`, `server.address` and `server.port`.
+pub(super) fn record_region(span: &tracing::Span, region: &crate::region::RegionClient) {
+    let (host, port) = &region.server;
+    span.record("cloud.region", region.region.as_str());
+    span.record("server.address", host.as_str());
+    if let Some(port) = port {
+        span.record("server.port", i64::from(*port));
+    }
+}
+
 /// Marks the span failed: `error.type` and the OpenTelemetry status.
 pub(super) fn record_error(span: &tracing::Span, error_type: &str) {
     span.record("error.type", error_type);

@@ -142,67 +142,64 @@ impl GuardrailChecksRequest {
         bound(self.attacks.len(), 3, "prompt_attack")?;
         bound(self.entities.len(), 31, "sensitive_information")?;
         let built = |e: aws_smithy_types::error::operation::BuildError| Error::invalid("checks", e);
-        let content = self
-            .content
-            .iter()
-            .map(|c| {
-                GuardrailChecksContentFilterCategoryConfig::builder()
-                    .category(c.clone())
-                    .build()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(built)?;
-        let attacks = self
-            .attacks
-            .iter()
-            .map(|c| {
-                GuardrailChecksPromptAttackCategoryConfig::builder()
-                    .category(c.clone())
-                    .build()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(built)?;
-        let entities = self
-            .entities
-            .iter()
-            .map(|t| {
-                GuardrailChecksSensitiveInformationEntityConfig::builder()
-                    .r#type(t.clone())
-                    .build()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(built)?;
+        // Each check asked for, as the SDK's configuration of it (`None` when not asked for).
+        fn each<T, C>(
+            items: &[T],
+            one: impl Fn(&T) -> std::result::Result<C, aws_smithy_types::error::operation::BuildError>,
+        ) -> std::result::Result<Option<Vec<C>>, aws_smithy_types::error::operation::BuildError>
+        {
+            if items.is_empty() {
+                return Ok(None);
+            }
+            items
+                .iter()
+                .map(one)
+                .collect::<std::result::Result<_, _>>()
+                .map(Some)
+        }
+        let content = each(&self.content, |c| {
+            GuardrailChecksContentFilterCategoryConfig::builder()
+                .category(c.clone())
+                .build()
+        })
+        .map_err(built)?
+        .map(|c| {
+            GuardrailChecksContentFilterConfig::builder()
+                .set_categories(Some(c))
+                .build()
+        })
+        .transpose()
+        .map_err(built)?;
+        let attacks = each(&self.attacks, |c| {
+            GuardrailChecksPromptAttackCategoryConfig::builder()
+                .category(c.clone())
+                .build()
+        })
+        .map_err(built)?
+        .map(|c| {
+            GuardrailChecksPromptAttackConfig::builder()
+                .set_categories(Some(c))
+                .build()
+        })
+        .transpose()
+        .map_err(built)?;
+        let entities = each(&self.entities, |t| {
+            GuardrailChecksSensitiveInformationEntityConfig::builder()
+                .r#type(t.clone())
+                .build()
+        })
+        .map_err(built)?
+        .map(|e| {
+            GuardrailChecksSensitiveInformationConfig::builder()
+                .set_entities(Some(e))
+                .build()
+        })
+        .transpose()
+        .map_err(built)?;
         let config = GuardrailChecksConfig::builder()
-            .set_content_filter(if content.is_empty() {
-                None
-            } else {
-                Some(
-                    GuardrailChecksContentFilterConfig::builder()
-                        .set_categories(Some(content))
-                        .build()
-                        .map_err(built)?,
-                )
-            })
-            .set_prompt_attack(if attacks.is_empty() {
-                None
-            } else {
-                Some(
-                    GuardrailChecksPromptAttackConfig::builder()
-                        .set_categories(Some(attacks))
-                        .build()
-                        .map_err(built)?,
-                )
-            })
-            .set_sensitive_information(if entities.is_empty() {
-                None
-            } else {
-                Some(
-                    GuardrailChecksSensitiveInformationConfig::builder()
-                        .set_entities(Some(entities))
-                        .build()
-                        .map_err(built)?,
-                )
-            })
+            .set_content_filter(content)
+            .set_prompt_attack(attacks)
+            .set_sensitive_information(entities)
             .build();
         Ok((messages, config))
     }

@@ -301,18 +301,27 @@ fn s3_uri(c: Option<&AsyncInvokeOutputDataConfig>) -> Option<String> {
     }
 }
 
+/// Builds an [`AsyncInvoke`] from an SDK description of a job (a GetAsyncInvoke output or a
+/// ListAsyncInvokes summary: the same members), whose status is `$status`.
+macro_rules! async_invoke {
+    ($o:expr, $status:expr) => {
+        AsyncInvoke {
+            invocation_arn: $o.invocation_arn().to_owned(),
+            model_arn: $o.model_arn().to_owned(),
+            state: AsyncInvokeState::of($status, $o.failure_message()),
+            submitted: time($o.submit_time()),
+            last_modified: $o.last_modified_time().map(time),
+            ended: $o.end_time().map(time),
+            s3_uri: s3_uri($o.output_data_config()),
+            client_request_token: $o.client_request_token().map(str::to_owned),
+        }
+    };
+}
+use async_invoke;
+
 impl From<&AsyncInvokeSummary> for AsyncInvoke {
     fn from(s: &AsyncInvokeSummary) -> Self {
-        AsyncInvoke {
-            invocation_arn: s.invocation_arn().to_owned(),
-            model_arn: s.model_arn().to_owned(),
-            state: AsyncInvokeState::of(s.status(), s.failure_message()),
-            submitted: time(s.submit_time()),
-            last_modified: s.last_modified_time().map(time),
-            ended: s.end_time().map(time),
-            s3_uri: s3_uri(s.output_data_config()),
-            client_request_token: s.client_request_token().map(str::to_owned),
-        }
+        async_invoke!(s, s.status())
     }
 }
 

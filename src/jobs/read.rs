@@ -1,7 +1,7 @@
 //! Reading async invocations through the factory: one job by its ARN (in the region the ARN
 //! names), a page of jobs, and waiting for a job to end with a deadline.
 
-use super::{AsyncInvoke, AsyncInvokeState, s3_uri, time};
+use super::{AsyncInvoke, AsyncInvokeState, async_invoke, s3_uri, time};
 use crate::LlmFactory;
 use crate::call::plain_call;
 use crate::error::{Error, ErrorKind, Result};
@@ -144,16 +144,7 @@ impl LlmFactory {
             .invocation_arn(invocation_arn)
             .send();
         let o = plain_call(shared, Op::GetAsyncInvoke, invocation_arn, region, call).await?;
-        Ok(AsyncInvoke {
-            invocation_arn: o.invocation_arn().to_owned(),
-            model_arn: o.model_arn().to_owned(),
-            state: AsyncInvokeState::of(Some(o.status()), o.failure_message()),
-            submitted: time(o.submit_time()),
-            last_modified: o.last_modified_time().map(time),
-            ended: o.end_time().map(time),
-            s3_uri: s3_uri(o.output_data_config()),
-            client_request_token: o.client_request_token().map(str::to_owned),
-        })
+        Ok(async_invoke!(o, Some(o.status())))
     }
 
     /// Starts a ListAsyncInvokes request (the primary region's jobs, newest first).
