@@ -249,6 +249,8 @@ async fn into_stream_works_with_stream_ext() {
     assert_eq!(factory.stats().requests.successes, 1);
 }
 
+// h2 only: the stall timeout is kept by the stream reader, above the transport, the same on
+// both protocols; `faults::a_stream_stall_retires_its_connection` runs a stall on each.
 #[tokio::test]
 async fn a_stall_longer_than_the_stall_timeout_fails_as_a_stall() {
     let server = server(Protocol::Https).await;
@@ -285,6 +287,8 @@ async fn a_stall_longer_than_the_stall_timeout_fails_as_a_stall() {
     assert_eq!(stats.in_flight, 0);
 }
 
+// h2 only: the stall timeout is kept by the stream reader, above the transport, the same on
+// both protocols; `faults::a_stream_stall_retires_its_connection` runs a stall on each.
 #[tokio::test]
 async fn the_factory_stall_timeout_applies_by_default() {
     let server = server(Protocol::Https).await;
@@ -310,6 +314,8 @@ async fn the_factory_stall_timeout_applies_by_default() {
     assert_eq!(e.timeout_kind(), Some(TimeoutKind::StreamStall), "{e:?}");
 }
 
+// h2 only: the stall timeout is kept by the stream reader, above the transport, the same on
+// both protocols; `faults::a_stream_stall_retires_its_connection` runs a stall on each.
 #[tokio::test]
 async fn a_stall_shorter_than_the_stall_timeout_succeeds() {
     let server = server(Protocol::Https).await;
