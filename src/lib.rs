@@ -71,6 +71,7 @@ pub mod policy;
 mod region;
 mod reply;
 mod request;
+pub mod session;
 mod shared;
 pub mod stats;
 mod stream;

@@ -9,6 +9,7 @@ pub(crate) enum Op {
     ConverseStream,
     Invoke,
     InvokeStream,
+    Session,
     CountTokens,
     Embed,
     StartAsyncInvoke,
@@ -26,6 +27,7 @@ impl Op {
             Op::ConverseStream => "converse_stream",
             Op::Invoke => "invoke_model",
             Op::InvokeStream => "invoke_model_with_response_stream",
+            Op::Session => "invoke_model_with_bidirectional_stream",
             Op::CountTokens => "count_tokens",
             Op::Embed => "embed",
             Op::StartAsyncInvoke => "start_async_invoke",
@@ -42,7 +44,9 @@ impl Op {
     /// jobs have no name in the conventions and keep their own.
     pub(crate) fn operation(self) -> &'static str {
         match self {
-            Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream => "chat",
+            Op::Converse | Op::ConverseStream | Op::Invoke | Op::InvokeStream | Op::Session => {
+                "chat"
+            }
             Op::Embed => "embeddings",
             Op::CountTokens => "count_tokens",
             Op::StartAsyncInvoke => "generate_content",
@@ -61,6 +65,7 @@ impl Op {
             Op::ConverseStream => "ConverseStream",
             Op::Invoke | Op::Embed => "InvokeModel",
             Op::InvokeStream => "InvokeModelWithResponseStream",
+            Op::Session => "InvokeModelWithBidirectionalStream",
             Op::CountTokens => "CountTokens",
             Op::StartAsyncInvoke => "StartAsyncInvoke",
             Op::GetAsyncInvoke => "GetAsyncInvoke",

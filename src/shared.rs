@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     /// Prices per model id, for the cost estimate (never merged into `other`).
     pub(crate) prices: RwLock<HashMap<String, Prices>>,
     pub(crate) activity: Arc<Activity>,
+    /// The bidirectional sessions' figures.
+    pub(crate) sessions: crate::stats::SessionCounters,
     /// True when Bedrock calls authenticate with an API key (bearer) rather than SigV4.
     pub(crate) bedrock_api_key: bool,
     /// The circuit breakers of each model id in each region.
@@ -114,6 +116,7 @@ impl Shared {
                 None,
             ),
             activity: Arc::new(Activity::new(config.wakeup_threshold)),
+            sessions: Default::default(),
             config,
             transport,
             sdk_config,

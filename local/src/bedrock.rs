@@ -41,6 +41,9 @@ pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>)
                 (&Method::POST, "invoke-with-response-stream") => {
                     Operation::InvokeModelWithResponseStream
                 }
+                (&Method::POST, "invoke-with-bidirectional-stream") => {
+                    Operation::InvokeModelWithBidirectionalStream
+                }
                 _ => Operation::Other,
             };
             (op, model)
@@ -127,12 +130,12 @@ pub(crate) async fn handle(
 }
 
 /// Returns the error answer of `err`.
-fn fail(err: ServiceError) -> Answer {
+pub(crate) fn fail(err: ServiceError) -> Answer {
     Answer::error(Listener::Bedrock, &err)
 }
 
 /// Refuses an unknown operation, then checks the request's API key or SigV4 signature.
-fn authenticate(
+pub(crate) fn authenticate(
     shared: &Shared,
     parts: &http::request::Parts,
     body: &[u8],
@@ -162,7 +165,10 @@ fn authenticate(
 
 /// Takes the request's fault: one that answers now (an error, a reset or a close before the
 /// headers) is the error; a delay is slept; the others are left to the answer.
-async fn take_faults(shared: &Shared, rec: &RecordedRequest) -> Result<invoke::Faults, Answer> {
+pub(crate) async fn take_faults(
+    shared: &Shared,
+    rec: &RecordedRequest,
+) -> Result<invoke::Faults, Answer> {
     let mut faults = invoke::Faults {
         reset_after_headers: false,
         stream: None,
@@ -177,6 +183,31 @@ async fn take_faults(shared: &Shared, rec: &RecordedRequest) -> Result<invoke::F
         Some(f) => faults.stream = Some(f),
     }
     Ok(faults)
+}
+
+/// Opens an InvokeModelWithBidirectionalStream session: HTTP/2 only, authenticated over an
+/// empty payload (its messages are signed one by one, see [`bidi`](super::bidi)), the faults
+/// that act before the headers, a valid model id; then the streamed answer.
+pub(crate) async fn session(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+    rec: &RecordedRequest,
+) -> Answer {
+    if parts.version != http::Version::HTTP_2 {
+        return fail(super::bidi::needs_http2());
+    }
+    if let Err(err) = authenticate(shared, parts, &[], rec) {
+        return fail(err);
+    }
+    if let Err(answer) = take_faults(shared, rec).await {
+        return answer;
+    }
+    if !rec.model_id.as_deref().is_some_and(valid_model_id) {
+        return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned()));
+    }
+    let signing = super::bidi::Signing::of(shared, parts);
+    Answer::Respond(super::bidi::answer(body, signing, wire::request_id()), None)
 }
 
 /// A Converse or ConverseStream request to answer (authenticated, model id valid).

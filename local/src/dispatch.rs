@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::conn::ConnShared;
 use super::fault::ServiceError;
-use super::record::{Listener, RecordedRequest};
+use super::record::{Listener, Operation, RecordedRequest};
 use super::state::{Answer, Shared};
 use super::wire::{self, Body};
 use super::{bedrock, sts};
@@ -49,6 +49,20 @@ fn sdk_request(parts: &http::request::Parts) -> (Option<u32>, Option<u32>) {
 pub(crate) async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
+    if ctx.listener == Listener::Bedrock
+        && bedrock::route(&parts).0 == Operation::InvokeModelWithBidirectionalStream
+    {
+        // A session's body streams for as long as the session lasts: it is not collected.
+        let rec = recorded(
+            &ctx,
+            &parts,
+            bedrock::route(&parts),
+            serde_json::Value::Null,
+        );
+        let seq = ctx.shared.record(rec.clone());
+        let answer = bedrock::session(&ctx.shared, &parts, body, &rec).await;
+        return conclude(&ctx, seq, answer).await;
+    }
     let (body, too_large) = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => (collected.to_bytes(), false),
         Err(_) => (bytes::Bytes::new(), true),
@@ -63,24 +77,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Respo
             (sts::operation(&form), None, form)
         }
     };
-    let (attempt, max_attempts) = sdk_request(&parts);
-    let rec = RecordedRequest {
-        listener: ctx.listener,
-        operation,
-        model_id,
-        attempt,
-        max_attempts,
-        invocation_id: parts
-            .headers
-            .get("amz-sdk-invocation-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        connection_id: ctx.conn.id,
-        http_version: parts.version,
-        body: json,
-        outcome: 0,
-        error: None,
-    };
+    let rec = recorded(&ctx, &parts, (operation, model_id), json);
     let seq = ctx.shared.record(rec.clone());
     let answer = if too_large {
         let err = ServiceError::custom(413, "RequestEntityTooLarge", "request body too large");
@@ -93,6 +90,38 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Respo
             Listener::Sts => sts::handle(&ctx.shared, &ctx.conn, &parts, &body, &rec).await,
         }
     };
+    conclude(&ctx, seq, answer).await
+}
+
+/// Returns the record of a request as it arrived.
+fn recorded(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    (operation, model_id): (Operation, Option<String>),
+    body: serde_json::Value,
+) -> RecordedRequest {
+    let (attempt, max_attempts) = sdk_request(parts);
+    RecordedRequest {
+        listener: ctx.listener,
+        operation,
+        model_id,
+        attempt,
+        max_attempts,
+        invocation_id: parts
+            .headers
+            .get("amz-sdk-invocation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        connection_id: ctx.conn.id,
+        http_version: parts.version,
+        body,
+        outcome: 0,
+        error: None,
+    }
+}
+
+/// Applies the connection-level answers (silence, reset, close) and records the outcome.
+async fn conclude(ctx: &Ctx, seq: u64, answer: Answer) -> http::Response<Body> {
     match answer {
         Answer::Respond(res, _) if ctx.conn.is_silent() => {
             // A black hole answers nothing: the outcome stays 0 and the request hangs until the

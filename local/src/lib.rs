@@ -15,7 +15,13 @@
 //!   and write no output; `POST /guardrail/{id}/version/{version}/apply` (ApplyGuardrail) with
 //!   the known guardrails (the trigger word intervenes) and `POST /guardrail-checks/invoke`
 //!   (InvokeGuardrailChecks: a trigger word scores 0.9 in every requested category, e-mail
-//!   addresses are the sensitive information found).
+//!   addresses are the sensitive information found); and `POST
+//!   /model/{modelId}/invoke-with-bidirectional-stream` (InvokeModelWithBidirectionalStream,
+//!   HTTP/2 only, refused over HTTP/1.1): an event stream both ways, each input message's SigV4
+//!   envelope verified along its signature chain, answered by an echo model speaking Amazon Nova
+//!   Sonic's events (a user text comes back as the assistant's text, a user audio as its
+//!   transcript `[audio: N bytes]` and the same audio; a `usageEvent` after each turn;
+//!   [`FAIL_SESSION`] fails the session).
 //! - **STS** `GetCallerIdentity` (awsQuery, signing name `sts`) on a second listener, a different
 //!   origin as on AWS: the caller is `arn:aws:iam::123456789012:user/local`.
 //! - **TLS** by default: a CA generated at start ([`LocalServer::ca_pem`]) signs a certificate for
@@ -167,8 +173,9 @@
 //!
 //! - No model runs: the replies are echoes or what a [`Responder`] returns, tokens are words.
 //! - Only Converse, ConverseStream, InvokeModel (and its stream), CountTokens, the three async
-//!   invocation operations, ApplyGuardrail, InvokeGuardrailChecks and GetCallerIdentity exist;
-//!   bidirectional streams are not served, and async invocations write nothing to S3.
+//!   invocation operations, ApplyGuardrail, InvokeGuardrailChecks,
+//!   InvokeModelWithBidirectionalStream (an echo, no speech recognition) and GetCallerIdentity
+//!   exist; async invocations write nothing to S3.
 //!   Images, documents (beyond citations) and the other content blocks are accepted unread.
 //! - Guardrails are one word filter each; an intervention does not call the model (output tokens
 //!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.
@@ -211,6 +218,7 @@
 
 mod accept;
 mod bedrock;
+mod bidi;
 mod canonical;
 mod conn;
 mod dispatch;
@@ -233,6 +241,7 @@ mod sdk;
 mod server;
 mod server_limits;
 mod sigv4;
+mod sonic;
 mod state;
 mod sts;
 mod surface;
@@ -255,6 +264,7 @@ pub use quota::{Quota, QuotaStats, burndown_rate};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use router::{ROUTER_SHORT_PROMPT_WORDS, routed_model};
 pub use server::{LocalServer, LocalServerBuilder};
+pub use sonic::{AUDIO_CHUNK, FAIL_SESSION, SPEECH_BYTES_PER_TOKEN};
 pub use state::Protocol;
 
 #[cfg(test)]

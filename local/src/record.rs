@@ -24,6 +24,8 @@ pub enum Operation {
     InvokeModel,
     /// `POST /model/{modelId}/invoke-with-response-stream`.
     InvokeModelWithResponseStream,
+    /// `POST /model/{modelId}/invoke-with-bidirectional-stream` (HTTP/2 only).
+    InvokeModelWithBidirectionalStream,
     /// `GET /async-invoke`.
     ListAsyncInvokes,
     /// `POST /async-invoke`.

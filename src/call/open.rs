@@ -115,6 +115,13 @@ impl OpenCall {
         self.info.router = Some(router);
     }
 
+    /// Returns the id of the connection the answer arrives on, once known.
+    pub(crate) fn connection_id(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connection::ConnectionId> {
+        self.connection.as_ref().and_then(ConnectionWatch::id)
+    }
+
     /// Returns the region that answered.
     pub(crate) fn region(&self) -> &str {
         &self.info.region

@@ -191,6 +191,7 @@ impl LlmFactory {
                 })
                 .collect(),
             cache: self.cache(),
+            sessions: s.sessions.snapshot(),
             breakers: s.breakers.all(&regions),
             limits: limits
                 .into_iter()

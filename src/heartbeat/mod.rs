@@ -7,7 +7,7 @@
 //! at an interval shorter than the pool idle timeout.
 
 mod config;
-mod probe;
+pub(crate) mod probe;
 mod status;
 mod task;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Returns the per-call settings of a probe: one attempt, and the probe timeout as the read
 /// timeout, so that a probe that gets no answer fails in the connector, which retires its
 /// connection (over h2, the one connection every call would use next).
-fn probe_settings(timeout: Duration) -> (SdkTimeoutConfig, SdkRetryConfig) {
+pub(crate) fn probe_settings(timeout: Duration) -> (SdkTimeoutConfig, SdkRetryConfig) {
     (
         SdkTimeoutConfig::builder().read_timeout(timeout).build(),
         SdkRetryConfig::standard()

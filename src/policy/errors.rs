@@ -141,7 +141,7 @@ pub(crate) fn opens_breaker(e: &Error) -> bool {
 pub(crate) fn operation_falls_back(op: Op, compatible: bool) -> bool {
     match op {
         Op::Converse | Op::ConverseStream => true,
-        Op::Invoke | Op::InvokeStream | Op::Embed => compatible,
+        Op::Invoke | Op::InvokeStream | Op::Embed | Op::Session => compatible,
         // An async invocation sent again starts a second paid job.
         Op::CountTokens
         | Op::StartAsyncInvoke

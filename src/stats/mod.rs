@@ -18,6 +18,7 @@ pub(crate) mod json;
 mod models;
 mod parts;
 mod record;
+mod sessions;
 mod snapshot;
 
 pub(crate) use activity::Activity;
@@ -32,6 +33,8 @@ pub use parts::FleetStats;
 #[doc(no_inline)]
 pub use parts::LimitStats;
 pub use parts::{BreakerState, BreakerStats, RegionStats};
+pub use sessions::SessionStats;
+pub(crate) use sessions::{SessionCounters, SessionEnd};
 pub use snapshot::{FactoryStats, ModelStats};
 
 use crate::error::ErrorKind;

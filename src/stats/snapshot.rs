@@ -24,6 +24,8 @@ pub struct FactoryStats {
     pub regions: Vec<RegionStats>,
     /// Model handle cache figures.
     pub cache: CacheStats,
+    /// The bidirectional sessions.
+    pub sessions: super::SessionStats,
     /// The circuit breakers: each model id called so far (up to the tracked cap) in each
     /// region, sorted by model id then region.
     pub breakers: Vec<BreakerStats>,

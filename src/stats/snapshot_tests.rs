@@ -4,7 +4,7 @@
 use super::*;
 use crate::error::ErrorKind;
 use crate::heartbeat::{HeartbeatStats, ProbeError, ProbeKind, ProbeStats};
-use crate::stats::BreakerState;
+use crate::stats::{BreakerState, SessionStats};
 use crate::stats::{Cost, FailureStats, HttpProtocol, LatencyStats, OriginPoolStats, RateStats};
 use std::time::{Duration, SystemTime};
 
@@ -107,6 +107,17 @@ fn factory_stats() -> FactoryStats {
             hits: 9,
             misses: 1,
             invalidated: 0,
+        },
+        sessions: SessionStats {
+            opened: 3,
+            active: 1,
+            completed: 1,
+            failed: 1,
+            cancelled: 0,
+            duration_total: Duration::from_secs(480),
+            duration_max: Duration::from_secs(470),
+            liveness_probes: 4,
+            liveness_unverified: 1,
         },
         breakers: vec![
             BreakerStats {

@@ -4,7 +4,6 @@
 use super::StreamEvent;
 use crate::collect::{Accumulator, Metadata};
 use crate::error::{Error, ErrorKind, from_sdk, is_context_overflow, kind_for_code};
-use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     ContentBlockDelta, ContentBlockStart, ConverseStreamOutput as Event, ReasoningContentBlockDelta,
@@ -134,6 +133,25 @@ pub(super) fn map_stream_error(
         }
         _ => None,
     };
+    in_stream_error("converse_stream", name, e)
+}
+
+/// Maps a receive error of an event stream whose in-stream exception is the variant `name`
+/// (the exceptions come without a code); other errors as the SDK's, a stream that broke as
+/// [`ErrorKind::Network`].
+pub(crate) fn in_stream_error<E, R>(
+    what: &str,
+    name: Option<&'static str>,
+    e: aws_sdk_bedrockruntime::error::SdkError<E, R>,
+) -> Error
+where
+    E: aws_sdk_bedrockruntime::error::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
     match name {
         Some(code) => {
             let msg = e
@@ -147,15 +165,12 @@ pub(super) fn map_stream_error(
                 }
                 kind => kind,
             };
-            Error::new(
-                kind,
-                format!("converse_stream failed: in-stream {code}: {msg}"),
-            )
-            .with_code(code)
-            .with_source(e)
+            Error::new(kind, format!("{what} failed: in-stream {code}: {msg}"))
+                .with_code(code)
+                .with_source(e)
         }
         None => {
-            let mut mapped = from_sdk("converse_stream", e);
+            let mut mapped = from_sdk(what, e);
             if mapped.kind() == ErrorKind::Other {
                 mapped =
                     Error::new(ErrorKind::Network, mapped.message().to_owned()).with_source(mapped);

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 mod convert;
 
+pub(crate) use convert::in_stream_error;
+
 use convert::{convert, map_stream_error, record};
 
 /// One event of a response stream.

@@ -118,6 +118,11 @@ impl ConnectionWatch {
     pub(crate) fn retire(&self, why: &'static str) -> bool {
         retire(&self.capture, &self.events, why)
     }
+
+    /// Returns the id of the connection, once the attempt got one.
+    pub(crate) fn id(&self) -> Option<ConnectionId> {
+        self.capture.get().and_then(|m| m.connection_id())
+    }
 }
 
 impl std::fmt::Debug for ConnectionWatch {

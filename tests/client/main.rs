@@ -26,6 +26,7 @@ mod media;
 mod multi_region;
 mod operations;
 mod security;
+mod sessions;
 mod stats;
 mod stream;
 mod tokens;
