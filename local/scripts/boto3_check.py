@@ -1,11 +1,14 @@
 """Checks boto3 against a running local server: converse, converse_stream, STS, one validation error,
 thinking (a signed reasoning block, replayed and tampered with), a guardrail intervention,
-invoke_model (an Anthropic Messages body, a Titan V2 embedding), apply_guardrail, the async
-invocations (start, idempotent by token, get, list), a prompt router's trace, cache details by
-time to live, a refused tool history and a Bedrock API key. (InvokeGuardrailChecks is newer than
-the boto3 this was run with, 1.43.11.)
+invoke_model (an Anthropic Messages body, a Titan V2 embedding), apply_guardrail,
+invoke_guardrail_checks, the async invocations (start, idempotent by token, get, list), a prompt
+router's trace, cache details by time to live, a refused tool history and a Bedrock API key.
+It needs boto3 1.43.30 or newer (the first with invoke_guardrail_checks). boto3 cannot call
+bidirectional streams (InvokeModelWithBidirectionalStream); the server does not serve them either.
 
-Start the server with `cargo run -p bedrock-pool-local -- --port 18443`, then run
+`scripts/run_checks.sh` starts a server, installs boto3 in a fresh virtualenv and runs this and
+the JavaScript SDK check. By hand: start the server with
+`cargo run -p bedrock-pool-local -- --port 18443`, then run
 `python3 scripts/boto3_check.py https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>`.
 """
 
@@ -23,6 +26,9 @@ session = boto3.Session(
     region_name="us-west-2",
 )
 brt = session.client("bedrock-runtime", endpoint_url=bedrock_url, verify=ca)
+if not hasattr(brt, "invoke_guardrail_checks"):
+    raise SystemExit(f"boto3 {boto3.__version__} (botocore {botocore.__version__}) has no "
+                     "invoke_guardrail_checks: this needs boto3>=1.43.30")
 model = "anthropic.claude-3-haiku-20240307-v1:0"
 messages = [{"role": "user", "content": [{"text": "hello from boto3 today"}]}]
 
@@ -109,6 +115,25 @@ hit = brt.apply_guardrail(guardrailIdentifier="localtestguardrail", guardrailVer
 print("apply_guardrail:", clean["action"], hit["action"], hit["outputs"])
 assert clean["action"] == "NONE" and hit["action"] == "GUARDRAIL_INTERVENED"
 assert hit["assessments"][0]["wordPolicy"]["customWords"][0]["match"] == "forbidden"
+
+# InvokeGuardrailChecks (no guardrail resource): the test guardrail's trigger word scores 0.9 in
+# each requested category, a clean text 0.0; e-mail addresses are found with their offsets.
+checks = {"contentFilter": {"categories": [{"category": "VIOLENCE"}]},
+          "promptAttack": {"categories": [{"category": "JAILBREAK"}]},
+          "sensitiveInformation": {"entities": [{"type": "EMAIL"}]}}
+out = brt.invoke_guardrail_checks(checks=checks, messages=[
+    {"role": "user", "content": [{"text": "a forbidden thing, mail jo@example.com"}]}])
+email = out["results"]["sensitiveInformation"]["results"][0]
+print("invoke_guardrail_checks:", out["results"]["contentFilter"]["results"], email)
+assert out["results"]["contentFilter"]["results"][0] == {"category": "VIOLENCE", "severityScore": 0.9}
+assert out["results"]["promptAttack"]["results"][0]["severityScore"] == 0.9
+assert (email["type"], email["beginOffset"], email["endOffset"]) == ("EMAIL", 24, 38)
+assert (email["messageIndex"], email["contentIndex"]) == (0, 0)
+assert out["usage"]["promptAttack"]["textUnits"] == 1
+clean = brt.invoke_guardrail_checks(checks=checks, messages=[
+    {"role": "user", "content": [{"text": "a fine day"}]}])
+assert clean["results"]["contentFilter"]["results"][0]["severityScore"] == 0.0
+assert clean["results"]["sensitiveInformation"]["results"] == []
 
 # Async invocations: start (idempotent by token), read back, list.
 s3 = {"s3OutputDataConfig": {"s3Uri": "s3://my-bucket/videos/"}}
