@@ -2,8 +2,9 @@
 // converse, converse stream, STS get-caller-identity, one validation error, one bad signature,
 // ApplyGuardrail, InvokeGuardrailChecks and the async invocations (start, get, list).
 //
-// Start the server with `cargo run -p bedrock-pool-local -- --port 18443`, then run
-//   cd scripts/js_check && npm install
+// `scripts/run_checks.sh` starts a server and runs this and the boto3 check. By hand: start the
+// server with `cargo run -p bedrock-pool-local -- --port 18443`, then run
+//   cd scripts/js_check && npm ci
 //   node check.mjs https://127.0.0.1:18443 https://127.0.0.1:18444 <CA file it printed>
 // The script re-runs itself with NODE_EXTRA_CA_CERTS set to the CA file, which both Node's HTTP/2
 // and HTTP/1.1 clients honour (it is read once, at start-up).
