@@ -25,7 +25,7 @@ use super::{invoke, surface};
 const INVALID_API_KEY: &str = "Authentication failed: Please make sure your API Key is valid.";
 
 /// The message of an invalid model id, as Bedrock words it.
-const INVALID_MODEL_ID: &str = "The provided model identifier is invalid.";
+pub(crate) const INVALID_MODEL_ID: &str = "The provided model identifier is invalid.";
 
 /// Returns the operation and decoded model id a request path names.
 pub(crate) fn route(parts: &http::request::Parts) -> (Operation, Option<String>) {
@@ -149,12 +149,13 @@ pub(crate) fn authenticate(
         ));
     }
     let expected = Expected {
+        event_stream: rec.operation == Operation::InvokeModelWithBidirectionalStream,
         access_key_id: &shared.access_key_id,
         secret_access_key: &shared.secret_access_key,
         region: &shared.region,
         service: "bedrock",
     };
-    match bearer_key(parts) {
+    match sigv4::bearer_key(parts) {
         Some(key) if key != shared.api_key => {
             Err(ServiceError::AccessDenied(INVALID_API_KEY.to_owned()))
         }
@@ -183,31 +184,6 @@ pub(crate) async fn take_faults(
         Some(f) => faults.stream = Some(f),
     }
     Ok(faults)
-}
-
-/// Opens an InvokeModelWithBidirectionalStream session: HTTP/2 only, authenticated over an
-/// empty payload (its messages are signed one by one, see [`bidi`](super::bidi)), the faults
-/// that act before the headers, a valid model id; then the streamed answer.
-pub(crate) async fn session(
-    shared: &Shared,
-    parts: &http::request::Parts,
-    body: hyper::body::Incoming,
-    rec: &RecordedRequest,
-) -> Answer {
-    if parts.version != http::Version::HTTP_2 {
-        return fail(super::bidi::needs_http2());
-    }
-    if let Err(err) = authenticate(shared, parts, &[], rec) {
-        return fail(err);
-    }
-    if let Err(answer) = take_faults(shared, rec).await {
-        return answer;
-    }
-    if !rec.model_id.as_deref().is_some_and(valid_model_id) {
-        return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned()));
-    }
-    let signing = super::bidi::Signing::of(shared, parts);
-    Answer::Respond(super::bidi::answer(body, signing, wire::request_id()), None)
 }
 
 /// A Converse or ConverseStream request to answer (authenticated, model id valid).
@@ -441,17 +417,6 @@ fn model_answer(shared: &Shared, call: &ConverseCall) -> (Vec<Value>, String) {
         );
     }
     (content, reply.stop_reason)
-}
-
-/// Returns the key of an `Authorization: Bearer <key>` header, if the request carries one.
-fn bearer_key(parts: &http::request::Parts) -> Option<&str> {
-    let auth = parts
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, key) = auth.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 /// Returns one `contentBlockDelta` frame.

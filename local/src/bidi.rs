@@ -13,20 +13,26 @@
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
-use aws_sigv4::event_stream::{sign_empty_message, sign_message};
 use aws_sigv4::sign::v4;
-use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder, read_message_from};
+use aws_smithy_eventstream::frame::{
+    DecodedFrame, MessageFrameDecoder, read_message_from, write_headers_to,
+};
 use aws_smithy_types::base64;
-use aws_smithy_types::event_stream::{HeaderValue, Message};
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::bedrock::{INVALID_MODEL_ID, authenticate, fail, take_faults};
+use super::canonical::sha256_hex;
 use super::fault::ServiceError;
+use super::record::RecordedRequest;
 use super::sonic::{Session, Step};
+use super::state::Answer;
 use super::state::Shared;
+use super::validate::valid_model_id;
 use super::wire::{self, Body};
 
 /// Frames written ahead of a slow reader before the model waits.
@@ -100,26 +106,12 @@ impl Signing {
         else {
             return Err("an input message's signature headers have the wrong types".into());
         };
-        let time = SystemTime::try_from(*date).map_err(|_| "a :date out of range".to_owned())?;
-        let identity = credentials.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name("bedrock")
-            .time(time)
-            .settings(())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let expected = chunk_signature(credentials, region, last, *date, outer.payload())?;
         let inner = if outer.payload().is_empty() {
             None
         } else {
             Some(read_message_from(outer.payload().clone()).map_err(|e| e.to_string())?)
         };
-        let signed = match &inner {
-            Some(m) => sign_message(m, last, &params),
-            None => sign_empty_message(last, &params),
-        };
-        let expected = signed.map_err(|e| e.to_string())?.into_parts().1;
         if hex(sig) != expected {
             return Err(
                 "The request signature we calculated does not match the signature you \
@@ -133,6 +125,43 @@ impl Signing {
             None => Ok(Input::End),
         }
     }
+}
+
+/// Returns the signature of one input message's envelope, as SigV4 defines it for event
+/// streams: its string to sign hashes the `:date` header as received (the JavaScript SDK sends
+/// milliseconds, which aws-sigv4's own message signer would round away) and the payload bytes
+/// as received (the inner message, or nothing for the end).
+fn chunk_signature(
+    credentials: &Credentials,
+    region: &str,
+    last: &str,
+    date: aws_smithy_types::DateTime,
+    payload: &[u8],
+) -> Result<String, String> {
+    let time = SystemTime::try_from(date).map_err(|_| "a :date out of range".to_owned())?;
+    let stamp = date
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|e| e.to_string())?;
+    // `2026-12-07T02:18:20.510Z` → `20261207T021820Z`.
+    let compact: String = stamp
+        .chars()
+        .take_while(|c| *c != '.' && *c != 'Z')
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let day = compact.get(..8).unwrap_or_default();
+    let mut date_header = Vec::new();
+    write_headers_to(
+        &[Header::new(":date", HeaderValue::Timestamp(date))],
+        &mut date_header,
+    )
+    .map_err(|e| e.to_string())?;
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256-PAYLOAD\n{compact}Z\n{day}/{region}/bedrock/aws4_request\n{last}\n{}\n{}",
+        sha256_hex(&date_header),
+        sha256_hex(payload)
+    );
+    let key = v4::generate_signing_key(credentials.secret_access_key(), time, region, "bedrock");
+    Ok(v4::calculate_signature(key, string_to_sign.as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -170,9 +199,34 @@ fn chunk_frame(event: &Value) -> Bytes {
     wire::event_frame("chunk", &json!({ "bytes": encoded }))
 }
 
+/// Opens an InvokeModelWithBidirectionalStream session: HTTP/2 only, authenticated over an
+/// empty payload (its messages are signed one by one, see the module docs), the faults
+/// that act before the headers, a valid model id; then the streamed answer.
+pub(crate) async fn session(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+    rec: &RecordedRequest,
+) -> Answer {
+    if parts.version != http::Version::HTTP_2 {
+        return fail(needs_http2());
+    }
+    if let Err(err) = authenticate(shared, parts, &[], rec) {
+        return fail(err);
+    }
+    if let Err(answer) = take_faults(shared, rec).await {
+        return answer;
+    }
+    if !rec.model_id.as_deref().is_some_and(valid_model_id) {
+        return fail(ServiceError::Validation(INVALID_MODEL_ID.to_owned()));
+    }
+    let signing = Signing::of(shared, parts);
+    Answer::Respond(answer(body, signing, wire::request_id()), None)
+}
+
 /// Returns the streamed answer of a session whose request was accepted: the model reads the
 /// request body in its own task and writes its events as they come.
-pub(crate) fn answer(body: Incoming, signing: Signing, session_id: String) -> http::Response<Body> {
+fn answer(body: Incoming, signing: Signing, session_id: String) -> http::Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(OUTPUT_BUFFER);
     tokio::spawn(run(body, signing, Session::new(session_id), tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -280,7 +334,7 @@ async fn run(
 }
 
 /// The refusal of a session over HTTP/1.1.
-pub(crate) fn needs_http2() -> ServiceError {
+fn needs_http2() -> ServiceError {
     ServiceError::Validation(
         "InvokeModelWithBidirectionalStream needs HTTP/2: the request came over HTTP/1.1.".into(),
     )
@@ -289,13 +343,19 @@ pub(crate) fn needs_http2() -> ServiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_smithy_types::event_stream::Header;
+    use aws_sigv4::event_stream::{sign_empty_message, sign_message};
 
     fn chunk(event: &Value) -> Message {
         let part = json!({ "bytes": base64::encode(event.to_string()) });
         Message::new(part.to_string().into_bytes())
-            .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
-            .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("chunk".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
     }
 
     fn signing() -> Signing {
@@ -341,7 +401,10 @@ mod tests {
         let mut s = signing();
         let (outer, _) = envelope(Some(&first), "seed", "wrong");
         assert!(s.open(outer).is_err());
-        assert!(signing().open(first.clone()).is_err(), "a bare message needs an API key");
+        assert!(
+            signing().open(first.clone()).is_err(),
+            "a bare message needs an API key"
+        );
         assert!(matches!(Signing::Bare.open(first), Ok(Input::Event(_))));
     }
 }

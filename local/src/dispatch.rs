@@ -13,7 +13,7 @@ use super::fault::ServiceError;
 use super::record::{Listener, Operation, RecordedRequest};
 use super::state::{Answer, Shared};
 use super::wire::{self, Body};
-use super::{bedrock, sts};
+use super::{bedrock, bidi, sts};
 
 /// The largest request body the server reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -60,7 +60,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> http::Respo
             serde_json::Value::Null,
         );
         let seq = ctx.shared.record(rec.clone());
-        let answer = bedrock::session(&ctx.shared, &parts, body, &rec).await;
+        let answer = bidi::session(&ctx.shared, &parts, body, &rec).await;
         return conclude(&ctx, seq, answer).await;
     }
     let (body, too_large) = match Limited::new(body, MAX_BODY).collect().await {

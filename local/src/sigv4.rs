@@ -17,7 +17,14 @@ pub(crate) struct Expected<'a> {
     pub(crate) region: &'a str,
     /// `bedrock` or `sts`.
     pub(crate) service: &'a str,
+    /// The request's body is an event stream signed message by message: its payload hash may
+    /// be the literal `STREAMING-AWS4-HMAC-SHA256-EVENTS` (the JavaScript SDK sends and signs
+    /// it; the Rust SDK signs an empty payload instead).
+    pub(crate) event_stream: bool,
 }
+
+/// The payload hash of a request whose event-stream messages are signed one by one.
+pub(crate) const STREAMING_EVENTS: &str = "STREAMING-AWS4-HMAC-SHA256-EVENTS";
 
 /// The largest accepted clock skew between `x-amz-date` and now.
 const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -143,8 +150,14 @@ pub(crate) fn verify(
     {
         return Err(bad_signature(MISMATCH.to_owned()));
     }
-    let payload_hash = sha256_hex(body);
-    if let Some(sent) = parts.headers.get("x-amz-content-sha256")
+    let sent_hash = parts.headers.get("x-amz-content-sha256");
+    let payload_hash = match sent_hash {
+        Some(h) if expected.event_stream && h.as_bytes() == STREAMING_EVENTS.as_bytes() => {
+            STREAMING_EVENTS.to_owned()
+        }
+        _ => sha256_hex(body),
+    };
+    if let Some(sent) = sent_hash
         && !sent
             .as_bytes()
             .eq_ignore_ascii_case(payload_hash.as_bytes())
@@ -177,6 +190,17 @@ pub(crate) fn verify(
     } else {
         Err(bad_signature(MISMATCH.to_owned()))
     }
+}
+
+/// Returns the key of an `Authorization: Bearer <key>` header, if the request carries one.
+pub(crate) fn bearer_key(parts: &http::request::Parts) -> Option<&str> {
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 /// Returns the time of an `x-amz-date` value (`20240101T000000Z`).
@@ -214,6 +238,7 @@ mod tests {
     use crate::identity::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
     const BEDROCK: Expected<'static> = Expected {
+        event_stream: false,
         access_key_id: TEST_ACCESS_KEY_ID,
         secret_access_key: TEST_SECRET_ACCESS_KEY,
         region: "us-west-2",

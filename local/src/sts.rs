@@ -69,6 +69,7 @@ pub(crate) async fn handle(
         ));
     }
     let expected = Expected {
+        event_stream: false,
         access_key_id: &shared.access_key_id,
         secret_access_key: &shared.secret_access_key,
         region: &shared.region,
