@@ -108,17 +108,87 @@ impl Captured {
     }
 }
 
+thread_local! {
+    /// This thread's capture, if one is on, and its level.
+    static CAPTURE: std::cell::RefCell<Option<(Captured, tracing::Level)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Writes into this thread's capture (nothing when none is on).
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| match &mut *c.borrow_mut() {
+            Some((logs, _)) => logs.write(buf),
+            None => Ok(buf.len()),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, once per test binary, a global subscriber that writes each event to the capture
+/// of the thread it happens on. Why global: thread-local default subscribers (`set_default`)
+/// race with callsite registration on other threads, and an event's interest could be cached
+/// as "never" while a capture was on (an INFO line went missing that way under load). Returns
+/// false when another global subscriber was installed first.
+fn global_capture() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::{Layer, filter, fmt, registry};
+        // Dynamic: asked at every event (a plain `filter_fn` caches its first answer per callsite).
+        let on = filter::dynamic_filter_fn(|meta, _| {
+            CAPTURE.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .is_some_and(|(_, level)| meta.level() <= level)
+            })
+        });
+        let layer = fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .with_filter(on);
+        tracing::subscriber::set_global_default(registry().with(layer)).is_ok()
+    })
+}
+
+/// Ends a capture when dropped.
+pub enum CaptureGuard {
+    /// The global subscriber writes to this thread's capture.
+    Thread,
+    /// A thread-local default subscriber (another global subscriber was installed first).
+    Default(#[allow(dead_code)] tracing::subscriber::DefaultGuard),
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        if matches!(self, CaptureGuard::Thread) {
+            CAPTURE.with(|c| c.borrow_mut().take());
+        }
+    }
+}
+
 /// Captures this thread's logs up to `level` until the guard is dropped (use a current-thread
 /// runtime so spawned tasks log on this thread too).
-pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+pub fn capture_logs(level: tracing::Level) -> (Captured, CaptureGuard) {
     let logs = Captured::default();
+    if global_capture() {
+        CAPTURE.with(|c| *c.borrow_mut() = Some((logs.clone(), level)));
+        return (logs, CaptureGuard::Thread);
+    }
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
+    (
+        logs,
+        CaptureGuard::Default(tracing::subscriber::set_default(subscriber)),
+    )
 }
 
 /// The protocols every reliability test runs on: h2 (what production Bedrock speaks through
