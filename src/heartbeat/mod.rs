@@ -7,7 +7,7 @@
 //! at an interval shorter than the pool idle timeout.
 
 mod config;
-pub(crate) mod probe;
+mod probe;
 mod status;
 mod task;
 

@@ -1,22 +1,8 @@
 //! The two probes: STS GetCallerIdentity, and `ListAsyncInvokes` on a Bedrock host.
 
 use crate::error::{Error, Result, from_sdk};
-use aws_smithy_types::retry::{ReconnectMode, RetryConfig as SdkRetryConfig};
-use aws_smithy_types::timeout::TimeoutConfig as SdkTimeoutConfig;
+use crate::transport::probe_settings;
 use std::time::Duration;
-
-/// Returns the per-call settings of a probe: one attempt, and the probe timeout as the read
-/// timeout, so that a probe that gets no answer fails in the connector, which retires its
-/// connection (over h2, the one connection every call would use next).
-pub(crate) fn probe_settings(timeout: Duration) -> (SdkTimeoutConfig, SdkRetryConfig) {
-    (
-        SdkTimeoutConfig::builder().read_timeout(timeout).build(),
-        SdkRetryConfig::standard()
-            .with_max_attempts(1)
-            // As the factory's clients: an error answer keeps its (healthy) connection.
-            .with_reconnect_mode(ReconnectMode::ReuseAllConnections),
-    )
-}
 
 /// Returns the probe timeout error, for a probe the safety net below had to cut.
 fn probe_timed_out(op: &str, timeout: Duration) -> Error {

@@ -11,9 +11,8 @@
 //! checks again after the next stall timeout, and counts the check as unverified.
 
 use crate::error::{Error, TimeoutKind, from_sdk};
-use crate::heartbeat::probe::probe_settings;
 use crate::shared::Shared;
-use crate::transport::{CALL, CallScope, RetryRule};
+use crate::transport::{CALL, CallScope, RetryRule, probe_settings};
 use aws_smithy_runtime_api::client::connection::ConnectionId;
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,7 +10,9 @@ use crate::common;
 use bedrock_pool::error::TimeoutKind;
 use bedrock_pool::session::{Session, SessionInput, SessionOutput};
 use bedrock_pool::{CallMetadata, ErrorKind, LlmFactory};
-use bedrock_pool_local::{FAIL_SESSION, LocalServer, Operation, Protocol};
+use bedrock_pool_local::{
+    FAIL_SESSION, Fault, FaultRule, LocalServer, Operation, Protocol, ServiceError,
+};
 use common::{builder_for, factory_for};
 use std::time::Duration;
 
@@ -312,4 +314,38 @@ async fn http1_is_refused_before_a_session_is_sent() {
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_session_refused_by_its_primary_region_opens_in_the_next_with_its_opening_events() {
+    let (west, east) = common::west_and_east().await;
+    west.push_fault(
+        FaultRule::new(Fault::Error(ServiceError::ServiceUnavailable(
+            "busy".into(),
+        )))
+        .operation(Operation::InvokeModelWithBidirectionalStream),
+    );
+    let factory = common::two_region_builder(&west, &east)
+        .build()
+        .await
+        .unwrap();
+    let mut session = open(&factory, "p").await;
+    assert_eq!(session.call_info().region, "us-east-1");
+    // The echo model answers only after sessionStart and promptStart: the opening events went
+    // to the second region whole.
+    session
+        .send_all(SessionInput::user_text("p", "t", "moved"))
+        .await
+        .unwrap();
+    assert_eq!(texts(&turn(&mut session).await, "ASSISTANT"), ["moved"]);
+    assert_eq!(
+        west.requests_for(Operation::InvokeModelWithBidirectionalStream)
+            .len(),
+        1
+    );
+    assert_eq!(
+        east.requests_for(Operation::InvokeModelWithBidirectionalStream)
+            .len(),
+        1
+    );
 }
