@@ -6,8 +6,10 @@ use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::{
     Citation, CitationGeneratedContent, CitationSourceContent, CitationsContentBlock,
     CitationsDelta, ContentBlock, ConversationRole, ConverseMetrics, ConverseStreamTrace,
-    ConverseTrace, Message, PerformanceConfiguration, ReasoningContentBlock, ReasoningTextBlock,
-    ServiceTier, StopReason, TokenUsage, ToolUseBlock,
+    ConverseTrace, ErrorBlock, ImageBlock, ImageBlockDelta, ImageFormat, ImageSource, Message,
+    PerformanceConfiguration, ReasoningContentBlock, ReasoningTextBlock, S3Location, ServiceTier,
+    StopReason, TokenUsage, ToolResultBlock, ToolResultBlockDelta, ToolResultBlockStart,
+    ToolResultContentBlock, ToolResultStatus, ToolUseBlock,
 };
 use aws_smithy_types::{Blob, Document};
 
@@ -42,6 +44,22 @@ enum Block {
         signature: Option<String>,
     },
     Redacted(Vec<u8>),
+    /// An image: its format from the start event, its bytes appended delta by delta (or an S3
+    /// location), and the error a delta may report.
+    Image {
+        format: Option<ImageFormat>,
+        bytes: Vec<u8>,
+        s3: Option<S3Location>,
+        error: Option<ErrorBlock>,
+    },
+    /// A tool result (a server-side tool's): text pieces join the text content they follow,
+    /// each JSON value is a content of its own.
+    ToolResult {
+        tool_use_id: String,
+        kind: Option<String>,
+        status: Option<ToolResultStatus>,
+        content: Vec<ToolResultContentBlock>,
+    },
 }
 
 /// The figures of a stream's `metadata` event.
@@ -55,6 +73,15 @@ pub(crate) struct Metadata {
 
 fn text() -> Block {
     Block::Text(String::new())
+}
+
+fn image() -> Block {
+    Block::Image {
+        format: None,
+        bytes: Vec::new(),
+        s3: None,
+        error: None,
+    }
 }
 
 fn reasoning() -> Block {
@@ -141,6 +168,69 @@ impl Accumulator {
         }
     }
 
+    /// Starts an image block of `format`.
+    pub(crate) fn image_start(&mut self, index: i32, format: &ImageFormat) {
+        if let Block::Image { format: f, .. } = self.block(index, image) {
+            *f = Some(format.clone());
+        }
+    }
+
+    /// Adds a piece of an image: bytes are appended, an S3 location or an error is kept.
+    pub(crate) fn image_delta(&mut self, index: i32, delta: &ImageBlockDelta) {
+        let Block::Image {
+            bytes, s3, error, ..
+        } = self.block(index, image)
+        else {
+            return;
+        };
+        match &delta.source {
+            Some(ImageSource::Bytes(b)) => bytes.extend_from_slice(b.as_ref()),
+            Some(ImageSource::S3Location(l)) => *s3 = Some(l.clone()),
+            // A source kind newer than this SDK: nothing to keep.
+            _ => {}
+        }
+        if delta.error.is_some() {
+            error.clone_from(&delta.error);
+        }
+    }
+
+    /// Starts a tool-result block.
+    pub(crate) fn tool_result_start(&mut self, index: i32, start: &ToolResultBlockStart) {
+        *self.block(index, text) = Block::ToolResult {
+            tool_use_id: start.tool_use_id.clone(),
+            kind: start.r#type.clone(),
+            status: start.status.clone(),
+            content: Vec::new(),
+        };
+    }
+
+    /// Adds pieces of a tool result: a text piece extends the text content it follows, a JSON
+    /// value is a content of its own.
+    pub(crate) fn tool_result_delta(&mut self, index: i32, pieces: &[ToolResultBlockDelta]) {
+        let make = || Block::ToolResult {
+            tool_use_id: String::new(),
+            kind: None,
+            status: None,
+            content: Vec::new(),
+        };
+        let Block::ToolResult { content, .. } = self.block(index, make) else {
+            return;
+        };
+        for piece in pieces {
+            match piece {
+                ToolResultBlockDelta::Text(t) => match content.last_mut() {
+                    Some(ToolResultContentBlock::Text(last)) => last.push_str(t),
+                    _ => content.push(ToolResultContentBlock::Text(t.clone())),
+                },
+                ToolResultBlockDelta::Json(d) => {
+                    content.push(ToolResultContentBlock::Json(d.clone()))
+                }
+                // A delta kind newer than this SDK: nothing to keep.
+                _ => {}
+            }
+        }
+    }
+
     /// Keeps the metadata event's figures.
     pub(crate) fn metadata(&mut self, m: Metadata) {
         self.usage = m.usage;
@@ -156,7 +246,7 @@ impl Accumulator {
         blocks.sort_by_key(|(i, _)| *i);
         let content = blocks
             .into_iter()
-            .map(|(_, b)| content_block(b))
+            .map(|(i, b)| content_block(i, b))
             .collect::<Result<_>>()?;
         Ok((content, self))
     }
@@ -164,7 +254,8 @@ impl Accumulator {
     /// Returns the `ConverseOutput` unary Converse returns for the same answer.
     ///
     /// # Errors
-    /// A tool call whose streamed input is not valid JSON.
+    /// A tool call whose streamed input is not valid JSON; an image whose format never came
+    /// (no `contentBlockStart`); a tool result without its id.
     pub(crate) fn into_output(self) -> Result<ConverseOutput> {
         let (content, acc) = self.content()?;
         let message = Message::builder()
@@ -199,7 +290,7 @@ impl Accumulator {
 }
 
 /// Returns the SDK block for an accumulated one.
-fn content_block(b: Block) -> Result<ContentBlock> {
+fn content_block(index: i32, b: Block) -> Result<ContentBlock> {
     Ok(match b {
         Block::Text(t) => ContentBlock::Text(t),
         Block::Cited { text, citations } => ContentBlock::CitationsContent(
@@ -235,6 +326,57 @@ fn content_block(b: Block) -> Result<ContentBlock> {
         }
         Block::Redacted(d) => {
             ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(d)))
+        }
+        Block::Image {
+            format,
+            bytes,
+            s3,
+            error,
+        } => {
+            let Some(format) = format else {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "content block {index}: an image streamed without its format (no contentBlockStart)"
+                    ),
+                ));
+            };
+            let source = match s3 {
+                Some(l) => ImageSource::S3Location(l),
+                None => ImageSource::Bytes(Blob::new(bytes)),
+            };
+            ContentBlock::Image(
+                ImageBlock::builder()
+                    .format(format)
+                    .source(source)
+                    .set_error(error)
+                    .build()
+                    .map_err(other)?,
+            )
+        }
+        Block::ToolResult {
+            tool_use_id,
+            kind,
+            status,
+            content,
+        } => {
+            if tool_use_id.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "content block {index}: a tool result streamed without its toolUseId (no contentBlockStart)"
+                    ),
+                ));
+            }
+            ContentBlock::ToolResult(
+                ToolResultBlock::builder()
+                    .tool_use_id(tool_use_id)
+                    .set_content(Some(content))
+                    .set_status(status)
+                    .set_type(kind)
+                    .build()
+                    .map_err(other)?,
+            )
         }
     })
 }

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
+use super::blocks::{block_json, stream_frames};
 use super::conn::ConnShared;
 use super::fault::{Fault, ServiceError};
 use super::limits::converse_max_tokens;
-use super::model::{ConverseCall, ModelReply, ReplyBlock, split_pieces};
+use super::model::{ConverseCall, ModelReply};
 use super::options::{cache_point_count, thinking_budget};
 use super::record::{Listener, Operation, RecordedRequest};
 use super::reply::{apply_stream_fault, pace, unary};
@@ -365,23 +366,6 @@ fn converse_stream(
     Answer::Respond(res, error)
 }
 
-/// Returns the Converse JSON of one reply block; a reasoning block without a signature gets
-/// the server's own, which it accepts when the block comes back as history.
-fn block_json(shared: &Shared, block: &ReplyBlock) -> Value {
-    match block {
-        ReplyBlock::Text(t) => json!({ "text": t }),
-        ReplyBlock::ToolUse { id, name, input } => {
-            json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } })
-        }
-        ReplyBlock::Reasoning { text, signature } => {
-            let signature = signature
-                .clone()
-                .unwrap_or_else(|| surface::sign_reasoning(shared, text));
-            json!({ "reasoningContent": { "reasoningText": { "text": text, "signature": signature } } })
-        }
-    }
-}
-
 /// Returns the model's content blocks (Converse JSON) and stop reason: the responder's reply,
 /// a schema instance for structured output (echo responder), a citation over a document with
 /// citations enabled, and a signed reasoning block first when thinking is on.
@@ -417,79 +401,4 @@ fn model_answer(shared: &Shared, call: &ConverseCall) -> (Vec<Value>, String) {
         );
     }
     (content, reply.stop_reason)
-}
-
-/// Returns one `contentBlockDelta` frame.
-fn delta(index: usize, delta: Value) -> Bytes {
-    wire::event_frame(
-        "contentBlockDelta",
-        &json!({ "contentBlockIndex": index, "delta": delta }),
-    )
-}
-
-/// Returns the event frames of an answer: messageStart, blocks, messageStop, metadata.
-fn stream_frames(content: &[Value], stop: &Value, metadata: &Value) -> Vec<Bytes> {
-    let mut frames = vec![wire::event_frame(
-        "messageStart",
-        &json!({ "role": "assistant" }),
-    )];
-    for (i, block) in content.iter().enumerate() {
-        if let Some(text) = block.get("text").and_then(Value::as_str) {
-            for piece in split_pieces(text) {
-                frames.push(delta(i, json!({ "text": piece })));
-            }
-        } else if let Some(reasoning) = block.pointer("/reasoningContent/reasoningText") {
-            let text = reasoning.get("text").and_then(Value::as_str).unwrap_or("");
-            for piece in split_pieces(text) {
-                frames.push(delta(i, json!({ "reasoningContent": { "text": piece } })));
-            }
-            if let Some(sig) = reasoning.get("signature") {
-                frames.push(delta(
-                    i,
-                    json!({ "reasoningContent": { "signature": sig } }),
-                ));
-            }
-        } else if let Some(cited) = block.get("citationsContent") {
-            for text in cited
-                .get("content")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.get("text").and_then(Value::as_str))
-            {
-                for piece in split_pieces(text) {
-                    frames.push(delta(i, json!({ "text": piece })));
-                }
-            }
-            for citation in cited
-                .get("citations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                frames.push(delta(i, json!({ "citation": citation })));
-            }
-        } else if let Some(tool) = block.get("toolUse") {
-            frames.push(wire::event_frame(
-                "contentBlockStart",
-                &json!({ "contentBlockIndex": i,
-                         "start": { "toolUse": { "toolUseId": tool["toolUseId"], "name": tool["name"] } } }),
-            ));
-            let json = tool["input"].to_string();
-            let mid = json
-                .char_indices()
-                .nth(json.chars().count() / 2)
-                .map_or(0, |(b, _)| b);
-            for piece in [&json[..mid], &json[mid..]] {
-                frames.push(delta(i, json!({ "toolUse": { "input": piece } })));
-            }
-        }
-        frames.push(wire::event_frame(
-            "contentBlockStop",
-            &json!({ "contentBlockIndex": i }),
-        ));
-    }
-    frames.push(wire::event_frame("messageStop", stop));
-    frames.push(wire::event_frame("metadata", metadata));
-    frames
 }

@@ -188,21 +188,27 @@ async fn embed_answer(c: &Invoke<'_>, family: embed::Family, stream: bool) -> An
 }
 
 /// Returns the reply's blocks in Anthropic's shape (a reasoning block without a signature gets
-/// the server's own) and their output tokens.
+/// the server's own; cited text is text; images and tool results, which an Anthropic message
+/// does not answer with, are left out) and their output tokens.
 fn reply_content(shared: &Shared, blocks: &[ReplyBlock]) -> (Vec<Value>, u64) {
     let content: Vec<Value> = blocks
         .iter()
-        .map(|b| match b {
-            ReplyBlock::Text(t) => json!({ "type": "text", "text": t }),
-            ReplyBlock::ToolUse { id, name, input } => {
-                json!({ "type": "tool_use", "id": id, "name": name, "input": input })
-            }
-            ReplyBlock::Reasoning { text, signature } => {
-                let signature = signature
-                    .clone()
-                    .unwrap_or_else(|| surface::sign_reasoning(shared, text));
-                json!({ "type": "thinking", "thinking": text, "signature": signature })
-            }
+        .filter_map(|b| {
+            Some(match b {
+                ReplyBlock::Text(t) | ReplyBlock::Cited { text: t, .. } => {
+                    json!({ "type": "text", "text": t })
+                }
+                ReplyBlock::ToolUse { id, name, input } => {
+                    json!({ "type": "tool_use", "id": id, "name": name, "input": input })
+                }
+                ReplyBlock::Reasoning { text, signature } => {
+                    let signature = signature
+                        .clone()
+                        .unwrap_or_else(|| surface::sign_reasoning(shared, text));
+                    json!({ "type": "thinking", "thinking": text, "signature": signature })
+                }
+                _ => return None,
+            })
         })
         .collect();
     let output_tokens: u64 = content

@@ -56,7 +56,27 @@
 //!   `top_k`, and a forced tool choice (`any`, `tool`).
 //! - **A fake model**: [`Responder::echo`] (the default) answers the last user text back, counts
 //!   words as tokens, honours `maxTokens` and stop sequences; [`Responder::from_fn`] answers
-//!   anything, tool use included. Streams split text into one `contentBlockDelta` per word.
+//!   anything: text, tool use, reasoning, images, cited text and tool results ([`ReplyBlock`]).
+//!   Streams split text into one `contentBlockDelta` per word.
+//! - **Every streamed block kind**, each as the service model defines it: a request's
+//!   `image`, `toolResult` (with `json`, `text`, `image`, `document`, `video` and
+//!   `searchResult` contents), `searchResult` and `citationsContent` blocks are checked (image
+//!   formats and sources, a tool result's id, status and content members, a search result's
+//!   source, title and texts; the field named) and answered. The echo answers each back in a
+//!   kind a stream carries too, after the text: an image as the same image (streamed: a
+//!   `contentBlockStart` with its format, its bytes in two `image` deltas, or its S3 location
+//!   in one); a search result with citations enabled as a `citationsContent` block of its texts
+//!   citing it (`searchResultLocation`), without as a text block; a tool result as a
+//!   `toolResult` block with its id, status, text and JSON contents (streamed: a start with the
+//!   id and status, then `toolResult` deltas, text one per word, each JSON value whole), its
+//!   image and search-result contents following as blocks of their own. A streamed answer
+//!   collected by the client equals the unary answer.
+//! - **Scripted with the client's types**: a [`Responder::from_fn`] closure gives tool inputs
+//!   and JSON tool results as the SDK's `Document` (`bedrock_pool::sdk::Document`) or as
+//!   `serde_json::Value` ([`IntoJson`]: [`ReplyBlock::tool_use`], [`ModelReply::tool_use`],
+//!   [`ToolResultContent::json`]), and reads the request back as a `Document`
+//!   ([`ConverseCall::document`]); [`document_to_json`] and [`json_to_document`] convert
+//!   without loss (`PosInt`, `NegInt`, `Float`).
 //! - **InvokeModel** and its stream: an Anthropic Messages body (`anthropic_version`,
 //!   `max_tokens`, `messages`; the field named when one is missing or wrong) is answered by the
 //!   responder as Anthropic's message JSON (`{"id","type":"message","role":"assistant","content":
@@ -176,7 +196,9 @@
 //!   invocation operations, ApplyGuardrail, InvokeGuardrailChecks,
 //!   InvokeModelWithBidirectionalStream (an echo, no speech recognition) and GetCallerIdentity
 //!   exist; async invocations write nothing to S3.
-//!   Images, documents (beyond citations) and the other content blocks are accepted unread.
+//!   Documents (beyond citations), videos and audio are accepted unread. A streamed tool
+//!   result carries only its text and JSON contents (the service model has no delta for the
+//!   others), and two texts in a row come back joined.
 //! - Guardrails are one word filter each; an intervention does not call the model (output tokens
 //!   0). Thinking, cache and citation checks apply to every model id, not only Anthropic ones.
 //!   Prompt ARNs need no prompt to exist: the echo answers the messages, or `ok`.
@@ -219,9 +241,13 @@
 mod accept;
 mod bedrock;
 mod bidi;
+mod blocks;
 mod canonical;
 mod conn;
+mod content;
 mod dispatch;
+mod doc;
+mod echo;
 mod embed;
 mod fault;
 mod guardrail;
@@ -250,6 +276,7 @@ mod tools;
 mod validate;
 mod wire;
 
+pub use doc::{IntoJson, document_to_json, json_to_document};
 pub use fault::{Fault, FaultRule, IdleFault, Latency, ServiceError};
 pub use guardrail::{
     DEFAULT_BLOCKED_MESSAGE, Guardrail, TEST_GUARDRAIL_ID, TEST_GUARDRAIL_TRIGGER,
@@ -259,7 +286,7 @@ pub use identity::{
     TEST_ACCESS_KEY_ID, TEST_ACCOUNT_ID, TEST_API_KEY, TEST_REGION, TEST_SECRET_ACCESS_KEY,
 };
 pub use jobs::{DEFAULT_ASYNC_DELAY, FAIL_JOB};
-pub use model::{ConverseCall, ModelReply, ReplyBlock, Responder};
+pub use model::{ConverseCall, ImageSource, ModelReply, ReplyBlock, Responder, ToolResultContent};
 pub use quota::{Quota, QuotaStats, burndown_rate};
 pub use record::{ConnectionCounts, Listener, Operation, RecordedRequest};
 pub use router::{ROUTER_SHORT_PROMPT_WORDS, routed_model};

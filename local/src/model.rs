@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::doc::{IntoJson, json_to_document};
+
 /// Describes one validated Converse or ConverseStream request, as handed to a [`Responder`].
 #[non_exhaustive]
 #[derive(Clone, Debug)]
@@ -24,6 +26,13 @@ pub struct ConverseCall {
 }
 
 impl ConverseCall {
+    /// Returns the member of the request body at a JSON pointer as the SDK's `Document` (what
+    /// the client sent, in the client's own type), e.g.
+    /// `/messages/0/content/0/toolResult/content/0/json`.
+    pub fn document(&self, pointer: &str) -> Option<aws_smithy_types::Document> {
+        self.body.pointer(pointer).map(json_to_document)
+    }
+
     /// Returns the call described by a (validated) request body.
     pub(crate) fn from_body(model_id: String, body: Value) -> Self {
         let last_user_text = body
@@ -71,7 +80,15 @@ impl ConverseCall {
 }
 
 /// Describes one block of the model's answer.
+///
+/// Streamed, each block is the `contentBlockStart` / `contentBlockDelta` / `contentBlockStop`
+/// events the service model defines for its kind: text one delta per word, tool input in two
+/// pieces after a start naming the tool, reasoning text then its signature, cited text then one
+/// `citation` delta per citation, an image's format in its start and its bytes in two deltas
+/// (an S3 location in one), a tool result's id and status in its start and then its text (one
+/// delta per word) and JSON contents (one delta each) in order.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ReplyBlock {
     /// A text block.
     Text(String),
@@ -91,6 +108,108 @@ pub enum ReplyBlock {
         /// The signature the client sends back with the block in later turns.
         signature: Option<String>,
     },
+    /// An image the model generated.
+    Image {
+        /// The format: `png`, `jpeg`, `gif` or `webp`.
+        format: String,
+        /// The bytes or S3 location.
+        source: ImageSource,
+    },
+    /// Text with citations (a `citationsContent` block).
+    Cited {
+        /// The generated text.
+        text: String,
+        /// The citations, each as Converse JSON (`title`, `source`, `sourceContent`,
+        /// `location`: `documentChar`, `documentPage`, `documentChunk`, `searchResultLocation`
+        /// or `web`).
+        citations: Vec<Value>,
+    },
+    /// The result of a tool the service ran (a server-side tool): a `toolResult` block of the
+    /// assistant's message.
+    ToolResult {
+        /// The `toolUseId` it answers.
+        tool_use_id: String,
+        /// `success` or `error`, if given.
+        status: Option<String>,
+        /// The contents, in order. A stream carries only the text and JSON contents (the service
+        /// model has no delta for the others): give a streamed tool result no other kind, and no
+        /// two texts in a row (a stream joins them), for its collected stream to equal its unary
+        /// answer.
+        content: Vec<ToolResultContent>,
+    },
+}
+
+impl ReplyBlock {
+    /// Returns a tool-use block; the input is a `serde_json::Value` or the SDK's `Document`.
+    pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: impl IntoJson) -> Self {
+        Self::ToolUse {
+            id: id.into(),
+            name: name.into(),
+            input: input.into_json(),
+        }
+    }
+
+    /// Returns an image block of `format` (`png`, `jpeg`, `gif`, `webp`) from its bytes.
+    pub fn image(format: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self::Image {
+            format: format.into(),
+            source: ImageSource::Bytes(bytes.into()),
+        }
+    }
+
+    /// Returns a successful tool result with these contents.
+    pub fn tool_result(
+        tool_use_id: impl Into<String>,
+        content: impl IntoIterator<Item = ToolResultContent>,
+    ) -> Self {
+        Self::ToolResult {
+            tool_use_id: tool_use_id.into(),
+            status: Some("success".to_owned()),
+            content: content.into_iter().collect(),
+        }
+    }
+}
+
+/// Where an image's data is.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ImageSource {
+    /// The image bytes (base64 on the wire).
+    Bytes(Vec<u8>),
+    /// An S3 object.
+    S3 {
+        /// `s3://bucket/key`.
+        uri: String,
+        /// The bucket owner's account id, if given.
+        bucket_owner: Option<String>,
+    },
+}
+
+/// One content of a [`ReplyBlock::ToolResult`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ToolResultContent {
+    /// A JSON value (see [`ToolResultContent::json`] to give it as a `Document`).
+    Json(Value),
+    /// Text.
+    Text(String),
+    /// An image.
+    Image {
+        /// The format: `png`, `jpeg`, `gif` or `webp`.
+        format: String,
+        /// The bytes or S3 location.
+        source: ImageSource,
+    },
+    /// Any other content as Converse JSON, e.g. `{"searchResult": {...}}` or
+    /// `{"document": {...}}`; unary answers only.
+    Raw(Value),
+}
+
+impl ToolResultContent {
+    /// Returns a JSON content; the value is a `serde_json::Value` or the SDK's `Document`.
+    pub fn json(value: impl IntoJson) -> Self {
+        Self::Json(value.into_json())
+    }
 }
 
 /// Describes the model's answer to one call.
@@ -111,14 +230,11 @@ impl ModelReply {
         }
     }
 
-    /// Returns a single tool-use reply with stop reason `tool_use`.
-    pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: Value) -> Self {
+    /// Returns a single tool-use reply with stop reason `tool_use`; the input is a
+    /// `serde_json::Value` or the SDK's `Document`.
+    pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: impl IntoJson) -> Self {
         Self {
-            content: vec![ReplyBlock::ToolUse {
-                id: id.into(),
-                name: name.into(),
-                input,
-            }],
+            content: vec![ReplyBlock::tool_use(id, name, input)],
             stop_reason: "tool_use".to_owned(),
         }
     }
@@ -148,9 +264,19 @@ pub struct Responder {
 impl Responder {
     /// Returns the default responder, which echoes the last user message.
     ///
-    /// The reply text is the last user message's text (`"ok"` if it has none); tokens are
-    /// whitespace-separated words. A stop sequence cuts the text there (`stop_sequence`); more words
-    /// than `maxTokens` are cut to `maxTokens` words (`max_tokens`); otherwise `end_turn`.
+    /// The reply text is the last user message's text (`"ok"` if it has neither text nor a
+    /// block echoed below); tokens are whitespace-separated words. A stop sequence cuts the text
+    /// there (`stop_sequence`); more words than `maxTokens` are cut to `maxTokens` words
+    /// (`max_tokens`); otherwise `end_turn`.
+    ///
+    /// After the text, the message's other blocks come back in order, each as a block kind a
+    /// stream carries too (so a collected stream equals the unary answer): an `image` as the
+    /// same image; a `searchResult` as a `citationsContent` block of its texts citing it
+    /// (`searchResultLocation`: its index among the message's search results, content blocks 0
+    /// to the last) when its citations are enabled, else as a text block of its texts; a
+    /// `toolResult` as a `toolResult` block with the same id and status and its text and JSON
+    /// contents, followed by its image and search-result contents echoed as above. Documents
+    /// (beyond citations), videos and audio are read by no one.
     pub fn echo() -> Self {
         Self {
             f: Arc::new(echo_reply),
@@ -225,8 +351,14 @@ fn echo_reply(call: &ConverseCall) -> ModelReply {
             stop_reason = "max_tokens";
         }
     }
+    let echoed = super::echo::echo_blocks(&call.body);
+    let mut content = Vec::with_capacity(echoed.len() + 1);
+    if call.last_user_text.is_some() || echoed.is_empty() {
+        content.push(ReplyBlock::Text(text.to_owned()));
+    }
+    content.extend(echoed);
     ModelReply {
-        content: vec![ReplyBlock::Text(text.to_owned())],
+        content,
         stop_reason: stop_reason.to_owned(),
     }
 }

@@ -368,7 +368,8 @@ pub(crate) fn response_fields(body: &Value, stop_reason: &str, full_text: &str) 
     (!out.is_empty()).then_some(Value::Object(out))
 }
 
-/// Returns the words of a Converse content block (text, reasoning, citations, tool input).
+/// Returns the words of a Converse content block (text, reasoning, citations, tool input, tool
+/// result texts and JSON); an image counts none.
 pub(crate) fn block_tokens(block: &Value) -> u64 {
     if let Some(t) = block.get("text").and_then(Value::as_str) {
         return count_words(t);
@@ -387,6 +388,18 @@ pub(crate) fn block_tokens(block: &Value) -> u64 {
             .iter()
             .filter_map(|c| c.get("text").and_then(Value::as_str))
             .map(count_words)
+            .sum();
+    }
+    if let Some(content) = block
+        .pointer("/toolResult/content")
+        .and_then(Value::as_array)
+    {
+        return content
+            .iter()
+            .map(|c| match c.get("text").and_then(Value::as_str) {
+                Some(t) => count_words(t),
+                None => c.get("json").map_or(0, |j| count_words(&j.to_string())),
+            })
             .sum();
     }
     block

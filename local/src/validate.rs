@@ -131,7 +131,7 @@ fn validate_block(block: &Value, path: &str) -> Result<(), String> {
     if let Some(cache) = obj.get("cachePoint") {
         options::validate_cache_point(cache, &format!("{path}.cachePoint"))?;
     }
-    Ok(())
+    super::content::validate_kind(obj, path)
 }
 
 /// Checks a Converse (`stream` false) or ConverseStream body as the service does; the error

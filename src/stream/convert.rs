@@ -20,6 +20,14 @@ pub(super) fn convert(ev: Event) -> StreamEvent {
                 tool_use_id: t.tool_use_id().to_owned(),
                 name: t.name().to_owned(),
             },
+            Some(ContentBlockStart::Image(i)) => StreamEvent::ImageStart {
+                index: s.content_block_index(),
+                format: i.format().clone(),
+            },
+            Some(ContentBlockStart::ToolResult(t)) => StreamEvent::ToolResultStart {
+                index: s.content_block_index(),
+                start: t.clone(),
+            },
             _ => StreamEvent::Other(Box::new(Event::ContentBlockStart(s))),
         },
         Event::ContentBlockDelta(d) => {
@@ -55,6 +63,14 @@ pub(super) fn convert(ev: Event) -> StreamEvent {
                 Some(ContentBlockDelta::Citation(c)) => StreamEvent::CitationDelta {
                     index,
                     delta: c.clone(),
+                },
+                Some(ContentBlockDelta::Image(i)) => StreamEvent::ImageDelta {
+                    index,
+                    delta: i.clone(),
+                },
+                Some(ContentBlockDelta::ToolResult(t)) => StreamEvent::ToolResultDelta {
+                    index,
+                    delta: t.clone(),
                 },
                 _ => StreamEvent::Other(Box::new(Event::ContentBlockDelta(d))),
             }
@@ -94,6 +110,10 @@ pub(super) fn record(acc: &mut Accumulator, ev: &StreamEvent) {
         }
         StreamEvent::RedactedReasoning { index, data } => acc.redacted(*index, data),
         StreamEvent::CitationDelta { index, delta } => acc.citation(*index, delta),
+        StreamEvent::ImageStart { index, format } => acc.image_start(*index, format),
+        StreamEvent::ImageDelta { index, delta } => acc.image_delta(*index, delta),
+        StreamEvent::ToolResultStart { index, start } => acc.tool_result_start(*index, start),
+        StreamEvent::ToolResultDelta { index, delta } => acc.tool_result_delta(*index, delta),
         StreamEvent::MessageStop { stop_reason } => acc.stop_reason = Some(stop_reason.clone()),
         StreamEvent::Metadata {
             usage,

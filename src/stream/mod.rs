@@ -10,8 +10,9 @@ use crate::reply::Reply;
 use crate::stats::Outcome;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    CitationsDelta, ConverseStreamOutput as Event, ConverseStreamTrace, PerformanceConfiguration,
-    ServiceTier, StopReason, TokenUsage,
+    CitationsDelta, ConverseStreamOutput as Event, ConverseStreamTrace, ImageBlockDelta,
+    ImageFormat, PerformanceConfiguration, ServiceTier, StopReason, TokenUsage,
+    ToolResultBlockDelta, ToolResultBlockStart,
 };
 use aws_smithy_types::Blob;
 use futures_core::Stream;
@@ -91,6 +92,37 @@ pub enum StreamEvent {
         /// The citation.
         delta: CitationsDelta,
     },
+    /// An image block starts: its format; the image comes in [`ImageDelta`](Self::ImageDelta)
+    /// events.
+    ImageStart {
+        /// Content block index.
+        index: i32,
+        /// The image format.
+        format: ImageFormat,
+    },
+    /// A piece of the image of block `index`: bytes to append, an S3 location, or an error.
+    ImageDelta {
+        /// Content block index.
+        index: i32,
+        /// The piece.
+        delta: ImageBlockDelta,
+    },
+    /// A tool-result block starts (the result of a tool the service ran): the tool-use id it
+    /// answers, its type and status.
+    ToolResultStart {
+        /// Content block index.
+        index: i32,
+        /// The id, type and status.
+        start: ToolResultBlockStart,
+    },
+    /// Pieces of the tool result of block `index`: text to append to the text before it, or
+    /// whole JSON values.
+    ToolResultDelta {
+        /// Content block index.
+        index: i32,
+        /// The pieces, in order.
+        delta: Vec<ToolResultBlockDelta>,
+    },
     /// Token counts (cache reads and writes included), the service's latency, the trace and the
     /// performance and service-tier figures. More fields may come: match with `..`.
     #[non_exhaustive]
@@ -106,8 +138,8 @@ pub enum StreamEvent {
         /// The service tier that served the call.
         service_tier: Option<ServiceTier>,
     },
-    /// An event of a kind this crate does not model (image and tool-result blocks, ...), kept
-    /// raw; [`ReplyStream::collect`] leaves it out.
+    /// An event of a kind this crate does not model (a kind newer than the SDK, which the SDK
+    /// reports as `Unknown`), kept raw; [`ReplyStream::collect`] leaves it out.
     Other(Box<Event>),
 }
 
@@ -274,10 +306,11 @@ impl ReplyStream {
     /// events already read).
     ///
     /// The message is the one unary Converse returns for the same answer: blocks in index
-    /// order, reasoning with its signature (or redacted), citations, tool calls and text, so it
-    /// can go back as history (multi-turn thinking with tool use); stop reason, usage, metrics,
-    /// trace, performance and service tier come from the last events. Blocks kept as
-    /// [`StreamEvent::Other`] (image, tool result) are left out.
+    /// order, reasoning with its signature (or redacted), citations, tool calls, text, images
+    /// (their bytes joined, or their S3 location) and tool results (text and JSON contents), so
+    /// it can go back as history (multi-turn thinking with tool use); stop reason, usage,
+    /// metrics, trace, performance and service tier come from the last events. Events kept as
+    /// [`StreamEvent::Other`] (kinds newer than the SDK) are left out.
     ///
     /// # Errors
     /// The first error [`next`](Self::next) returns.

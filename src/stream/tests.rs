@@ -7,10 +7,12 @@ use aws_sdk_bedrockruntime::types::{
     Citation, CitationGeneratedContent, CitationSourceContent, CitationSourceContentDelta,
     CitationsContentBlock, CitationsDelta, ContentBlock, ContentBlockDelta, ContentBlockDeltaEvent,
     ContentBlockStart, ContentBlockStartEvent, ConverseStreamMetadataEvent, ConverseStreamMetrics,
-    ConverseStreamOutput as Event, ConverseStreamTrace, GuardrailTraceAssessment, ImageBlockStart,
-    ImageFormat, MessageStopEvent, PerformanceConfigLatency, PerformanceConfiguration,
-    ReasoningContentBlock, ReasoningContentBlockDelta, ReasoningTextBlock, ServiceTier,
-    ServiceTierType, StopReason, TokenUsage, ToolUseBlock, ToolUseBlockDelta, ToolUseBlockStart,
+    ConverseStreamOutput as Event, ConverseStreamTrace, ErrorBlock, GuardrailTraceAssessment,
+    ImageBlock, ImageBlockDelta, ImageBlockStart, ImageFormat, ImageSource, MessageStopEvent,
+    PerformanceConfigLatency, PerformanceConfiguration, ReasoningContentBlock,
+    ReasoningContentBlockDelta, ReasoningTextBlock, S3Location, ServiceTier, ServiceTierType,
+    StopReason, TokenUsage, ToolResultBlock, ToolResultBlockDelta, ToolResultBlockStart,
+    ToolResultContentBlock, ToolResultStatus, ToolUseBlock, ToolUseBlockDelta, ToolUseBlockStart,
 };
 use aws_smithy_types::{Blob, Document};
 
@@ -257,23 +259,122 @@ fn metadata_fills_usage_metrics_trace_performance_and_tier() {
     assert_eq!(out.service_tier(), Some(&tier));
 }
 
-#[test]
-fn image_and_tool_result_blocks_stay_other_and_are_left_out() {
-    let image = Event::ContentBlockStart(
+fn block_start(index: i32, start: ContentBlockStart) -> Event {
+    Event::ContentBlockStart(
         ContentBlockStartEvent::builder()
-            .content_block_index(0)
-            .start(ContentBlockStart::Image(
-                ImageBlockStart::builder()
-                    .format(ImageFormat::Png)
-                    .build()
-                    .unwrap(),
-            ))
+            .content_block_index(index)
+            .start(start)
             .build()
             .unwrap(),
+    )
+}
+
+fn image_start(index: i32) -> Event {
+    let start = ImageBlockStart::builder()
+        .format(ImageFormat::Png)
+        .build()
+        .unwrap();
+    block_start(index, ContentBlockStart::Image(start))
+}
+
+fn image_piece(index: i32, source: ImageSource) -> Event {
+    let d = ImageBlockDelta::builder().source(source).build();
+    delta(index, ContentBlockDelta::Image(d))
+}
+
+fn tool_result_start(index: i32) -> Event {
+    let start = ToolResultBlockStart::builder()
+        .tool_use_id("srv-1")
+        .r#type("web_search")
+        .status(ToolResultStatus::Success)
+        .build()
+        .unwrap();
+    block_start(index, ContentBlockStart::ToolResult(start))
+}
+
+fn tool_result_piece(index: i32, pieces: Vec<ToolResultBlockDelta>) -> Event {
+    delta(index, ContentBlockDelta::ToolResult(pieces))
+}
+
+#[test]
+fn images_join_their_bytes_or_keep_their_s3_location() {
+    let bytes = |b: &[u8]| ImageSource::Bytes(Blob::new(b.to_vec()));
+    let s3 = S3Location::builder().uri("s3://b/cat.png").build().unwrap();
+    let error = ErrorBlock::builder().message("too large").build();
+    let out = collect(vec![
+        image_start(0),
+        image_piece(0, bytes(b"\x89PN")),
+        image_piece(0, bytes(b"G")),
+        text(1, "and"),
+        image_start(2),
+        image_piece(2, ImageSource::S3Location(s3.clone())),
+        delta(
+            2,
+            ContentBlockDelta::Image(ImageBlockDelta::builder().error(error.clone()).build()),
+        ),
+        stop(StopReason::EndTurn),
+    ]);
+    let image = |source, error| {
+        ContentBlock::Image(
+            ImageBlock::builder()
+                .format(ImageFormat::Png)
+                .source(source)
+                .set_error(error)
+                .build()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        content(&out),
+        vec![
+            image(bytes(b"\x89PNG"), None),
+            ContentBlock::Text("and".into()),
+            image(ImageSource::S3Location(s3), Some(error)),
+        ]
     );
-    assert!(matches!(convert(image.clone()), StreamEvent::Other(_)));
-    let out = collect(vec![image, text(1, "hi"), stop(StopReason::EndTurn)]);
-    assert_eq!(content(&out), vec![ContentBlock::Text("hi".into())]);
+}
+
+#[test]
+fn tool_results_join_text_pieces_and_keep_each_json_value() {
+    let json = Document::Object([("hits".to_owned(), Document::from(2u64))].into());
+    let out = collect(vec![
+        tool_result_start(0),
+        tool_result_piece(0, vec![ToolResultBlockDelta::Text("two ".into())]),
+        tool_result_piece(
+            0,
+            vec![
+                ToolResultBlockDelta::Text("hits".into()),
+                ToolResultBlockDelta::Json(json.clone()),
+            ],
+        ),
+        tool_result_piece(0, vec![ToolResultBlockDelta::Json(Document::Null)]),
+        tool_result_piece(0, vec![ToolResultBlockDelta::Text("end".into())]),
+        stop(StopReason::EndTurn),
+    ]);
+    let expected = ToolResultBlock::builder()
+        .tool_use_id("srv-1")
+        .r#type("web_search")
+        .status(ToolResultStatus::Success)
+        .content(ToolResultContentBlock::Text("two hits".into()))
+        .content(ToolResultContentBlock::Json(json))
+        .content(ToolResultContentBlock::Json(Document::Null))
+        .content(ToolResultContentBlock::Text("end".into()))
+        .build()
+        .unwrap();
+    assert_eq!(content(&out), vec![ContentBlock::ToolResult(expected)]);
+}
+
+#[test]
+fn an_image_or_tool_result_without_its_start_is_an_error_naming_the_block() {
+    for ev in [
+        image_piece(3, ImageSource::Bytes(Blob::new(b"x".to_vec()))),
+        tool_result_piece(3, vec![ToolResultBlockDelta::Text("x".into())]),
+    ] {
+        let mut acc = Accumulator::default();
+        record(&mut acc, &convert(ev));
+        let e = acc.into_output().unwrap_err();
+        assert!(e.to_string().contains("content block 3"), "{e}");
+    }
 }
 
 #[test]

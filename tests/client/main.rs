@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod collect_kinds;
 mod converse_surface;
 mod factory;
 mod fallbacks;
