@@ -1,7 +1,7 @@
 //! Bidirectional sessions (InvokeModelWithBidirectionalStream: Amazon Nova Sonic, HTTP/2
 //! only): events both ways over one HTTP/2 stream of the factory's pool.
 //!
-//! [`Model::session`] opens one: the opening events (given to the request, sent again whole if
+//! [`Model::session`](crate::Model::session) opens one: the opening events (given to the request, sent again whole if
 //! the session must move to another region before it is answered), then a [`Session`] that
 //! sends [`SessionInput`]s (or a [`SessionSender`] clone does, from another task) and receives
 //! [`SessionOutput`]s.
@@ -15,6 +15,11 @@
 //! with a [`TimeoutKind::StreamStall`](crate::error::TimeoutKind) error and retires the
 //! connection. [`stats().sessions`](crate::stats::SessionStats) counts sessions, their
 //! durations and probes; each session also counts as one call of its model, with its tokens.
+//!
+//! **Unread events never hold the connection.** A session reads its stream in a task of its
+//! own as the events arrive; an event the caller has not taken yet waits in memory, not in the
+//! shared HTTP/2 connection's flow-control window (which unread sessions would fill, stalling
+//! every call on the connection).
 //!
 //! **HTTP/2 only.** Before it sends a session, the factory checks the protocol its pool speaks
 //! to the region's host (opening a connection with a probe when it has none); over HTTP/1.1
@@ -51,28 +56,19 @@ mod alive;
 mod events;
 mod input;
 mod open;
+mod read;
 
 pub use events::{SessionInput, SessionOutput, SessionRole, SessionUsage};
 pub use open::{DEFAULT_PROBE_TIMEOUT, SessionRequest};
 
-use crate::call::OpenCall;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::{CallInfo, CallMetadata};
-use crate::op::Op;
-use crate::shared::Shared;
-use crate::stats::{Outcome, SessionEnd};
-use alive::Liveness;
-use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
-use aws_sdk_bedrockruntime::types::error::InvokeModelWithBidirectionalStreamOutputError as SdkOutputError;
 use aws_sdk_bedrockruntime::types::{
     BidirectionalInputPayloadPart, InvokeModelWithBidirectionalStreamInput as SdkInput,
-    InvokeModelWithBidirectionalStreamOutput as SdkOutput, TokenUsage,
 };
 use aws_smithy_types::Blob;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -135,55 +131,35 @@ impl SessionSender {
 /// An open bidirectional session: send with [`send`](Self::send) (or a
 /// [`sender`](Self::sender) clone), receive with [`next`](Self::next) until it returns `None`.
 /// Dropping it ends the session (its input ends, the figures count it as cancelled).
+///
+/// The session reads its stream in a task of its own as the events arrive, whether or not
+/// [`next`](Self::next) is called: an event waiting for the caller is in memory, never in the
+/// shared HTTP/2 connection's flow-control window, which unread sessions would otherwise fill
+/// until every call on the connection stalled.
 pub struct Session {
-    receiver: EventReceiver<SdkOutput, SdkOutputError>,
+    events: mpsc::UnboundedReceiver<Result<SessionOutput>>,
     sender: SessionSender,
     input: Arc<input::Shared>,
-    call: OpenCall,
-    shared: Arc<Shared>,
-    stall: Duration,
-    probe_timeout: Duration,
+    info: CallInfo,
+    usage: Arc<Mutex<Option<SessionUsage>>>,
     opened: Instant,
-    usage: Option<SessionUsage>,
-    saw_event: bool,
-    done: bool,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("model_id", &self.call.info().model_id)
-            .field("region", &self.call.region())
-            .field("stall", &self.stall)
-            .field("done", &self.done)
+            .field("model_id", &self.info.model_id)
+            .field("region", &self.info.region)
+            .field("done", &self.reader.is_finished())
             .finish_non_exhaustive()
     }
 }
 
 impl CallMetadata for Session {
     fn call_info(&self) -> &CallInfo {
-        self.call.info()
+        &self.info
     }
-}
-
-/// Returns the name of an in-stream exception (they come without a code).
-fn exception_name(e: &SdkOutputError) -> Option<&'static str> {
-    Some(match e {
-        SdkOutputError::InternalServerException(_) => "InternalServerException",
-        SdkOutputError::ModelStreamErrorException(_) => "ModelStreamErrorException",
-        SdkOutputError::ValidationException(_) => "ValidationException",
-        SdkOutputError::ThrottlingException(_) => "ThrottlingException",
-        SdkOutputError::ModelTimeoutException(_) => "ModelTimeoutException",
-        SdkOutputError::ServiceUnavailableException(_) => "ServiceUnavailableException",
-        _ => return None,
-    })
-}
-
-/// What woke a session waiting for its next event.
-enum Woke<T> {
-    Event(T),
-    Stalled,
-    Probed(Liveness),
 }
 
 impl Session {
@@ -208,9 +184,9 @@ impl Session {
         self.sender.send_all(events).await
     }
 
-    /// Returns the session's token counts as of its last usage event.
+    /// Returns the session's token counts as of its last usage event (read so far).
     pub fn usage(&self) -> Option<SessionUsage> {
-        self.usage
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Returns how long the session has been open.
@@ -225,148 +201,14 @@ impl Session {
     /// [`StreamStall`](crate::error::TimeoutKind::StreamStall) timeout when the session was
     /// silent and its connection did not answer a probe. After an error the session is over.
     pub async fn next(&mut self) -> Option<Result<SessionOutput>> {
-        if self.done {
-            return None;
-        }
-        let received = self.receive().await;
-        let event = match received {
-            Err(e) => {
-                self.call.retire_connection();
-                return Some(Err(self.end_with(Err(e))));
-            }
-            Ok(Err(e)) => {
-                let name = e.as_service_error().and_then(exception_name);
-                let e = crate::stream::in_stream_error(Op::Session.name(), name, e);
-                if e.code().is_none() {
-                    self.call.retire_connection();
-                }
-                return Some(Err(self.end_with(Err(e))));
-            }
-            Ok(Ok(None)) => {
-                let _ = self.end_with(Ok(()));
-                return None;
-            }
-            Ok(Ok(Some(event))) => event,
-        };
-        if !self.saw_event {
-            self.saw_event = true;
-            self.call.first_token();
-        }
-        let bytes = match &event {
-            SdkOutput::Chunk(part) => part.bytes().map(|b| b.as_ref().to_vec()),
-            _ => None,
-        };
-        let Some(bytes) = bytes else {
-            return Some(Ok(SessionOutput::Other(aws_smithy_types::Document::Null)));
-        };
-        match SessionOutput::parse(&bytes) {
-            Ok(SessionOutput::Usage(u)) => {
-                self.usage = Some(u);
-                Some(Ok(SessionOutput::Usage(u)))
-            }
-            Ok(out) => Some(Ok(out)),
-            Err(e) => Some(Err(self.end_with(Err(e)))),
-        }
-    }
-
-    /// Waits for the next message of the stream; probes the connection after each stall
-    /// timeout of silence, and gives up only when a probe gets no answer.
-    #[allow(clippy::type_complexity)]
-    async fn receive(
-        &mut self,
-    ) -> Result<
-        std::result::Result<
-            Option<SdkOutput>,
-            aws_sdk_bedrockruntime::error::SdkError<
-                SdkOutputError,
-                aws_smithy_types::event_stream::RawMessage,
-            >,
-        >,
-    > {
-        let shared = self.shared.clone();
-        let region = self.call.region().to_owned();
-        let connection = self.call.connection_id();
-        let (stall, timeout) = (self.stall, self.probe_timeout);
-        let recv = self.receiver.recv();
-        tokio::pin!(recv);
-        let mut deadline = tokio::time::Instant::now() + stall;
-        let mut probe: Option<Pin<Box<dyn Future<Output = Liveness> + Send>>> = None;
-        loop {
-            let woke = match probe.as_mut() {
-                None => tokio::select! {
-                    r = &mut recv => Woke::Event(r),
-                    () = tokio::time::sleep_until(deadline) => Woke::Stalled,
-                },
-                Some(p) => tokio::select! {
-                    r = &mut recv => Woke::Event(r),
-                    l = p => Woke::Probed(l),
-                },
-            };
-            match woke {
-                Woke::Event(r) => return Ok(r),
-                Woke::Stalled => {
-                    let p = alive::probe(shared.clone(), region.clone(), connection, timeout);
-                    probe = Some(Box::pin(p));
-                }
-                Woke::Probed(Liveness::Dead(e)) => return Err(e),
-                Woke::Probed(l) => {
-                    shared.sessions.probed(matches!(l, Liveness::Alive));
-                    tracing::debug!(
-                        verified = matches!(l, Liveness::Alive),
-                        "a silent session's connection answered its probe"
-                    );
-                    probe = None;
-                    deadline = tokio::time::Instant::now() + stall;
-                }
-            }
-        }
-    }
-
-    /// Ends the session's figures with `outcome`: its tokens, its call, its counters; closes
-    /// its input. Returns the error back.
-    fn end_with(&mut self, outcome: Result<()>) -> Error {
-        self.done = true;
-        self.input.close();
-        self.count_usage();
-        let (end, error) = match outcome {
-            Ok(()) => {
-                self.call.finish(Outcome::Success);
-                (SessionEnd::Completed, None)
-            }
-            Err(e) => {
-                self.call.fail(&e);
-                (SessionEnd::Failed, Some(e))
-            }
-        };
-        self.shared.sessions.ended(end, self.opened.elapsed());
-        error.unwrap_or_else(|| Error::new(ErrorKind::Other, "the session ended"))
-    }
-
-    /// Counts the session's tokens (its last usage event's totals) in its call's figures.
-    fn count_usage(&self) {
-        let Some(u) = self.usage else { return };
-        let n = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
-        let usage = TokenUsage::builder()
-            .input_tokens(n(u.input_tokens))
-            .output_tokens(n(u.output_tokens))
-            .total_tokens(n(u.input_tokens + u.output_tokens))
-            .build();
-        if let Ok(usage) = usage {
-            self.call.usage(&usage);
-        }
+        self.events.recv().await
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.input.close();
-            self.count_usage();
-            self.shared
-                .sessions
-                .ended(SessionEnd::Cancelled, self.opened.elapsed());
-            // The call's own figures count it as cancelled when `call` drops.
-        }
+        // A reader still running counts the session as cancelled when it drops.
+        self.input.close();
+        self.reader.abort();
     }
 }

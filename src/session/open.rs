@@ -2,6 +2,7 @@
 //! sent through the call driver once the pool is known to speak HTTP/2 to the region's host.
 
 use super::input::{self, Input};
+use super::read::Reader;
 use super::{Session, SessionInput, SessionSender, alive, chunk};
 use crate::call::{CallInput, RequestAttrs, drive};
 use crate::error::{Error, ErrorKind, Result};
@@ -12,7 +13,7 @@ use crate::stats::HttpProtocol;
 use crate::transport::RetryRule;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventStreamSender;
 use aws_sdk_bedrockruntime::types::InvokeModelWithBidirectionalStreamInput as SdkInput;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -148,18 +149,30 @@ impl SessionRequest {
         let stall = self
             .stall_timeout
             .unwrap_or(shared.config.timeouts.stream_stall);
-        Ok(Session {
+        let opened = Instant::now();
+        let usage = Arc::new(Mutex::new(None));
+        let info = answer.call.info().clone();
+        let reader = Reader {
             receiver: answer.output.body,
-            sender: SessionSender { tx },
-            input,
             call: answer.call,
             shared,
+            input: input.clone(),
             stall,
             probe_timeout: self.probe_timeout,
-            opened: Instant::now(),
-            usage: None,
+            opened,
+            usage: usage.clone(),
             saw_event: false,
             done: false,
+        };
+        let (events, received) = mpsc::unbounded_channel();
+        Ok(Session {
+            events: received,
+            sender: SessionSender { tx },
+            input,
+            info,
+            usage,
+            opened,
+            reader: tokio::spawn(reader.run(events)),
         })
     }
 }

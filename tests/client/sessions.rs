@@ -235,7 +235,15 @@ async fn a_session_shares_its_h2_connection_with_other_calls() {
     assert_eq!(pool.opened, 1, "{pool:?}");
     assert!(pool.max_in_flight_per_connection >= 2, "{pool:?}");
     drop(session);
-    let stats = factory.stats().sessions;
+    // The session's reader task counts it when the runtime cancels it, just after the drop.
+    let mut stats = factory.stats().sessions;
+    for _ in 0..100 {
+        if stats.cancelled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = factory.stats().sessions;
+    }
     assert_eq!((stats.cancelled, stats.active), (1, 0));
 }
 
@@ -348,4 +356,64 @@ async fn a_session_refused_by_its_primary_region_opens_in_the_next_with_its_open
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn unread_sessions_never_stall_other_calls_on_the_connection() {
+    let server = server(Protocol::Https).await;
+    let factory = builder_for(&server)
+        .read_timeout(Duration::from_secs(10))
+        .stream_stall_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    // Each session gets 2.5 MB of audio echoed back (3.4 MB on the wire), and nobody reads it:
+    // more than hyper's 5 MB connection window if it stayed unread in the connection.
+    let pcm = vec![7u8; 64 * 1024];
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let session = open(&factory, "p").await;
+        let name = format!("a{i}");
+        session
+            .send(SessionInput::audio_start("p", &name))
+            .await
+            .unwrap();
+        for _ in 0..40 {
+            session
+                .send(SessionInput::audio("p", &name, &pcm))
+                .await
+                .unwrap();
+        }
+        session
+            .send(SessionInput::content_end("p", &name))
+            .await
+            .unwrap();
+        sessions.push(session);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        factory
+            .model(common::MODEL)
+            .converse()
+            .user("beside")
+            .send(),
+    )
+    .await
+    .expect("the call is not stalled behind the unread sessions")
+    .expect("the call succeeds");
+    assert_eq!(reply.text(), "beside");
+    for mut session in sessions {
+        let echoed: usize = turn(&mut session)
+            .await
+            .iter()
+            .map(|e| match e {
+                SessionOutput::Audio { pcm, .. } => pcm.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(echoed, 40 * 64 * 1024, "the unread audio was kept whole");
+    }
+    let pool = factory.stats().pool.bedrock;
+    assert_eq!((pool.opened, pool.retired), (1, 0), "{pool:?}");
 }
