@@ -37,8 +37,9 @@
 
 // The call path, bottom up, each module importing only those below it: plain data first
 // (error, config, metrics, meta, op, inputs; stats and policy, the rules); transport (the
-// pool), breaker, region (with its lanes), fleet (Redis), limit, shared, call (the driver);
-// then the handles: model, stream (the reply stream), request and the other operations; then
+// pool), probe (the heartbeat's and a silent session's probes), breaker, region (with its
+// lanes), fleet (Redis), limit, shared, call (the driver); then the handles: model, stream (the
+// reply stream), request and the other operations (session: bidirectional streams); then
 // factory and heartbeat.
 //
 // The root holds what a first program needs; the rest lives in public modules named after
@@ -68,6 +69,7 @@ pub mod metrics;
 mod model;
 mod op;
 pub mod policy;
+mod probe;
 mod region;
 mod reply;
 mod request;

@@ -7,7 +7,6 @@
 //! at an interval shorter than the pool idle timeout.
 
 mod config;
-mod probe;
 mod status;
 mod task;
 
@@ -16,8 +15,8 @@ pub use status::{HeartbeatStats, ProbeError, ProbeKind, ProbeStats};
 
 use crate::error::{Error, Result};
 use crate::factory::LlmFactory;
+use crate::probe::keep_warm_probe;
 use crate::shared::Shared;
-use probe::keep_warm_probe;
 use status::lock;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,10 +1,10 @@
 //! The heartbeat task: its schedule per probe kind, its rounds, and what it records and logs.
 
 use super::config::{HeartbeatConfig, MIN_INTERVAL};
-use super::probe::{identity_probe, keep_warm_probe};
 use super::status::{HeartbeatStats, ProbeError, ProbeKind, lock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::factory::{LlmFactory, WeakFactory};
+use crate::probe::{identity_probe, keep_warm_probe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;

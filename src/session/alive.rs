@@ -10,9 +10,10 @@
 //! call failed on it), its answer proves nothing of the session's: the session goes on and
 //! checks again after the next stall timeout, and counts the check as unverified.
 
-use crate::error::{Error, TimeoutKind, from_sdk};
+use crate::error::{Error, TimeoutKind};
+use crate::probe::keep_warm_probe;
 use crate::shared::Shared;
-use crate::transport::{CALL, CallScope, RetryRule, probe_settings};
+use crate::transport::{CALL, CallScope, RetryRule};
 use aws_smithy_runtime_api::client::connection::ConnectionId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,27 +38,14 @@ pub(super) async fn probe(
     let Some(r) = shared.regions.iter().find(|r| r.region == region) else {
         return Liveness::Unverified;
     };
-    let (t, retry) = probe_settings(timeout);
-    let call = r
-        .client
-        .list_async_invokes()
-        .max_results(1)
-        .customize()
-        .config_override(
-            aws_sdk_bedrockruntime::config::Builder::default()
-                .timeout_config(t)
-                .retry_config(retry),
-        )
-        .send();
     let scope = Arc::new(CallScope::new(RetryRule::default()));
-    let answered = CALL
-        .scope(scope.clone(), tokio::time::timeout(timeout * 2, call))
-        .await;
-    let answered = match answered {
-        Ok(Ok(_)) => true,
+    let answered = match CALL
+        .scope(scope.clone(), keep_warm_probe(&r.client, timeout))
+        .await
+    {
+        Ok(()) => true,
         // An error answer (no permission to list jobs, say) came over the connection.
-        Ok(Err(e)) => from_sdk("list_async_invokes", e).code().is_some(),
-        Err(_) => false,
+        Err(e) => e.code().is_some(),
     };
     let probed = shared
         .transport

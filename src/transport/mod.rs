@@ -24,27 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use watch::WatchedClient;
 
-/// Returns the per-call settings of a probe: one attempt, and the probe timeout as the read
-/// timeout, so that a probe that gets no answer fails in the connector, which retires its
-/// connection (over h2, the one connection every call would use next). The heartbeat's probes
-/// and a silent session's liveness probe use it.
-pub(crate) fn probe_settings(
-    timeout: Duration,
-) -> (
-    aws_smithy_types::timeout::TimeoutConfig,
-    aws_smithy_types::retry::RetryConfig,
-) {
-    (
-        aws_smithy_types::timeout::TimeoutConfig::builder()
-            .read_timeout(timeout)
-            .build(),
-        aws_smithy_types::retry::RetryConfig::standard()
-            .with_max_attempts(1)
-            // As the factory's clients: an error answer keeps its (healthy) connection.
-            .with_reconnect_mode(aws_smithy_types::retry::ReconnectMode::ReuseAllConnections),
-    )
-}
-
 /// The one partition of the pool, bound to the runtime the factory was built in.
 const PARTITION: PartitionId = PartitionId::from_index(0);
 
