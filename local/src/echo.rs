@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::model::{ImageSource, ReplyBlock, ToolResultContent};
+use super::reply_block::{ImageSource, ReplyBlock, ToolResultContent};
 
 /// Returns the echo of the last user message's images, search results and tool results, in
 /// order (the validated body's blocks; a block this cannot read is left out).

@@ -262,6 +262,7 @@ mod plain;
 mod quota;
 mod record;
 mod reply;
+mod reply_block;
 mod router;
 mod sdk;
 mod server;
