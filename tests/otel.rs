@@ -301,3 +301,45 @@ async fn a_prompt_router_call_names_the_model_that_answered() {
         assert_eq!(string(span, "gen_ai.response.model"), invoked);
     }
 }
+
+#[tokio::test]
+async fn a_session_is_one_chat_span_with_its_tokens() {
+    use bedrock_pool::session::{SessionInput, SessionOutput};
+    const SONIC: &str = "amazon.nova-sonic-v1:0";
+    let pipeline = Pipeline::install(LevelFilter::TRACE);
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    let mut session = factory
+        .model(SONIC)
+        .session()
+        .event(SessionInput::session_start(1024, 0.9, 0.7))
+        .event(SessionInput::prompt_start("p", "matthew"))
+        .open()
+        .await
+        .unwrap();
+    session
+        .send_all(SessionInput::user_text("p", "t", "three words here"))
+        .await
+        .unwrap();
+    while let Some(event) = session.next().await {
+        if matches!(event.unwrap(), SessionOutput::Usage(_)) {
+            break;
+        }
+    }
+    session.send(SessionInput::session_end()).await.unwrap();
+    while let Some(event) = session.next().await {
+        event.unwrap();
+    }
+    let spans = pipeline.spans(&format!("chat {SONIC}"));
+    assert_eq!(spans.len(), 1, "one span for the whole session");
+    let span = &spans[0];
+    assert_eq!(
+        string(span, "rpc.method"),
+        "InvokeModelWithBidirectionalStream"
+    );
+    assert_eq!(string(span, "gen_ai.operation.name"), "chat");
+    assert_eq!(string(span, "gen_ai.response.model"), SONIC);
+    assert_eq!(int(span, "gen_ai.usage.input_tokens"), 3);
+    assert_eq!(int(span, "gen_ai.usage.output_tokens"), 3);
+    assert_eq!(string(span, "outcome"), "success");
+}
