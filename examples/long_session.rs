@@ -9,7 +9,7 @@
 //! the same calls before the session opened.
 //!
 //! ```text
-//! cargo run --release --example long_session                 # 8 minutes, as Nova Sonic allows
+//! cargo run --example long_session                           # 8 minutes, as Nova Sonic allows
 //! cargo run --example long_session -- --seconds 20 --stall 3  # a short smoke run
 //! ```
 
