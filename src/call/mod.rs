@@ -8,6 +8,7 @@
 //! by region; `span.rs` starts the operations' spans; `open.rs` holds a call
 //! that got its answer until it is over; `policy.rs` tells a call's policy before it is sent.
 
+pub(crate) mod ahead;
 mod attempt;
 pub(crate) mod carry;
 mod drive;

@@ -271,7 +271,7 @@ impl InvokeRequest<Unary> {
             Carried::Stream(s) => {
                 call.served_by(s.service_tier.as_ref());
                 let stream = InvokeStream {
-                    receiver: s.body,
+                    receiver: crate::call::ahead::EventSource::direct(s.body),
                     call,
                     stall: crate::call::stall::StallTimer::new(stall),
                     saw_chunk: false,
@@ -356,7 +356,7 @@ impl InvokeRequest<Streaming> {
         let mut call = answer.call;
         call.served_by(answer.output.service_tier());
         Ok(InvokeStream {
-            receiver: answer.output.body,
+            receiver: crate::call::ahead::EventSource::read_ahead(answer.output.body),
             call,
             stall: crate::call::stall::StallTimer::new(stall),
             saw_chunk: false,

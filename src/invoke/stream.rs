@@ -15,7 +15,7 @@ use std::fmt;
 /// The answer of an InvokeModelWithResponseStream call: the model's JSON chunks, each receive
 /// bounded by the stall timeout; a stall or a broken stream retires its connection.
 pub struct InvokeStream {
-    pub(super) receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+    pub(super) receiver: crate::call::ahead::EventSource<
         ResponseStream,
         aws_sdk_bedrockruntime::types::error::ResponseStreamError,
     >,

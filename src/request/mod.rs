@@ -404,7 +404,10 @@ impl ConverseRequest<Unary> {
         .await?;
         let mut call = answer.call;
         let output = match *answer.output {
-            Carried::Stream(s) => return ReplyStream::new(s.stream, call, stall).collect().await,
+            Carried::Stream(s) => {
+                let source = crate::call::ahead::EventSource::direct(s.stream);
+                return ReplyStream::new(source, call, stall).collect().await;
+            }
             Carried::Unary(o) => o,
         };
         call.route(

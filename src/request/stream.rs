@@ -2,6 +2,7 @@
 //! its policy and its send, which answers a [`ReplyStream`].
 
 use super::{ConverseRequest, Streaming, prepared_send};
+use crate::call::ahead::EventSource;
 use crate::call::drive;
 use crate::error::Result;
 use crate::model::Model;
@@ -78,7 +79,11 @@ impl ConverseRequest<Streaming> {
             },
         )
         .await?;
-        Ok(ReplyStream::new(answer.output.stream, answer.call, stall))
+        Ok(ReplyStream::new(
+            EventSource::read_ahead(answer.output.stream),
+            answer.call,
+            stall,
+        ))
     }
 }
 

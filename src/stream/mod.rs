@@ -2,6 +2,7 @@
 //! a stream that ends without `messageStop` reported as the error it is.
 
 use crate::call::OpenCall;
+use crate::call::ahead::EventSource;
 use crate::call::stall::StallTimer;
 use crate::collect::Accumulator;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
@@ -149,10 +150,7 @@ pub enum StreamEvent {
 /// [`into_stream`](Self::into_stream), or gather it with [`collect`](Self::collect). Dropping
 /// it early cancels the call (counted as cancelled in the statistics).
 pub struct ReplyStream {
-    receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
-        Event,
-        ConverseStreamOutputError,
-    >,
+    receiver: EventSource<Event, ConverseStreamOutputError>,
     /// The call's open figures, finished when the stream ends; its connection is retired if
     /// the stream stalls or breaks.
     call: OpenCall,
@@ -190,10 +188,7 @@ impl CallMetadata for ReplyStream {
 impl ReplyStream {
     /// Returns the stream of a call that got its headers, read with `stall` between events.
     pub(crate) fn new(
-        receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
-            Event,
-            ConverseStreamOutputError,
-        >,
+        receiver: EventSource<Event, ConverseStreamOutputError>,
         call: OpenCall,
         stall: Duration,
     ) -> Self {

@@ -706,3 +706,35 @@ async fn collect_equals_unary_for_thinking_with_tool_use_over_three_turns() {
         );
     }
 }
+
+/// Streams nobody reads yet must not hold the shared h2 connection: before they were read
+/// ahead, four unread 40,000-word answers filled h2's budget of small DATA frames buffered
+/// unread, and h2 closed the whole connection ("too_many_data_frames"), failing every call
+/// on it. h2 only: over HTTP/1.1 each stream has its own connection.
+#[tokio::test]
+async fn unread_streams_never_close_the_shared_connection() {
+    let server = server(Protocol::Https).await;
+    let factory = factory_for(&server).await;
+    let model = factory.model(MODEL);
+    let words: String = (0..40_000).map(|i| format!("w{i} ")).collect();
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let stream = model
+            .converse_stream()
+            .user(words.clone())
+            .max_tokens(60_000)
+            .send()
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let reply = model.converse().user("beside").send().await.unwrap();
+    assert_eq!(reply.text(), "beside");
+    for stream in streams {
+        let reply = stream.collect().await.expect("each stream reads whole");
+        assert_eq!(reply.text().split_whitespace().count(), 40_000);
+    }
+    let pool = factory.stats().pool.bedrock;
+    assert_eq!((pool.opened, pool.retired), (1, 0), "{pool:?}");
+}
