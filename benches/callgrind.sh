@@ -21,7 +21,9 @@ LONG=${LONG:-600}
 CONCURRENCY=${CONCURRENCY:-50}
 # plain: the SDK client a user builds; raw: the SDK client on the factory's pool (the pool's own
 # cost); unary: the factory with unary_over_stream(false), the same operation as the plain
-# client; factory: the factory's defaults (unary calls carried as ConverseStream).
+# client; factory: the factory's defaults (unary calls carried as ConverseStream); stream (not
+# in the defaults): the same ConverseStream call as the caller's stream, read ahead by a task,
+# collected (`SIDES="factory stream"` gives the read-ahead's cost).
 SIDES=${SIDES:-plain raw unary factory}
 cargo build -q --release --example profile_overhead -p bedrock-pool
 cargo build -q --release -p bedrock-pool-local
@@ -54,8 +56,12 @@ for protocol in $protocols; do
         per_call[$side]=$(( (long - short) / (LONG - SHORT) ))
         echo "$protocol $side: $short Ir for $SHORT calls ($short_hs handshakes), $long Ir for $LONG calls ($long_hs handshakes), handshakes left out: ${per_call[$side]} Ir per call"
     done
+    if [ -n "${per_call[factory]:-}" ] && [ -n "${per_call[stream]:-}" ]; then
+        awk -v s="${per_call[stream]}" -v f="${per_call[factory]}" -v proto="$protocol" \
+            'BEGIN { printf "%s: stream (read ahead) / factory (carried, read directly), instructions per call: %.3f (%+.1f%%)\n", proto, s / f, 100 * (s / f - 1) }'
+    fi
     for side in $SIDES; do
-        [ "$side" = plain ] && continue
+        [ "$side" = plain ] || [ -z "${per_call[plain]:-}" ] && continue
         awk -v f="${per_call[$side]}" -v p="${per_call[plain]}" -v proto="$protocol" -v side="$side" \
             'BEGIN { printf "%s: %s / plain SDK client, instructions per call: %.3f (%+.1f%%)\n", proto, side, f / p, 100 * (f / p - 1) }'
     done

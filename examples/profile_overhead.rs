@@ -27,6 +27,9 @@ const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 #[derive(Clone)]
 enum Side {
     Factory(bedrock_pool::Model),
+    /// The same ConverseStream call as the factory's carried unary call, but as the caller's
+    /// stream (read ahead by a task), collected.
+    Stream(bedrock_pool::Model),
     Raw(aws_sdk_bedrockruntime::Client),
 }
 
@@ -34,6 +37,10 @@ impl Side {
     async fn call(&self) {
         match self {
             Side::Factory(m) => drop(m.converse().user("hello there").send().await.unwrap()),
+            Side::Stream(m) => {
+                let stream = m.converse_stream().user("hello there").send().await;
+                drop(stream.unwrap().collect().await.unwrap());
+            }
             Side::Raw(c) => {
                 let m = Message::builder()
                     .role(ConversationRole::User)
@@ -148,6 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let side = match which.as_str() {
             "factory" | "unary" => Side::Factory(factory.model(MODEL)),
+            "stream" => Side::Stream(factory.model(MODEL)),
             "raw" => Side::Raw(factory.bedrock_client().clone()),
             "plain" => Side::Raw(plain_client(&bedrock_url, &region, &ca_pem).await?),
             other => return Err(format!("unknown side {other:?}").into()),
